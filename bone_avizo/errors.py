@@ -1,0 +1,53 @@
+"""Error classes. Every message is one line: what is wrong, then how to fix it."""
+
+
+class BoneAvizoError(Exception):
+    """Base class for errors caused by the user's input or environment."""
+
+
+class InputFileError(BoneAvizoError):
+    """A path that must exist does not, or cannot be read."""
+
+
+class FormatError(BoneAvizoError):
+    """A file has the wrong or an unsupported format or extension."""
+
+
+class CorruptFileError(BoneAvizoError):
+    """A file is truncated, malformed, or disagrees with its own header."""
+
+
+class ShapeMismatchError(BoneAvizoError):
+    """Two arrays or an array and its declared header disagree in shape."""
+
+
+class UnsupportedDtypeError(BoneAvizoError):
+    """An array dtype the operation cannot handle."""
+
+
+class InvalidVolumeError(BoneAvizoError):
+    """A volume that is not 3-D, is empty, has NaN/inf, or a bad voxel size."""
+
+
+class OutputExistsError(BoneAvizoError):
+    """An output path exists and overwriting was not allowed."""
+
+
+class OutputWriteError(BoneAvizoError):
+    """An output cannot be written (unwritable folder, disk full)."""
+
+
+class ConfigError(BoneAvizoError):
+    """A configuration value is missing, unknown, of the wrong type or out of range."""
+
+
+class ModelError(BoneAvizoError):
+    """A model file is missing, corrupt, unsafe, or does not fit the data."""
+
+
+class LabelError(BoneAvizoError):
+    """Label values are not integers 0..N-1 or disagree with the declared classes."""
+
+
+class Cancelled(BoneAvizoError):
+    """The user cancelled a long operation through the progress callback."""

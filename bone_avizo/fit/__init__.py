@@ -1,0 +1,1 @@
+"""bone_avizo.fit"""

@@ -1,0 +1,231 @@
+"""Lazy volume sources and atomic volume writers: the interfaces every format implements.
+
+A source reads any slab ``[z0:z1]`` (and any region) of a volume without loading the whole
+file. A writer receives slabs in any order, writes them to a temporary name, and renames to
+the final name only on :meth:`VolumeWriter.commit`; an interrupted write never leaves a file
+that looks finished. Resumable writers (HDF5, Zarr) persist how many leading slices are
+complete so an interrupted job can continue.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from bone_avizo.errors import OutputExistsError, OutputWriteError, ShapeMismatchError
+from bone_avizo.volume import Volume, VolumeInfo
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+
+
+class VolumeSource(ABC):
+    """A read-only, lazily read volume in (z, y, x) order."""
+
+    info: VolumeInfo
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.info.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.info.dtype
+
+    @property
+    def voxel_size(self):
+        return self.info.voxel_size
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @abstractmethod
+    def read_slab(self, z0: int, z1: int) -> np.ndarray:
+        """Slices z0..z1-1 as a new (z1-z0, y, x) array."""
+
+    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
+        """The region [z, y, x] (step-1 slices) as a new array. Formats with random access override."""
+        z0, z1, _ = z.indices(self.shape[0])
+        return np.ascontiguousarray(self.read_slab(z0, z1)[:, y, x])
+
+    def read_plane(self, axis: int, index: int) -> np.ndarray:
+        """One plane: axis 0 -> (y, x), axis 1 -> (z, x), axis 2 -> (z, y)."""
+        if not 0 <= index < self.shape[axis]:
+            raise IndexError(f"plane {index} outside 0..{self.shape[axis] - 1} on axis {axis}")
+        full = slice(None)
+        region = [full, full, full]
+        region[axis] = slice(index, index + 1)
+        return np.take(self.read_region(*region), 0, axis=axis)
+
+    def read_all(self) -> np.ndarray:
+        return self.read_slab(0, self.shape[0])
+
+    def to_volume(self) -> Volume:
+        return Volume.from_info(self.read_all(), self.info)
+
+    def close(self) -> None:
+        """Release file handles. Reading after close is an error."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _check_slab(self, z0: int, z1: int) -> tuple[int, int]:
+        n = self.shape[0]
+        if not (0 <= z0 <= z1 <= n):
+            raise IndexError(f"slab [{z0}:{z1}] outside the volume's 0..{n} slices")
+        return z0, z1
+
+
+class ArraySource(VolumeSource):
+    """A source over an in-memory (or memory-mapped) array or Volume."""
+
+    def __init__(self, data: Volume | np.ndarray, info: VolumeInfo | None = None):
+        if isinstance(data, Volume):
+            info, data = data.info, data.array
+        self.array = data
+        self.info = info or VolumeInfo(data.shape, data.dtype)
+
+    def read_slab(self, z0: int, z1: int) -> np.ndarray:
+        self._check_slab(z0, z1)
+        return np.array(self.array[z0:z1])
+
+    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
+        return np.array(self.array[z, y, x])
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name a writer uses until commit: ``<name>.partial`` beside the output."""
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def check_output_path(path: Path, *, overwrite: bool) -> None:
+    """Refuse an existing output (unless overwrite) and an unwritable folder, before any work."""
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output {path} already exists; choose another name or allow overwriting "
+                                "(--overwrite)")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputWriteError(f"output folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputWriteError(f"output folder {folder} is not writable; choose another output path")
+
+
+def replace_path(src: Path, dst: Path) -> None:
+    """Atomically move ``src`` to ``dst`` (a file or folder), replacing ``dst`` if present."""
+    if dst.is_dir() and not dst.is_symlink():
+        old = dst.with_name(dst.name + ".old")
+        if old.exists():
+            remove_path(old)
+        os.replace(dst, old)
+        os.replace(src, dst)
+        remove_path(old)
+    else:
+        os.replace(src, dst)
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class VolumeWriter(ABC):
+    """Writes a volume slab by slab to ``<path>.partial`` and renames it to ``path`` on commit.
+
+    Use as a context manager: a clean exit commits, an exception aborts (the partial output is
+    deleted, or kept for resumable writers opened with ``resume=True`` so the job can continue).
+    """
+
+    resumable = False
+
+    def __init__(self, path: str | os.PathLike, info: VolumeInfo, *, overwrite: bool = False,
+                 resume: bool = False):
+        self.path = Path(path)
+        self.info = info
+        self.resume = resume and self.resumable
+        self.temp_path = partial_path(self.path)
+        self.done_slices = 0
+        self._closed = False
+        check_output_path(self.path, overwrite=overwrite)
+        if self.temp_path.exists() and not self.resume:
+            remove_path(self.temp_path)
+        try:
+            self._open()
+        except OSError as exc:
+            raise OutputWriteError(f"cannot create {self.temp_path}: {exc.strerror or exc}; "
+                                   "check the folder's permissions and free space") from exc
+
+    # -- for subclasses -------------------------------------------------------------------
+    @abstractmethod
+    def _open(self) -> None:
+        """Create (or, when resuming, reopen) the temporary output; set ``done_slices``."""
+
+    @abstractmethod
+    def _write(self, z0: int, slab: np.ndarray) -> None:
+        """Store slab (n, y, x) at slices z0..z0+n-1 of the temporary output."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Flush and close the temporary output (called before rename and on abort)."""
+
+    def _save_done(self, z_end: int) -> None:
+        """Persist that slices 0..z_end-1 are complete (resumable writers only)."""
+
+    # -- public API ----------------------------------------------------------------------
+    def write_slab(self, z0: int, slab: np.ndarray) -> None:
+        """Write slab (n, y, x) at z0; the dtype is cast to the writer's dtype when safe."""
+        nz, ny, nx = self.info.shape
+        slab = np.asarray(slab)
+        if slab.ndim != 3 or slab.shape[1:] != (ny, nx) or not 0 <= z0 <= nz - slab.shape[0]:
+            raise ShapeMismatchError(f"slab of shape {slab.shape} at z={z0} does not fit a volume of "
+                                     f"shape {self.info.shape}")
+        try:
+            self._write(z0, slab.astype(self.info.dtype, copy=False))
+        except OSError as exc:
+            raise OutputWriteError(f"writing {self.path} failed at slice {z0}: {exc.strerror or exc}; "
+                                   "check free disk space") from exc
+
+    def mark_done(self, z_end: int) -> None:
+        """Record that slices 0..z_end-1 are complete (a resume point for resumable formats)."""
+        self.done_slices = max(self.done_slices, z_end)
+        self._save_done(self.done_slices)
+
+    def commit(self) -> Path:
+        """Close and rename the temporary output to the final path."""
+        if self._closed:
+            return self.path
+        self._close()
+        self._closed = True
+        replace_path(self.temp_path, self.path)
+        log.info("wrote %s", self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and discard the temporary output (resumable writers in resume mode keep it)."""
+        if self._closed:
+            return
+        try:
+            self._close()
+        finally:
+            self._closed = True
+            if not self.resume:
+                remove_path(self.temp_path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

@@ -1,0 +1,87 @@
+"""Command-line entry point: ``python -m bone_avizo.standalone <command> ...``.
+
+Each command lives in its own module ``bone_avizo.standalone.cmd_<name>`` that defines
+``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``. Exit codes: 0 ok, 2 bad input
+(one-line message), 1 internal error (traceback with --debug), 130 cancelled.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from bone_avizo.errors import BoneAvizoError, Cancelled
+
+COMMANDS = ("fit", "predict", "iou", "info", "export", "phantom", "demo", "cv", "bench", "avizo")
+
+log = logging.getLogger("bone_avizo")
+
+
+def _available_commands() -> dict[str, object]:
+    modules = {}
+    for name in COMMANDS:
+        try:
+            modules[name] = importlib.import_module(f"bone_avizo.standalone.cmd_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"bone_avizo.standalone.cmd_{name}":
+                raise
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bone-avizo", description="Deep-learning segmentation of bone "
+                                     "in micro-CT volumes: fit, predict, score.")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in _available_commands().items():
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+                        force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error
+        return int(exc.code or 0) if exc.code in (0, None) else 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args._run(args) or 0)
+    except Cancelled as exc:
+        print(f"bone-avizo {args.command}: {exc}", file=sys.stderr)
+        return 130
+    except BoneAvizoError as exc:
+        if args.debug:
+            raise
+        print(f"bone-avizo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bone-avizo {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last-resort handler of the CLI
+        if args.debug:
+            raise
+        print(f"bone-avizo {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

@@ -1,0 +1,31 @@
+"""Shared fixtures: the real scans in ../shared/data (skipped where absent) and seeded RNGs."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT / "tests"))
+
+REAL_SCANS = {
+    "lhdl_3155": ("lhdl_3155_D_4_bc_trabecular_uct.tif", (200, 200, 200), 0.0195),
+    "lhdl_ti_2923": ("lhdl_Ti_2923_D_1_trabecular_uct.tif", (495, 257, 257), 0.0195),
+    "mouse_femur": ("simplect_mouse_femur_uct.tif", (103, 49, 63), 0.05),
+}
+
+
+def real_scan(key: str) -> Path:
+    """Path of a real scan in ../shared/data; skips the test where the folder is absent."""
+    path = SHARED_DATA / REAL_SCANS[key][0]
+    if not path.is_file():
+        pytest.skip(f"real scan {path} not available")
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
