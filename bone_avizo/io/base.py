@@ -229,3 +229,34 @@ class VolumeWriter(ABC):
             self.commit()
         else:
             self.abort()
+
+
+class MemoryWriter:
+    """A writer into an in-memory array, with the VolumeWriter interface (no files involved)."""
+
+    resumable = False
+
+    def __init__(self, info: VolumeInfo):
+        self.info = info
+        self.path = None
+        self.done_slices = 0
+        self.array = np.zeros(info.shape, info.dtype)
+
+    def write_slab(self, z0: int, slab: np.ndarray) -> None:
+        self.array[z0:z0 + slab.shape[0]] = slab
+
+    def mark_done(self, z_end: int) -> None:
+        self.done_slices = max(self.done_slices, z_end)
+
+    def commit(self) -> Volume:
+        return Volume.from_info(self.array, self.info)
+
+    def abort(self) -> None:
+        self.array = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()

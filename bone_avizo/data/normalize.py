@@ -1,0 +1,109 @@
+"""Per-scan intensity normalisation (BONe's policy: statistics over voxels > 0), streamed.
+
+z-score: (x - mean) / std, clipped to [-5, 5]; min-max: (x - min) / (max - min), clipped to
+[0, 1]. Statistics come from all voxels > 0 of one scan (zero is treated as "outside the
+scan", e.g. the corners of a reconstructed cylinder), gathered slab by slab.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import torch
+
+from bone_avizo.errors import InvalidVolumeError
+
+Z_CLIP = 5.0
+
+
+class Normalization(StrEnum):
+    ZSCORE = "zscore"
+    MINMAX = "minmax"
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """Intensity statistics of one scan over voxels > 0."""
+
+    mean: float
+    std: float
+    minimum: float
+    maximum: float
+    count: int
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "min": self.minimum, "max": self.maximum,
+                "count": self.count}
+
+
+class StatsAccumulator:
+    """Accumulates sum, sum of squares, min and max of voxels > 0 over slabs (float64, exact
+    for integer data through a histogram)."""
+
+    def __init__(self):
+        self.count = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.minimum = np.inf
+        self.maximum = -np.inf
+        self._hist: np.ndarray | None = None
+
+    def add(self, slab: np.ndarray) -> None:
+        if slab.dtype in (np.uint8, np.uint16):
+            hist = np.bincount(slab.reshape(-1), minlength=256 if slab.dtype == np.uint8 else 65536)
+            self._hist = hist if self._hist is None else self._hist + hist
+            return
+        values = slab[slab > 0].astype(np.float64)
+        if values.size:
+            self.count += values.size
+            self.total += float(values.sum())
+            self.total_sq += float(np.square(values).sum())
+            self.minimum = min(self.minimum, float(values.min()))
+            self.maximum = max(self.maximum, float(values.max()))
+
+    def result(self) -> NormStats:
+        if self._hist is not None:
+            self._merge_histogram()
+        if self.count == 0:
+            raise InvalidVolumeError("the scan has no voxels > 0, so it cannot be normalised; "
+                                     "check that the right volume was given")
+        mean = self.total / self.count
+        var = max(self.total_sq / self.count - mean * mean, 0.0)
+        return NormStats(mean, float(np.sqrt(var)), float(self.minimum), float(self.maximum), self.count)
+
+    def _merge_histogram(self) -> None:
+        hist = self._hist.astype(np.float64)
+        hist[0] = 0
+        values = np.arange(hist.size, dtype=np.float64)
+        nonzero = np.flatnonzero(hist)
+        self._hist = None
+        if nonzero.size == 0:
+            return
+        self.count += int(hist.sum())
+        self.total += float(hist @ values)
+        self.total_sq += float(hist @ (values * values))
+        self.minimum = min(self.minimum, float(nonzero[0]))
+        self.maximum = max(self.maximum, float(nonzero[-1]))
+
+
+def scan_stats(source, *, slab_slices: int = 32, progress=None) -> NormStats:
+    """Statistics over voxels > 0 of a whole source (any VolumeSource), read slab by slab."""
+    acc = StatsAccumulator()
+    nz = source.shape[0]
+    for z0 in range(0, nz, slab_slices):
+        acc.add(source.read_slab(z0, min(z0 + slab_slices, nz)))
+        if progress is not None:
+            progress.advance(min(slab_slices, nz - z0))
+    return acc.result()
+
+
+def normalize(data: np.ndarray | torch.Tensor, stats: NormStats, mode: str) -> torch.Tensor:
+    """Normalised float32 tensor of the same shape as ``data`` (any layout)."""
+    tensor = torch.as_tensor(data).to(torch.float32)
+    if Normalization(mode) == Normalization.ZSCORE:
+        scale = 1.0 / stats.std if stats.std > 0 else 1.0
+        return tensor.sub_(stats.mean).mul_(scale).clamp_(-Z_CLIP, Z_CLIP)
+    span = stats.maximum - stats.minimum
+    scale = 1.0 / span if span > 0 else 1.0
+    return tensor.sub_(stats.minimum).mul_(scale).clamp_(0.0, 1.0)

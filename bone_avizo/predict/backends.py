@@ -1,0 +1,122 @@
+"""Compute backends: a callable mapping tiles (B, C, h, w) float32 -> logits (B, K, h, w).
+
+torch: CPU or CUDA, eval mode, inference mode, optional autocast (fp16/bf16) and channels_last.
+onnxruntime: CPU, CUDA or TensorRT execution providers, from an exported model.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bone_avizo.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available else cpu; validate cuda:N."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not valid; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name} requested but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> fp32 on CPU (exact), fp16 on CUDA."""
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+class TorchBackend:
+    """Runs a torch module on tiles; returns float32 logits on the module's device."""
+
+    def __init__(self, module: torch.nn.Module, *, device: torch.device, precision: str):
+        self.device = device
+        self.precision = resolve_precision(precision, device)
+        self.channels_last = True
+        self.module = module.eval().to(device)
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        tiles = tiles.to(self.device, non_blocking=True)
+        if self.channels_last:
+            tiles = tiles.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast():
+            out = self.module(tiles)
+        return out.float()
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+
+
+class OnnxBackend:
+    """Runs an ONNX model with onnxruntime (CUDA/TensorRT providers when the device is CUDA)."""
+
+    def __init__(self, onnx_path: str | os.PathLike, *, device: torch.device, threads: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError('the onnxruntime backend needs onnxruntime: pip install "bone-avizo[onnx]" '
+                              '(or [gpu] for CUDA)') from None
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        self.device = device
+        providers = self._providers(ort, device)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
+        self.input_name = self.session.get_inputs()[0].name
+        log.info("onnxruntime providers: %s", self.session.get_providers())
+
+    @staticmethod
+    def _providers(ort, device: torch.device) -> list:
+        available = ort.get_available_providers()
+        if device.type != "cuda":
+            return ["CPUExecutionProvider"]
+        wanted = [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+        if "CUDAExecutionProvider" not in available:
+            raise ConfigError("onnxruntime has no CUDA provider here; pip install onnxruntime-gpu or use "
+                              "--device cpu")
+        return wanted
+
+    def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
+        array = tiles.detach().to("cpu", torch.float32).contiguous().numpy()
+        out = self.session.run(None, {self.input_name: array})[0]
+        return torch.from_numpy(out).to(self.device)
+
+
+def build_backend(module: torch.nn.Module, *, backend: str, device: torch.device, precision: str,
+                  threads: int, onnx_path: str | os.PathLike | None = None, in_channels: int = 1):
+    """The backend named ``backend`` for ``module`` (exported to a temporary ONNX file if needed)."""
+    if backend == "torch":
+        return TorchBackend(module, device=device, precision=precision)
+    if onnx_path is None:
+        from bone_avizo.models import export_onnx
+        folder = Path(tempfile.mkdtemp(prefix="bone_avizo_onnx_"))
+        onnx_path = folder / "model.onnx"
+        export_onnx(module, onnx_path, in_channels=in_channels)
+    return OnnxBackend(onnx_path, device=device, threads=threads)

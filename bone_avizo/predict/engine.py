@@ -1,0 +1,330 @@
+"""DLPred: streaming tiled prediction of whole volumes in bounded memory.
+
+Flow for one volume: (1) a streamed pass collects the normalisation statistics (voxels > 0);
+(2) for each slicing plane, blocks of images are read in a background thread, normalised,
+stacked into 2.5D channels, predicted tile by tile (with test-time augmentation), and
+(3) either streamed straight to the label writer (single xy plane) or summed into an on-disk
+fusion buffer whose argmax is written in a final pass. Peak memory is O(block), independent
+of the number of slices.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bone_avizo.config import Plane, PredictConfig
+from bone_avizo.data.context import check_context, context_indices, halo
+from bone_avizo.data.normalize import NormStats, normalize, scan_stats
+from bone_avizo.errors import ConfigError, ModelError
+from bone_avizo.io import create_writer
+from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource
+from bone_avizo.predict import tta
+from bone_avizo.predict.backends import build_backend, resolve_device
+from bone_avizo.predict.fusion import FusionBuffer
+from bone_avizo.predict.streams import BackgroundWriter, prefetched
+from bone_avizo.predict.tiling import Tiler, TileGrid
+from bone_avizo.progress import ProgressCallback, ProgressTracker
+from bone_avizo.volume import Volume, VolumeInfo
+
+log = logging.getLogger(__name__)
+
+PLANE_AXIS = {Plane.XY: 0, Plane.XZ: 1, Plane.YZ: 2}
+BATCH_PIXELS = {"cpu": 1 << 19, "cuda": 1 << 22}  # tile pixels per forward pass when batch_size is auto
+
+
+@dataclass
+class PredictionResult:
+    """What a prediction produced: the labels (in memory, or the output path) and its figures."""
+
+    labels: Volume | None
+    output: Path | None
+    probability_outputs: list[Path]
+    stats: NormStats
+    seconds: float
+    voxels_per_second: float
+    tile: int
+    batch_size: int
+    slab_slices: int
+    backend: str
+    device: str
+    details: dict = field(default_factory=dict)
+
+
+def _as_source(data) -> VolumeSource:
+    if isinstance(data, VolumeSource):
+        return data
+    if isinstance(data, Volume):
+        return ArraySource(data)
+    array = np.asarray(data)
+    return ArraySource(Volume(array))
+
+
+def _load(model):
+    if isinstance(model, (str, os.PathLike)):
+        from bone_avizo.models import load_model
+        return load_model(model)
+    return model
+
+
+def probability_path(output: Path, class_name: str) -> Path:
+    """Where the probability map of one class goes: ``<stem>_prob_<class><suffix>`` beside the output."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in class_name)
+    suffix = "".join(output.suffixes) if output.suffix else ""
+    stem = output.name[: len(output.name) - len(suffix)] if suffix else output.name
+    return output.with_name(f"{stem}_prob_{safe}{suffix}")
+
+
+class _Plan:
+    """Resolved settings of one prediction job (model facts + config + volume geometry)."""
+
+    def __init__(self, source: VolumeSource, loaded, config: PredictConfig):
+        meta = loaded.metadata
+        self.meta = meta
+        self.config = config
+        self.context = int(getattr(meta, "context_slices", 1) or 1)
+        if meta.in_channels != self.context:
+            raise ModelError(f"the model takes {meta.in_channels} input channels but {self.context} "
+                             "context slice(s); only grayscale 2D/2.5D models are supported")
+        self.num_classes = int(meta.num_classes)
+        self.class_names = tuple(meta.class_names) if meta.class_names else tuple(
+            f"class{i}" for i in range(self.num_classes))
+        self.planes = tuple(dict.fromkeys(Plane(p) for p in config.planes))
+        for plane in self.planes:
+            check_context(source.shape[PLANE_AXIS[plane]], self.context)
+        self.tile = config.tile_size or int(meta.patch_size)
+        self.device = resolve_device(config.device)
+        self.backend = self._backend_name(config.backend)
+        self.shape = source.shape
+        self.fused = self.planes != (Plane.XY,)
+
+    def _backend_name(self, name: str) -> str:
+        if name != "auto":
+            return name
+        if self.device.type == "cpu":
+            try:
+                import onnxruntime  # noqa: F401
+                return "onnxruntime"
+            except ImportError:
+                pass
+        return "torch"
+
+    def batch_size(self, plane: Plane) -> int:
+        if self.config.batch_size:
+            return self.config.batch_size
+        h, w = self.image_shape(plane)
+        grid = TileGrid.build(h, w, self.tile, self.config.overlap)
+        return max(1, BATCH_PIXELS[self.device.type] // (grid.tile_h * grid.tile_w))
+
+    def image_shape(self, plane: Plane) -> tuple[int, int]:
+        axis = PLANE_AXIS[plane]
+        return tuple(s for i, s in enumerate(self.shape) if i != axis)  # type: ignore[return-value]
+
+    def slab_images(self, plane: Plane, in_itemsize: int) -> int:
+        """Images per block: the config's value, or as many as the memory budget allows."""
+        n = self.shape[PLANE_AXIS[plane]]
+        if self.config.slab_slices:
+            return min(self.config.slab_slices, n)
+        h, w = self.image_shape(plane)
+        k, c = self.num_classes, self.context
+        passes = 2 if self.config.tta != "none" else 1
+        per_image = h * w * (in_itemsize + 4 * (c + 1) + 4 * k * (2 + passes) + 2 * k + 1 + k)
+        budget = self.config.memory_limit_gb * (1 << 30) * 0.5
+        return int(max(1, min(n, budget // per_image)))
+
+
+def _read_block(source: VolumeSource, axis: int, lo: int, hi: int) -> np.ndarray:
+    """Images lo..hi-1 along ``axis`` as (n, h, w) with the slicing axis first."""
+    if axis == 0:
+        return source.read_slab(lo, hi)
+    region = [slice(None)] * 3
+    region[axis] = slice(lo, hi)
+    return np.moveaxis(source.read_region(*region), axis, 0)
+
+
+def _blocks(n: int, size: int, start: int = 0) -> list[tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(start, n, size)]
+
+
+class _PlanePredictor:
+    """Predicts blocks of images along one plane: raw block -> logits (n, K, h, w)."""
+
+    def __init__(self, plan: _Plan, plane: Plane, stats: NormStats, backend):
+        self.plan = plan
+        self.axis = PLANE_AXIS[plane]
+        self.n = plan.shape[self.axis]
+        self.stats = stats
+        self.halo = halo(plan.context)
+        self.tiler = Tiler(backend, tile=plan.tile, overlap=plan.config.overlap, blend=plan.config.blend,
+                           batch_size=plan.batch_size(plane), num_classes=plan.num_classes)
+
+    def read(self, source: VolumeSource, block: tuple[int, int]) -> tuple[int, np.ndarray]:
+        lo, hi = max(0, block[0] - self.halo), min(self.n, block[1] + self.halo)
+        return lo, _read_block(source, self.axis, lo, hi)
+
+    def logits(self, block: tuple[int, int], lo: int, raw: np.ndarray) -> torch.Tensor:
+        normed = normalize(raw, self.stats, self.plan.meta.normalization)
+        idx = context_indices(np.arange(*block), self.n, self.plan.context) - lo
+        images = normed[torch.from_numpy(idx)]  # (n, C, h, w)
+        return tta.averaged(self.tiler, images, self.plan.config.tta)
+
+
+def _quantise(probabilities: torch.Tensor, scale: int = 255) -> torch.Tensor:
+    """Probabilities in [0, 1] as integers 0..scale (uint8 when scale <= 255, else int32)."""
+    out = probabilities.mul(float(scale)).round_()
+    return out.to(torch.uint8) if scale <= 255 else out.to(torch.int32)
+
+
+class _Outputs:
+    """The label writer and optional probability writers, opened before any work is done."""
+
+    def __init__(self, stack: ExitStack, info: VolumeInfo, plan: _Plan, output, *, overwrite: bool,
+                 resume: bool):
+        label_info = info.with_(dtype=np.dtype(np.uint8), class_names=plan.class_names,
+                                name=f"{info.name}_labels")
+        prob_info = info.with_(dtype=np.dtype(np.uint8), class_names=None)
+        self.output = Path(output) if output is not None else None
+        self.probability_paths: list[Path] = []
+        if self.output is None:
+            self.labels = stack.enter_context(MemoryWriter(label_info))
+            self.probs = [stack.enter_context(MemoryWriter(prob_info.with_(name=f"{info.name}_prob_{n}")))
+                          for n in plan.class_names] if plan.config.probabilities else []
+            return
+        self.labels = stack.enter_context(create_writer(self.output, label_info, overwrite=overwrite,
+                                                        resume=resume))
+        self.probs = []
+        if plan.config.probabilities:
+            for name in plan.class_names:
+                path = probability_path(self.output, name)
+                self.probability_paths.append(path)
+                self.probs.append(stack.enter_context(create_writer(
+                    path, prob_info.with_(name=f"{info.name}_prob_{name}"), overwrite=overwrite,
+                    resume=resume)))
+
+    @property
+    def done_slices(self) -> int:
+        return min([self.labels.done_slices] + [w.done_slices for w in self.probs])
+
+    def write(self, z0: int, labels: np.ndarray, quantised: np.ndarray | None) -> None:
+        """labels (n, y, x) uint8; quantised (K, n, y, x) uint8 probabilities or None."""
+        self.labels.write_slab(z0, labels)
+        for k, writer in enumerate(self.probs):
+            writer.write_slab(z0, quantised[k])
+        z_end = z0 + labels.shape[0]
+        for writer in (self.labels, *self.probs):
+            writer.mark_done(z_end)
+
+
+def predict_volume(source, model, config: PredictConfig | None = None, *, output=None,
+                   overwrite: bool = False, progress: ProgressCallback | None = None) -> PredictionResult:
+    """Predict a label volume (z, y, x) uint8 from ``source`` with ``model``.
+
+    source: a VolumeSource, Volume or (z, y, x) array. model: a loaded model (``.module``,
+    ``.metadata``) or a model file path. output: a path in any writable format, or None to return
+    the labels in memory. Probability maps (config.probabilities) go to ``<stem>_prob_<class>``.
+    """
+    config = config or PredictConfig()
+    source = _as_source(source)
+    loaded = _load(model)
+    plan = _Plan(source, loaded, config)
+    if config.resume and plan.fused:
+        raise ConfigError("--resume works for single-plane (xy) prediction; rerun without --resume")
+    start = time.perf_counter()
+    with ExitStack() as stack, _torch_threads(config.threads):
+        outputs = _Outputs(stack, source.info, plan, output, overwrite=overwrite, resume=config.resume)
+        backend = build_backend(loaded.module, backend=plan.backend, device=plan.device,
+                                precision=config.precision, threads=config.threads,
+                                in_channels=plan.context)
+        steps = source.shape[0] * (1 + plan.fused) + sum(source.shape[PLANE_AXIS[p]] for p in plan.planes)
+        tracker = ProgressTracker(steps, "predicting", progress)
+        stats = _stats(source, plan, tracker)
+        if plan.fused:
+            _predict_fused(source, plan, stats, backend, outputs, tracker)
+        else:
+            _predict_streamed(source, plan, stats, backend, outputs, tracker)
+        labels = outputs.labels.commit()
+        for writer in outputs.probs:
+            writer.commit()
+    seconds = time.perf_counter() - start
+    voxels = float(np.prod(source.shape))
+    log.info("predicted %s voxels in %.1f s (%.2f Mvoxel/s)", f"{voxels:.3g}", seconds, voxels / seconds / 1e6)
+    return PredictionResult(
+        labels=labels if output is None else None, output=outputs.output,
+        probability_outputs=outputs.probability_paths, stats=stats, seconds=seconds,
+        voxels_per_second=voxels / seconds, tile=plan.tile, batch_size=plan.batch_size(plan.planes[0]),
+        slab_slices=plan.slab_images(plan.planes[0], source.dtype.itemsize), backend=plan.backend,
+        device=str(plan.device))
+
+
+@contextmanager
+def _torch_threads(threads: int):
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressTracker) -> NormStats:
+    slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
+    stats = scan_stats(source, slab_slices=slab, progress=tracker)
+    log.info("normalisation (%s over voxels > 0): mean %.4g, std %.4g, min %.4g, max %.4g",
+             plan.meta.normalization, stats.mean, stats.std, stats.minimum, stats.maximum)
+    return stats
+
+
+def _predict_streamed(source, plan: _Plan, stats, backend, outputs: _Outputs, tracker) -> None:
+    """Single xy plane: each block goes from the reader through the model to the writers."""
+    predictor = _PlanePredictor(plan, Plane.XY, stats, backend)
+    size = plan.slab_images(Plane.XY, source.dtype.itemsize)
+    done = outputs.done_slices
+    if done:
+        log.info("resuming after %d finished slices", done)
+        tracker.advance(done)
+    with BackgroundWriter() as writer:
+        blocks = _blocks(predictor.n, size, start=done)
+        for block, (lo, raw) in prefetched(lambda b: predictor.read(source, b), blocks):
+            logits = predictor.logits(block, lo, raw)
+            labels = logits.argmax(1).to(torch.uint8).cpu().numpy()
+            quantised = (_quantise(torch.softmax(logits, 1)).transpose(0, 1).cpu().numpy()
+                         if outputs.probs else None)
+            writer.submit(lambda z0=block[0], l=labels, q=quantised: outputs.write(z0, l, q))
+            tracker.advance(block[1] - block[0])
+
+
+def _predict_fused(source, plan: _Plan, stats, backend, outputs: _Outputs, tracker) -> None:
+    """Several planes: sum quantised probabilities on disk, then write the argmax by z-slabs."""
+    folder = outputs.output.parent if outputs.output is not None else None
+    scale = FusionBuffer.scale_for(len(plan.planes))
+    with FusionBuffer(plan.num_classes, source.shape, folder=folder) as buffer:
+        for plane in plan.planes:
+            predictor = _PlanePredictor(plan, plane, stats, backend)
+            size = plan.slab_images(plane, source.dtype.itemsize)
+            with BackgroundWriter() as writer:
+                for block, (lo, raw) in prefetched(lambda b: predictor.read(source, b),
+                                                   _blocks(predictor.n, size)):
+                    probs = torch.softmax(predictor.logits(block, lo, raw), 1)
+                    quantised = _quantise(probs, scale).transpose(0, 1).cpu().numpy()  # (K, n, h, w)
+                    quantised = np.moveaxis(quantised, 1, predictor.axis + 1)
+                    writer.submit(lambda s=block[0], q=quantised, a=predictor.axis: buffer.add(a, s, q))
+                    tracker.advance(block[1] - block[0])
+        _write_fused(buffer, plan, source, outputs, tracker)
+
+
+def _write_fused(buffer: FusionBuffer, plan: _Plan, source, outputs: _Outputs, tracker) -> None:
+    full_scale = FusionBuffer.scale_for(len(plan.planes)) * len(plan.planes)
+    size = plan.slab_images(Plane.XY, source.dtype.itemsize)
+    for z0, z1 in _blocks(source.shape[0], size):
+        sums = buffer.read(z0, z1)
+        labels = sums.argmax(0).astype(np.uint8)
+        quantised = (np.rint(sums * (255.0 / full_scale)).astype(np.uint8) if outputs.probs else None)
+        outputs.write(z0, labels, quantised)
+        tracker.advance(z1 - z0)

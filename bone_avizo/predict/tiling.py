@@ -1,0 +1,122 @@
+"""Split -> predict -> merge of 2-D images into overlapping tiles, with blending weights.
+
+Images are batches (N, C, H, W); a tile predictor maps (B, C, th, tw) to (B, K, th, tw).
+Images smaller than a tile (or not a multiple of 32) are reflection-padded, tiles are placed on
+an even grid whose last tile ends at the image edge, tiles of many images share batches, and
+outputs are merged as sum(w * out) / sum(w). A pointwise predictor passes through unchanged.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from bone_avizo.predict.windows import blend_window
+
+TilePredictor = Callable[[torch.Tensor], torch.Tensor]
+ALIGN = 32
+
+
+def positions(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap``."""
+    if length <= tile:
+        return [0]
+    step = max(1, int(round(tile * (1.0 - overlap))))
+    count = math.ceil((length - tile) / step) + 1
+    return sorted({round(i * (length - tile) / (count - 1)) for i in range(count)})
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tiles of one padded image size: tile (th, tw), padded size (hp, wp) and start offsets."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    padded_h: int
+    padded_w: int
+    starts: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def build(cls, height: int, width: int, tile: int, overlap: float) -> "TileGrid":
+        tile_h = min(tile, _ceil_to(height, ALIGN))
+        tile_w = min(tile, _ceil_to(width, ALIGN))
+        padded_h, padded_w = max(height, tile_h), max(width, tile_w)
+        starts = tuple((y, x) for y in positions(padded_h, tile_h, overlap)
+                       for x in positions(padded_w, tile_w, overlap))
+        return cls(height, width, tile_h, tile_w, padded_h, padded_w, starts)
+
+    @property
+    def tile_pixels(self) -> int:
+        return self.tile_h * self.tile_w * len(self.starts)
+
+
+def _ceil_to(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def reflect_pad(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad (N, C, H, W) at the bottom/right to (height, width) by mirroring (repeated if needed)."""
+    while images.shape[-2] < height or images.shape[-1] < width:
+        pad_h = min(height - images.shape[-2], images.shape[-2] - 1)
+        pad_w = min(width - images.shape[-1], images.shape[-1] - 1)
+        if pad_h <= 0 and pad_w <= 0:  # a 1-pixel axis cannot be mirrored: repeat it
+            return F.pad(images, (0, width - images.shape[-1], 0, height - images.shape[-2]),
+                         mode="replicate")
+        images = F.pad(images, (0, max(pad_w, 0), 0, max(pad_h, 0)), mode="reflect")
+    return images
+
+
+class Tiler:
+    """Predicts batches of images tile by tile with blending; caches grids and normalisers."""
+
+    def __init__(self, predictor: TilePredictor, *, tile: int, overlap: float, blend: str,
+                 batch_size: int, num_classes: int):
+        self.predictor = predictor
+        self.tile = tile
+        self.overlap = overlap
+        self.blend = blend
+        self.batch_size = batch_size
+        self.num_classes = num_classes
+        self._norms: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def grid(self, height: int, width: int) -> TileGrid:
+        return TileGrid.build(height, width, self.tile, self.overlap)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """Blended outputs (N, K, H, W) float32 for images (N, C, H, W)."""
+        n, _, height, width = images.shape
+        grid = self.grid(height, width)
+        padded = reflect_pad(images, grid.padded_h, grid.padded_w)
+        if len(grid.starts) == 1:  # one tile covers the image: no blending needed
+            out = torch.cat([self.predictor(padded[i:i + self.batch_size])
+                             for i in range(0, n, self.batch_size)])
+            return out[:, :, :height, :width].float()
+        window = blend_window(grid.tile_h, grid.tile_w, self.blend).to(images.device)
+        acc = torch.zeros((n, self.num_classes, grid.padded_h, grid.padded_w), dtype=torch.float32,
+                          device=images.device)
+        for batch in self._batches(grid, n):
+            tiles = torch.stack([padded[i, :, y:y + grid.tile_h, x:x + grid.tile_w] for i, y, x in batch])
+            out = self.predictor(tiles).float() * window
+            for (i, y, x), tile_out in zip(batch, out):
+                acc[i, :, y:y + grid.tile_h, x:x + grid.tile_w] += tile_out
+        acc /= self._normaliser(grid, images.device, window)
+        return acc[:, :, :height, :width]
+
+    def _batches(self, grid: TileGrid, n: int) -> Iterator[list[tuple[int, int, int]]]:
+        items = [(i, y, x) for i in range(n) for (y, x) in grid.starts]
+        for k in range(0, len(items), self.batch_size):
+            yield items[k:k + self.batch_size]
+
+    def _normaliser(self, grid: TileGrid, device: torch.device, window: torch.Tensor) -> torch.Tensor:
+        key = (grid.padded_h, grid.padded_w, device)
+        if key not in self._norms:
+            norm = torch.zeros((grid.padded_h, grid.padded_w), dtype=torch.float32, device=device)
+            for y, x in grid.starts:
+                norm[y:y + grid.tile_h, x:x + grid.tile_w] += window
+            self._norms = {key: norm}
+        return self._norms[key]
