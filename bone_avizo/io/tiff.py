@@ -1,0 +1,418 @@
+"""TIFF volumes: multi-page (ImageJ hyperstack, OME-TIFF, BigTIFF) files and folders of slices.
+
+Arrays are (z, y, x): page i of a stack (or file i of a naturally sorted folder) is slice z=i.
+Voxel size (z, y, x) in mm comes from, in order: OME-XML ``PhysicalSizeX/Y/Z`` (with units),
+ImageJ metadata (``spacing`` for z, page ``XResolution``/``YResolution`` in pixels per ``unit``,
+``xorigin``... in pixels), and the JSON this package writes beside them (ImageJ ``Properties``,
+OME ``Description`` or the tifffile shaped description) which also keeps origin, name and class names.
+
+Reads are lazy: contiguous uncompressed stacks are memory-mapped, others are read page by page, so
+a slab or a plane costs about the pages it touches, never the whole file.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import threading
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
+                               ShapeMismatchError)
+from bone_avizo.io.base import VolumeSource, VolumeWriter, remove_path
+from bone_avizo.io.npy import (check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
+                               volume_attrs)
+from bone_avizo.io.registry import Format
+from bone_avizo.volume import VolumeInfo
+
+log = logging.getLogger(__name__)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+BIGTIFF_LIMIT = 2**32 - 2**25  # above this a classic TIFF cannot address its data
+LOSSLESS = ("zlib", "deflate", "lzma", "zstd", "lzw", "packbits")
+IMAGEJ_DTYPES = "BHhf"  # uint8, uint16, int16, float32
+OME_DTYPES = "bBhHiIfd"
+META_KEY = "bone_avizo"
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders embedded numbers by value: 's2.tif' < 's10.tif'."""
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
+
+
+# ---------------------------------------------------------------------------------------------
+# opening and metadata
+# ---------------------------------------------------------------------------------------------
+def open_tiff(path: Path) -> tifffile.TiffFile:
+    """Open a TIFF; FormatError if it is not a TIFF, CorruptFileError if it is damaged."""
+    require_file(path)
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic not in TIFF_MAGIC:
+        raise FormatError(f"{path} is not a TIFF file (it starts with {magic!r}); check the file or its "
+                          "extension")
+    try:
+        return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError) as exc:
+        raise CorruptFileError(f"{path} is a damaged or truncated TIFF ({exc}); re-export it") from exc
+
+
+def _json(text) -> dict:
+    try:
+        value = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _ome_attrs(tif: tifffile.TiffFile) -> dict:
+    """Voxel size (mm) from OME-XML PhysicalSizeX/Y/Z, name, and our JSON in the Image Description."""
+    try:
+        root = ElementTree.fromstring(tif.ome_metadata)
+    except ElementTree.ParseError:
+        return {}
+    image = next((el for el in root.iter() if el.tag.endswith("}Image") or el.tag == "Image"), None)
+    pixels = next((el for el in root.iter() if el.tag.endswith("Pixels")), None)
+    if image is None or pixels is None:
+        return {}
+    description = next((el.text for el in image if el.tag.endswith("Description")), None)
+    attrs = _json(description).get(META_KEY, {})
+    if image.get("Name"):
+        attrs["name"] = image.get("Name")
+    sizes = [pixels.get(f"PhysicalSize{a}") for a in "ZYX"]
+    if any(s is not None for s in sizes):
+        voxel = [to_mm([float(s)], pixels.get(f"PhysicalSize{a}Unit", "µm"), where=tif.filename)[0][0]
+                 if s is not None else 1.0 for a, s in zip("ZYX", sizes)]
+        attrs.update(voxel_size=voxel, unit="mm", origin=_origin_mm(attrs))
+    return attrs
+
+
+def _origin_mm(attrs: dict) -> list[float]:
+    """The origin of our JSON metadata in mm."""
+    return list(to_mm(attrs.get("origin", [0.0, 0.0, 0.0]), attrs.get("unit", "mm"), where="metadata")[0])
+
+
+def _resolution(page, tag: str) -> float:
+    """Pixel size in the file's unit from an X/YResolution tag (pixels per unit); 1 if absent."""
+    value = page.tags.get(tag)
+    if value is None:
+        return 1.0
+    num, den = value.value if isinstance(value.value, tuple) else (value.value, 1)
+    return float(den) / float(num) if num else 1.0
+
+
+def _imagej_attrs(tif: tifffile.TiffFile) -> dict:
+    """Voxel size and origin (mm) from ImageJ metadata: spacing, X/YResolution, unit, x/y/zorigin."""
+    meta = tif.imagej_metadata or {}
+    page = tif.pages.first
+    voxel = [float(meta.get("spacing", 1.0)), _resolution(page, "YResolution"), _resolution(page, "XResolution")]
+    origin_px = [float(meta.get(f"{a}origin", 0.0)) for a in "zyx"]
+    unit = meta.get("unit")
+    voxel_mm, unit_mm = to_mm(voxel, unit, where=tif.filename)
+    properties = meta.get("Properties")
+    attrs = _json(properties.get(META_KEY, "{}")) if isinstance(properties, dict) else {}
+    attrs.update(voxel_size=list(voxel_mm), unit=unit_mm)
+    if any(origin_px):
+        attrs["origin"] = [-o * v for o, v in zip(origin_px, voxel_mm)]
+    else:
+        attrs["origin"] = _origin_mm(attrs) if "origin" in attrs else [0.0, 0.0, 0.0]
+    return attrs
+
+
+def tiff_attrs(tif: tifffile.TiffFile) -> dict:
+    """The volume metadata of an open TIFF as a :func:`volume_attrs`-style dict."""
+    if tif.is_ome:
+        attrs = _ome_attrs(tif)
+        if attrs:
+            return attrs
+    if tif.is_imagej:
+        return _imagej_attrs(tif)
+    if tif.is_shaped and tif.shaped_metadata:
+        return _json(tif.shaped_metadata[0].get(META_KEY, "{}"))
+    return {}
+
+
+def _volume_shape(series, where: str) -> tuple[int, ...]:
+    """The non-singleton (z, y, x) shape of a series; InvalidVolumeError for 2-D or colour data."""
+    axes, shape = series.axes, series.shape
+    for axis in "SC":
+        if axis in axes and shape[axes.index(axis)] > 1:
+            raise InvalidVolumeError(f"{where} has {shape[axes.index(axis)]} colour channels (axes {axes}, shape "
+                                     f"{shape}); save a single-channel (grey-value) stack")
+    return tuple(s for a, s in zip(axes, shape) if s != 1 or a in "YX")
+
+
+# ---------------------------------------------------------------------------------------------
+# readers
+# ---------------------------------------------------------------------------------------------
+def stream_region(read_plane, info: VolumeInfo, z: slice, y: slice, x: slice) -> np.ndarray:
+    """The region [z, y, x] built one z-plane at a time from ``read_plane(z) -> (y, x)``: memory is one
+    plane plus the result."""
+    zs, ys, xs = (range(*s.indices(n)) for s, n in zip((z, y, x), info.shape))
+    out = np.empty((len(zs), len(ys), len(xs)), info.dtype)
+    for i, zi in enumerate(zs):
+        out[i] = read_plane(zi)[y, x]
+    return out
+
+
+class TiffSource(VolumeSource):
+    """A multi-page TIFF (z, y, x): memory-mapped when the stack is contiguous and uncompressed,
+    otherwise read page by page (a slab or plane never loads the whole file)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._tif = open_tiff(self.path)
+        try:
+            self._setup()
+        except BaseException:
+            self._tif.close()
+            raise
+
+    def _setup(self) -> None:
+        where = str(self.path)
+        series = self._tif.series[0]
+        shape = _volume_shape(series, where)
+        if len(shape) == 2:
+            raise InvalidVolumeError(f"{where} is a 2-D image {shape}, not a volume; give a multi-page stack "
+                                     "or a folder of slices")
+        if len(shape) != 3:
+            raise InvalidVolumeError(f"{where} has {len(shape)} axes ({series.axes}, shape {series.shape}); "
+                                     "save a single 3-D (z, y, x) stack")
+        dtype = native_dtype(series.dtype, where=where)
+        self.info = info_from_attrs(tiff_attrs(self._tif), shape, dtype, name=_stem(self.path), where=where)
+        self._lock = threading.Lock()
+        self._memmap = self._map(series, dtype)
+        self._pages = None
+        if self._memmap is None:
+            self._pages = series.pages
+            if len(self._pages) != shape[0]:
+                raise FormatError(f"{where} stores {shape[0]} slices in {len(self._pages)} pages; only one "
+                                  "slice per page is supported: re-save it as a multi-page TIFF")
+
+    def _map(self, series, dtype: np.dtype):
+        """A read-only memmap of a contiguous, uncompressed series, or None."""
+        offset = series.dataoffset
+        if offset is None:
+            return None
+        file_dtype = np.dtype(self._tif.byteorder + dtype.char)
+        needed = offset + int(np.prod(self.shape)) * dtype.itemsize
+        actual = self.path.stat().st_size
+        if actual < needed:
+            raise CorruptFileError(f"{self.path} is truncated: its pixel data need {needed} bytes, the file has "
+                                   f"{actual}; re-export it")
+        return np.memmap(self.path, dtype=file_dtype, mode="r", offset=offset, shape=self.shape)
+
+    def _page(self, z: int) -> np.ndarray:
+        try:
+            with self._lock:
+                page = self._pages[z].asarray()
+        except (ValueError, OSError, IndexError, tifffile.TiffFileError) as exc:
+            raise CorruptFileError(f"{self.path}: page {z} cannot be read ({exc}); the file is damaged") from exc
+        return page.reshape(self.shape[1:])
+
+    def read_slab(self, z0: int, z1: int) -> np.ndarray:
+        self._check_slab(z0, z1)
+        full = slice(None)
+        return self.read_region(slice(z0, z1), full, full)
+
+    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
+        """The region [z, y, x] (z, y, x); touches only the pages of z (streamed one at a time)."""
+        if self._memmap is not None:
+            return np.array(self._memmap[z, y, x], dtype=self.dtype)
+        return stream_region(self._page, self.info, z, y, x)
+
+    def close(self) -> None:
+        self._memmap = None
+        self._pages = None
+        self._tif.close()
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def list_slices(folder: Path) -> list[Path]:
+    """The TIFF files of ``folder`` in natural order (s2.tif before s10.tif); hidden files skipped."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _slice_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    with open_tiff(path) as tif:
+        series = tif.series[0]
+        return _volume_shape(series, str(path)), native_dtype(series.dtype, where=str(path))
+
+
+class TiffFolderSource(VolumeSource):
+    """A folder of single-slice TIFFs (z, y, x), one file per z in natural order, read file by file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = require_file(Path(path), "folder")
+        self.files = list_slices(self.path)
+        if not self.files:
+            raise FormatError(f"folder {self.path} holds no .tif/.tiff files; give a folder of TIFF slices")
+        shape, dtype = self._check_headers()
+        with open_tiff(self.files[0]) as tif:
+            attrs = tiff_attrs(tif)
+        self.info = info_from_attrs(attrs, (len(self.files),) + shape, dtype, name=self.path.name,
+                                    where=str(self.path))
+
+    def _check_headers(self) -> tuple[tuple[int, int], np.dtype]:
+        shape, dtype = _slice_header(self.files[0])
+        for path in self.files:
+            other = _slice_header(path) if path is not self.files[0] else (shape, dtype)
+            if len(other[0]) != 2 or other != (shape, dtype):
+                raise ShapeMismatchError(f"slice {path.name} has shape {other[0]} {other[1]}, but "
+                                         f"{self.files[0].name} has {shape} {dtype}; all slices of a folder "
+                                         "must be 2-D with the same shape and type")
+        return shape, dtype  # type: ignore[return-value]
+
+    def _slice(self, z: int) -> np.ndarray:
+        with open_tiff(self.files[z]) as tif:
+            try:
+                return tif.series[0].asarray().reshape(self.shape[1:])
+            except (ValueError, OSError, tifffile.TiffFileError) as exc:
+                raise CorruptFileError(f"slice {self.files[z]} cannot be read ({exc}); the file is damaged") from exc
+
+    def read_slab(self, z0: int, z1: int) -> np.ndarray:
+        self._check_slab(z0, z1)
+        full = slice(None)
+        return self.read_region(slice(z0, z1), full, full)
+
+    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
+        return stream_region(self._slice, self.info, z, y, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# writers
+# ---------------------------------------------------------------------------------------------
+def check_compression(compression: str | None) -> str | None:
+    """A lossless TIFF compression name that works here, or None; ConfigError otherwise."""
+    if compression in (None, "", "none"):
+        return None
+    if compression not in LOSSLESS:
+        raise ConfigError(f"unknown TIFF compression {compression!r}; choose one of none, {', '.join(LOSSLESS)}")
+    try:
+        tifffile.imwrite(io.BytesIO(), np.zeros((2, 2), np.uint8), compression=compression)
+    except (KeyError, ImportError, ValueError) as exc:
+        raise ConfigError(f"TIFF compression {compression!r} is not available here ({exc}); install "
+                          "imagecodecs or use zlib") from exc
+    return compression
+
+
+def tiff_kwargs(info: VolumeInfo, *, bigtiff: bool, axes: str = "ZYX") -> dict:
+    """tifffile.imwrite arguments that store ``info``'s geometry: ImageJ metadata for ImageJ's types
+    (uint8/uint16/int16/float32) in classic TIFF, OME-XML otherwise, a JSON description for the rest."""
+    vz, vy, vx = info.voxel_size
+    extra = json.dumps(volume_attrs(info))
+    char = info.dtype.char
+    if char in IMAGEJ_DTYPES and not bigtiff:
+        origin = {f"{a}origin": -o / v for a, o, v in zip("zyx", info.origin, info.voxel_size)}
+        return dict(imagej=True, resolution=(1.0 / vx, 1.0 / vy),
+                    metadata={"axes": axes, "spacing": vz, "unit": info.unit, **origin,
+                              "Properties": {META_KEY: extra}})
+    if char in OME_DTYPES:
+        sizes = {}
+        if info.unit == "mm":
+            sizes = {f"PhysicalSize{a}": v for a, v in zip("ZYX", info.voxel_size)}
+            sizes.update({f"PhysicalSize{a}Unit": "mm" for a in "ZYX"})
+        return dict(ome=True, bigtiff=bigtiff, metadata={"axes": axes, "Name": info.name,
+                                                         "Description": json.dumps({META_KEY: volume_attrs(info)}),
+                                                         **sizes})
+    return dict(bigtiff=bigtiff, metadata={"axes": axes, META_KEY: extra})
+
+
+class TiffWriter(VolumeWriter):
+    """Writes a multi-page TIFF (z, y, x) with its voxel size; slabs may come in any order.
+
+    Uncompressed output is memory-mapped straight into ``<name>.partial``; with ``compression``
+    (zlib, lzma, ...) slabs go to an uncompressed scratch file that is compressed page by page on
+    commit. ``bigtiff`` defaults to True above ~4 GB (the output is then OME-TIFF).
+    """
+
+    def __init__(self, path, info: VolumeInfo, *, overwrite: bool = False, resume: bool = False,
+                 compression: str | None = None, bigtiff: bool | None = None):
+        check_dtype(info.dtype, fmt="TIFF", kinds="iuf")
+        self.compression = check_compression(compression)
+        self.bigtiff = info.nbytes > BIGTIFF_LIMIT if bigtiff is None else bool(bigtiff)
+        self._array = None
+        self._aborting = False
+        super().__init__(path, info, overwrite=overwrite, resume=resume)
+
+    def _open(self) -> None:
+        kwargs = tiff_kwargs(self.info, bigtiff=self.bigtiff)
+        if self.compression is None:
+            self._array = tifffile.memmap(self.temp_path, shape=self.info.shape, dtype=self.info.dtype, **kwargs)
+        else:
+            self._scratch = self.temp_path.with_name(self.temp_path.name + ".scratch")
+            self._array = np.memmap(self._scratch, dtype=self.info.dtype, mode="w+", shape=self.info.shape)
+
+    def _write(self, z0: int, slab: np.ndarray) -> None:
+        self._array[z0:z0 + slab.shape[0]] = slab
+
+    def _close(self) -> None:
+        array, self._array = self._array, None
+        if array is None:
+            return
+        array.flush()
+        if self.compression is None:
+            return
+        try:
+            if not self._aborting:
+                tifffile.imwrite(self.temp_path, (np.asarray(page) for page in array), shape=self.info.shape,
+                                 dtype=self.info.dtype, compression=self.compression,
+                                 **tiff_kwargs(self.info, bigtiff=self.bigtiff))
+        finally:
+            del array
+            remove_path(self._scratch)
+
+    def abort(self) -> None:
+        self._aborting = True
+        super().abort()
+
+
+class TiffFolderWriter(VolumeWriter):
+    """Writes a folder of single-slice TIFFs ``<prefix>_00000.tif``... (one per z, prefix defaults to the
+    folder's name) into ``<folder>.partial/``, renamed on commit. Options: ``compression``, ``prefix``."""
+
+    def __init__(self, path, info: VolumeInfo, *, overwrite: bool = False, resume: bool = False,
+                 compression: str | None = None, prefix: str | None = None):
+        check_dtype(info.dtype, fmt="TIFF", kinds="iuf")
+        self.compression = check_compression(compression)
+        self.prefix = prefix or Path(path).name
+        self._digits = max(5, len(str(info.shape[0] - 1)))
+        self._kwargs = tiff_kwargs(info, bigtiff=False, axes="YX")
+        super().__init__(path, info, overwrite=overwrite, resume=resume)
+
+    def slice_name(self, z: int) -> str:
+        return f"{self.prefix}_{z:0{self._digits}d}.tif"
+
+    def _open(self) -> None:
+        self.temp_path.mkdir()
+
+    def _write(self, z0: int, slab: np.ndarray) -> None:
+        for i, plane in enumerate(slab):
+            tifffile.imwrite(self.temp_path / self.slice_name(z0 + i), plane, compression=self.compression,
+                             **self._kwargs)
+
+    def _close(self) -> None:
+        """Nothing to flush: each slice file is complete when written."""
+
+
+FORMATS = {
+    "tiff": Format("tiff", (".tif", ".tiff", ".ome.tif", ".ome.tiff"), TiffSource, TiffWriter,
+                   "multi-page TIFF (ImageJ hyperstack, OME-TIFF, BigTIFF), optional lossless compression"),
+    "tiff-folder": Format("tiff-folder", (), TiffFolderSource, TiffFolderWriter,
+                          "folder of single-slice TIFFs <name>_00000.tif..., naturally sorted", is_folder=True),
+}
