@@ -41,7 +41,8 @@ BATCH_PIXELS = {"cpu": 1 << 19, "cuda": 1 << 22}  # tile pixels per forward pass
 
 @dataclass
 class PredictionResult:
-    """What a prediction produced: the labels (in memory, or the output path) and its figures."""
+    """What a prediction produced: labels and probability maps (in memory when no output path was
+    given, else their paths) and the figures of the run."""
 
     labels: Volume | None
     output: Path | None
@@ -54,7 +55,7 @@ class PredictionResult:
     slab_slices: int
     backend: str
     device: str
-    details: dict = field(default_factory=dict)
+    probabilities: list[Volume] = field(default_factory=list)
 
 
 def _as_source(data) -> VolumeSource:
@@ -249,8 +250,7 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
         else:
             _predict_streamed(source, plan, stats, backend, outputs, tracker)
         labels = outputs.labels.commit()
-        for writer in outputs.probs:
-            writer.commit()
+        probabilities = [writer.commit() for writer in outputs.probs]
     seconds = time.perf_counter() - start
     voxels = float(np.prod(source.shape))
     log.info("predicted %s voxels in %.1f s (%.2f Mvoxel/s)", f"{voxels:.3g}", seconds, voxels / seconds / 1e6)
@@ -259,7 +259,7 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
         probability_outputs=outputs.probability_paths, stats=stats, seconds=seconds,
         voxels_per_second=voxels / seconds, tile=plan.tile, batch_size=plan.batch_size(plan.planes[0]),
         slab_slices=plan.slab_images(plan.planes[0], source.dtype.itemsize), backend=plan.backend,
-        device=str(plan.device))
+        device=str(plan.device), probabilities=probabilities if output is None else [])
 
 
 @contextmanager

@@ -1,0 +1,55 @@
+"""Helpers shared by the CLI commands: input paths, format options, the resolved-config file."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from bone_avizo.errors import ConfigError, InputFileError
+from bone_avizo.io.base import partial_path, replace_path
+
+
+def existing_path(text: str, flag: str) -> Path:
+    """``text`` as a Path that exists, else a one-line error naming the flag."""
+    path = Path(text)
+    if not path.exists():
+        raise InputFileError(f"{flag}: {path} does not exist; check the path")
+    return path
+
+
+def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """KEY=VALUE pairs (format options such as dataset=/volume or shape=100,200,300) to a dict."""
+    options: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag}: {item!r} is not KEY=VALUE (e.g. {flag} dataset=/data)")
+        if "," in value:
+            options[key] = tuple(_number(v) for v in value.split(","))
+        else:
+            options[key] = _number(value)
+    return options
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
+    """Write ``data`` as JSON to ``path`` through a temporary name."""
+    path = Path(path)
+    temp = partial_path(path)
+    temp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    replace_path(temp, path)
+    return path
+
+
+def resolved_config_path(output: Path) -> Path:
+    """Where a run records its resolved configuration: ``<output>.config.json``."""
+    return output.with_name(output.name + ".config.json")
