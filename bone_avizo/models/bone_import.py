@@ -1,0 +1,192 @@
+"""Read BONe DLFit checkpoints (``.pth``) safely and convert them to bone_avizo model files.
+
+A BONe checkpoint is ``torch.save({'model_state': state_dict, 'metadata': {...}})`` where metadata
+holds num_classes, patch_size, in_channels, model_arch ('Unet', 'UnetPlusPlus', ...), backbone
+(an smp encoder name), normalization, augmentations, learning_rate, criterion, best_val_score,
+best_epoch, flops_G, param_count, peak_ram_GB, peak_vram_GB, wall_time_sec. State-dict keys may
+carry DistributedDataParallel's 'module.' prefix. In 2.5-D BONe sets in_channels to the number of
+slices.
+
+The file is read with ``torch.load(weights_only=True)`` (tensors and plain data only; numpy scalars
+and arrays are allowed as data), so a checkpoint carrying code is refused, never run.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from bone_avizo.errors import ConfigError, InputFileError, ModelError
+from bone_avizo.models.metadata import MAX_CONTEXT_SLICES, ModelMetadata, canonical_normalization, to_jsonable
+from bone_avizo.models.modelfile import (LoadedModel, build_from_metadata, clean_state_dict, load_weights,
+                                         save_model)
+
+log = logging.getLogger(__name__)
+
+STATE_KEYS = ("model_state", "model_state_dict", "state_dict")
+# BONe metadata key -> our training-provenance key
+_TRAINING_KEYS = {
+    "learning_rate": "lr", "criterion": "loss", "optimizer": "optimizer", "epochs": "epochs",
+    "best_val_score": "best_val_score", "best_epoch": "best_epoch", "flops_G": "flops_G",
+    "param_count": "param_count", "peak_ram_GB": "peak_ram_GB", "peak_vram_GB": "peak_vram_GB",
+    "wall_time_sec": "wall_time_sec", "augmentations": "augmentations", "seed": "seed",
+    "batch_size": "batch_size", "train_scans": "train_scans", "val_scans": "val_scans",
+}
+_SLICE_KEYS = ("context_slices", "num_slices", "n_slices", "slices", "slice_count")
+_CLASS_NAME_KEYS = ("class_names", "classes", "labels", "materials")
+
+
+def _numpy_safe_globals() -> list:
+    """numpy scalar/array reconstruction functions, allowed so metadata holding np.float64 loads.
+    They only rebuild data; any object inside still goes through the restricted unpickler."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    scalar, reconstruct = core.multiarray.scalar, core.multiarray._reconstruct
+    allowed: list = [scalar, reconstruct, np.ndarray, np.dtype,
+                     (scalar, "numpy.core.multiarray.scalar"), (reconstruct, "numpy.core.multiarray._reconstruct")]
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return allowed
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` with errors turned into ModelError; refuses code."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"checkpoint {path} does not exist; check the path")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:200]
+        raise ModelError(f"refused to load {path}: it contains Python objects other than tensors and plain "
+                         f"data ({reason}); loading it could run arbitrary code. Re-save the checkpoint "
+                         "as {'model_state': state_dict, 'metadata': dict of plain values}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        raise ModelError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "the file is damaged or not a PyTorch checkpoint") from None
+
+
+def split_checkpoint(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """(state dict with wrapper prefixes stripped, BONe metadata or None for a bare state dict)."""
+    if not isinstance(obj, Mapping):
+        raise ModelError(f"{source} holds a {type(obj).__name__}, not a checkpoint dict; expected "
+                         "{'model_state': state_dict, 'metadata': {...}}")
+    for key in STATE_KEYS:
+        if key in obj and isinstance(obj[key], Mapping):
+            metadata = obj.get("metadata")
+            if metadata is not None and not isinstance(metadata, Mapping):
+                raise ModelError(f"{source}: 'metadata' is a {type(metadata).__name__}, expected a dict")
+            return clean_state_dict(obj[key]), dict(metadata) if metadata is not None else None
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return clean_state_dict(obj), None
+    raise ModelError(f"{source} is not a BONe checkpoint: it has keys {', '.join(map(str, list(obj)[:8]))} but "
+                     f"none of {', '.join(STATE_KEYS)}")
+
+
+def metadata_from_bone(bone: Mapping[str, Any], state: Mapping[str, torch.Tensor] | None = None, *,
+                       source: str = "checkpoint") -> ModelMetadata:
+    """Our ModelMetadata from BONe's metadata dict (the raw dict is kept in training['bone_metadata'])."""
+    bone = to_jsonable(dict(bone), "metadata")
+    missing = [k for k in ("model_arch", "backbone", "num_classes") if bone.get(k) in (None, "")]
+    if missing:
+        raise ModelError(f"{source}: BONe metadata lacks {', '.join(missing)}; the architecture, encoder and "
+                         "number of classes must be known to rebuild the network")
+    in_channels = int(bone.get("in_channels") or _first_conv_channels(state) or 1)
+    try:
+        from bone_avizo.models.registry import canonical_encoder
+
+        encoder = canonical_encoder(bone["backbone"])
+    except ConfigError as exc:
+        raise ModelError(f"{source}: {exc}") from None
+    return ModelMetadata(
+        arch=bone["model_arch"], encoder=encoder, in_channels=in_channels,
+        num_classes=int(bone["num_classes"]), patch_size=_patch_size(bone.get("patch_size"), source),
+        class_names=_class_names(bone, int(bone["num_classes"])),
+        normalization=canonical_normalization(bone.get("normalization") or "zscore"),
+        normalization_stats="per_scan_nonzero", context_slices=_context_slices(bone, in_channels),
+        planes=("xy",), training=_training(bone), extra={"imported_from": "BONe DLFit checkpoint"})
+
+
+def _patch_size(value: Any, source: str) -> int:
+    if value is None:
+        log.warning("%s: BONe metadata has no patch_size; assuming 256", source)
+        return 256
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise ModelError(f"{source}: non-square patch_size {value} is not supported")
+        value = value[0]
+    return int(value)
+
+
+def _context_slices(bone: Mapping[str, Any], in_channels: int) -> int:
+    for key in _SLICE_KEYS:
+        if bone.get(key):
+            return int(bone[key])
+    odd_stack = in_channels % 2 == 1 and 3 <= in_channels <= MAX_CONTEXT_SLICES
+    return in_channels if odd_stack else 1
+
+
+def _class_names(bone: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
+    for key in _CLASS_NAME_KEYS:
+        names = bone.get(key)
+        if isinstance(names, (list, tuple)) and len(names) == num_classes:
+            return tuple(str(n) for n in names)
+    return ()
+
+
+def _training(bone: Mapping[str, Any]) -> dict[str, Any]:
+    training = {ours: bone[theirs] for theirs, ours in _TRAINING_KEYS.items() if theirs in bone}
+    training["source"] = "BONe DLFit"
+    training["bone_metadata"] = dict(bone)
+    return training
+
+
+def _first_conv_channels(state: Mapping[str, torch.Tensor] | None) -> int | None:
+    for key, tensor in (state or {}).items():
+        if key.startswith("encoder.") and key.endswith("weight") and tensor.ndim == 4:
+            return int(tensor.shape[1])
+    return None
+
+
+def load_bone_checkpoint(path: str | os.PathLike, *, overrides: Mapping[str, Any] | None = None) -> LoadedModel:
+    """A BONe ``.pth`` checkpoint as a LoadedModel (module in eval mode on the CPU).
+
+    ``overrides``: BONe metadata keys (model_arch, backbone, num_classes, in_channels, patch_size,
+    normalization, ...) to use where the checkpoint lacks them or is a bare state dict.
+    """
+    path = Path(path)
+    state, bone = split_checkpoint(read_checkpoint(path), str(path))
+    if bone is None and not overrides:
+        raise ModelError(f"{path} is a bare state dict without metadata: the architecture, encoder, number of "
+                         "classes and input channels cannot be known; import it with these given, e.g. "
+                         "import_bone_checkpoint(pth, out, overrides={'model_arch': 'Unet', 'backbone': "
+                         "'resnet18', 'num_classes': 3, 'in_channels': 1, 'patch_size': 256})")
+    merged = {**(bone or {}), **dict(overrides or {})}
+    metadata = metadata_from_bone(merged, state, source=str(path))
+    module = build_from_metadata(metadata)
+    load_weights(module, state, str(path))
+    return LoadedModel(module.float().eval(), metadata, path, "bone_pth")
+
+
+def import_bone_checkpoint(pth_path: str | os.PathLike, out_path: str | os.PathLike, *,
+                           overwrite: bool = False, dtype: str | None = None,
+                           class_names: tuple[str, ...] | None = None,
+                           overrides: Mapping[str, Any] | None = None) -> Path:
+    """Convert a BONe checkpoint to a bone_avizo model file; returns the written path.
+
+    ``class_names`` (one per class) replace the generic names; ``overrides`` as in
+    :func:`load_bone_checkpoint`.
+    """
+    loaded = load_bone_checkpoint(pth_path, overrides=overrides)
+    metadata = loaded.metadata
+    if class_names:
+        metadata = metadata.with_(class_names=tuple(class_names))
+    metadata = metadata.with_(extra={**metadata.extra, "imported_file": Path(pth_path).name})
+    return save_model(out_path, loaded.module, metadata, dtype=dtype, overwrite=overwrite, check=False)
