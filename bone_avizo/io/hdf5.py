@@ -1,0 +1,209 @@
+"""HDF5 volumes (.h5/.hdf5/.hdf): one 3-D dataset (z, y, x), chunked and compressed, random access.
+
+Metadata are dataset attributes: ``voxel_size``/``origin`` (z, y, x) in ``unit`` (mm), ``name``,
+``class_names``, and ``element_size_um`` (z, y, x) in µm as ilastik and ImageJ use it (read when
+``voxel_size`` is absent). The writer is resumable: attribute ``done_slices`` records how many leading
+slices are complete and the file is flushed each time it changes.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
+                               ShapeMismatchError)
+from bone_avizo.io.base import VolumeSource, VolumeWriter
+from bone_avizo.io.npy import check_3d, check_dtype, info_from_attrs, native_dtype, require_file, volume_attrs
+from bone_avizo.io.registry import Format
+from bone_avizo.volume import VolumeInfo
+
+log = logging.getLogger(__name__)
+
+DONE_ATTR = "done_slices"
+DEFAULT_NAMES = ("data", "volume")
+COMPRESSIONS = ("gzip", "lzf", "none")
+MAX_CACHE = 256 * 2**20
+
+
+def chunk_shape(shape) -> tuple[int, int, int]:
+    """HDF5/Zarr chunks for a (z, y, x) volume: (min(z, 16), min(y, 256), min(x, 256))."""
+    return (min(shape[0], 16), min(shape[1], 256), min(shape[2], 256))
+
+
+def _cache_bytes(shape, dtype) -> int:
+    """A chunk cache that holds one layer of chunks (16 slices), so slice-by-slice access decompresses
+    each chunk once; capped at 256 MB."""
+    layer = chunk_shape(shape)[0] * shape[1] * shape[2] * np.dtype(dtype).itemsize
+    return int(min(layer * 1.1 + 2**20, MAX_CACHE))
+
+
+def list_datasets(group: h5py.Group) -> dict[str, tuple[int, ...]]:
+    """Every dataset below ``group``: path -> shape."""
+    found: dict[str, tuple[int, ...]] = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj.shape
+
+    group.visititems(visit)
+    return found
+
+
+def _listing(found: dict) -> str:
+    return ", ".join(f"{name} {shape}" for name, shape in found.items()) or "none"
+
+
+def select_dataset(file: h5py.File, dataset: str | None, *, where: str) -> h5py.Dataset:
+    """The dataset named ``dataset``, else the only 3-D one, else 'data'/'volume'; errors list the choices."""
+    found = list_datasets(file)
+    if dataset is not None:
+        node = file.get(dataset)
+        if not isinstance(node, h5py.Dataset):
+            raise FormatError(f"{where} has no dataset {dataset!r}; available: {_listing(found)}")
+        return node
+    volumes = [name for name, shape in found.items() if len(shape) == 3]
+    if len(volumes) == 1:
+        return file[volumes[0]]
+    for name in DEFAULT_NAMES:
+        if name in volumes:
+            return file[name]
+    if not volumes:
+        raise InvalidVolumeError(f"{where} holds no 3-D dataset (datasets: {_listing(found)}); store the volume "
+                                 "as a (z, y, x) dataset")
+    raise FormatError(f"{where} holds several 3-D datasets ({_listing({v: found[v] for v in volumes})}); "
+                      "choose one with dataset=<path>")
+
+
+def open_hdf5(path: Path, mode: str = "r", **kwargs) -> h5py.File:
+    """Open an HDF5 file; FormatError if it is not HDF5, CorruptFileError if it is damaged."""
+    require_file(path)
+    if not h5py.is_hdf5(path):
+        raise FormatError(f"{path} is not an HDF5 file; check the file or its extension")
+    try:
+        return h5py.File(path, mode, **kwargs)
+    except OSError as exc:
+        raise CorruptFileError(f"{path} is a damaged or truncated HDF5 file ({exc}); re-create it") from exc
+
+
+class Hdf5Source(VolumeSource):
+    """A (z, y, x) dataset of an HDF5 file; slabs and regions read only the chunks they touch.
+    Option ``dataset``: the dataset's path in the file (default: see :func:`select_dataset`)."""
+
+    def __init__(self, path: str | os.PathLike, *, dataset: str | None = None):
+        self.path = Path(path)
+        with open_hdf5(self.path) as file:
+            ds = select_dataset(file, dataset, where=str(self.path))
+            name, where = ds.name, f"{self.path}:{ds.name}"
+            shape = check_3d(ds.shape, where=where)
+            dtype = native_dtype(ds.dtype, where=where)
+            self.info = info_from_attrs(ds.attrs, shape, dtype, name=self.path.stem, where=where)
+        # reopened with a chunk cache sized for this dataset
+        self._file = open_hdf5(self.path, rdcc_nbytes=_cache_bytes(shape, dtype), rdcc_nslots=10007)
+        self._ds = self._file[name]
+
+    def read_slab(self, z0: int, z1: int) -> np.ndarray:
+        self._check_slab(z0, z1)
+        return self.read_region(slice(z0, z1), slice(None), slice(None))
+
+    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
+        try:
+            return np.asarray(self._ds[z, y, x], dtype=self.dtype)
+        except OSError as exc:
+            raise CorruptFileError(f"{self.path}: cannot read [{z}, {y}, {x}] ({exc}); the file is damaged") from exc
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+
+
+def compression_args(compression: str | None, level: int | None, itemsize: int) -> dict:
+    """h5py create_dataset arguments for 'gzip' (level 0-9, default 4), 'lzf' or None."""
+    if compression in (None, "none"):
+        return {}
+    if compression not in COMPRESSIONS:
+        raise ConfigError(f"unknown HDF5 compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
+    args = {"compression": compression, "shuffle": itemsize > 1}
+    if compression == "gzip":
+        args["compression_opts"] = 4 if level is None else int(level)
+    return args
+
+
+def hdf5_attrs(info: VolumeInfo) -> dict:
+    """Dataset attributes for ``info``: :func:`volume_attrs` plus ilastik's element_size_um."""
+    attrs = volume_attrs(info)
+    if info.unit == "mm":
+        attrs["element_size_um"] = [v * 1000.0 for v in info.voxel_size]
+    return attrs
+
+
+class Hdf5Writer(VolumeWriter):
+    """Writes a chunked, compressed (z, y, x) HDF5 dataset; resumable.
+
+    Options: ``dataset`` (path in the file, default 'data'), ``compression`` ('gzip' default, 'lzf',
+    None) and ``compression_level`` (gzip 0-9).
+    """
+
+    resumable = True
+
+    def __init__(self, path, info: VolumeInfo, *, overwrite: bool = False, resume: bool = False,
+                 dataset: str = "data", compression: str | None = "gzip", compression_level: int | None = None):
+        check_dtype(info.dtype, fmt="HDF5")
+        self.dataset = dataset
+        self._compression = compression_args(compression, compression_level, info.dtype.itemsize)
+        self._file = self._ds = None
+        super().__init__(path, info, overwrite=overwrite, resume=resume)
+
+    def _open(self) -> None:
+        cache = dict(rdcc_nbytes=_cache_bytes(self.info.shape, self.info.dtype), rdcc_nslots=10007)
+        if self.resume and self.temp_path.exists():
+            self._reopen(cache)
+            return
+        self._file = h5py.File(self.temp_path, "w", **cache)
+        self._ds = self._file.create_dataset(self.dataset, shape=self.info.shape, dtype=self.info.dtype,
+                                             chunks=chunk_shape(self.info.shape), **self._compression)
+        self._ds.attrs.update(hdf5_attrs(self.info))
+        self._ds.attrs[DONE_ATTR] = 0
+        self._file.flush()
+
+    def _reopen(self, cache: dict) -> None:
+        where = f"cannot resume from {self.temp_path}"
+        try:
+            self._file = h5py.File(self.temp_path, "r+", **cache)
+        except OSError as exc:
+            raise CorruptFileError(f"{where}: it is damaged ({exc}); delete it or write again without resume") from exc
+        ds = self._file.get(self.dataset)
+        if not isinstance(ds, h5py.Dataset) or ds.shape != self.info.shape or ds.dtype != self.info.dtype:
+            found = (ds.shape, ds.dtype) if isinstance(ds, h5py.Dataset) else "no such dataset"
+            self._file.close()
+            raise ShapeMismatchError(f"{where}: dataset {self.dataset!r} is {found}, expected "
+                                     f"{self.info.shape} {self.info.dtype}; delete it or write without resume")
+        self._ds = ds
+        self.done_slices = int(ds.attrs.get(DONE_ATTR, 0))
+        log.info("resuming %s after %d completed slices", self.path, self.done_slices)
+
+    def _write(self, z0: int, slab: np.ndarray) -> None:
+        self._ds[z0:z0 + slab.shape[0]] = slab
+
+    def _save_done(self, z_end: int) -> None:
+        self._ds.attrs[DONE_ATTR] = z_end
+        self._file.flush()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = self._ds = None
+
+    def commit(self) -> Path:
+        if not self._closed and self._ds is not None:
+            del self._ds.attrs[DONE_ATTR]  # a finished file needs no resume point
+        return super().commit()
+
+
+FORMATS = {
+    "hdf5": Format("hdf5", (".h5", ".hdf5", ".hdf"), Hdf5Source, Hdf5Writer,
+                   "HDF5 dataset (z, y, x), chunked and compressed; resumable writes"),
+}
