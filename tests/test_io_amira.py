@@ -1,6 +1,7 @@
 """AmiraMesh .am reading and writing: round trips, hand-built files, exact headers, HxByteRLE, errors."""
 from __future__ import annotations
 
+import pickle
 import zlib
 
 import numpy as np
@@ -62,7 +63,7 @@ def lattice_lines(shape, type_line, box="0 1 0 1 0 1", extra=()):
 # round trips
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["binary", "ascii", "zip"])
-@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32", "float64"])
 def test_round_trip_keeps_data_and_geometry(tmp_path, rng, mode, dtype):
     array = make_array(dtype, rng)
     volume = Volume(array, VOXEL, ORIGIN, name="scan", unit="mm")
@@ -103,6 +104,21 @@ def test_uint16_labels_round_trip_with_rle(tmp_path, rng):
     loaded = load_am(path)
     np.testing.assert_array_equal(loaded.array, labels)
     assert loaded.dtype == np.uint16 and loaded.class_names[1:4] == ("c1", "c2", "c3")
+
+
+def test_bool_volume_is_written_as_bytes(tmp_path, rng):
+    mask = rng.random(SHAPE) > 0.5
+    loaded = load_am(save_am(Volume(mask), tmp_path / "mask.am", compress="rle"))
+    assert loaded.dtype == np.uint8
+    np.testing.assert_array_equal(loaded.array, mask)
+
+
+def test_source_pickles_without_its_data(tmp_path, rng):
+    array = make_array("float32", rng)
+    source = open_amira(save_am(Volume(array), tmp_path / "p.am"))
+    payload = pickle.dumps(source)
+    assert len(payload) < array.nbytes
+    np.testing.assert_array_equal(pickle.loads(payload).read_slab(2, 4), array[2:4])
 
 
 def test_background_class_is_written_as_exterior(tmp_path, rng):

@@ -244,8 +244,8 @@ class _HeaderParser:
         return defines, parameters, sections
 
     def skip_line(self) -> None:
-        while (token := self.next(skip_newlines=False)) not in (None, "\n"):
-            pass
+        while self.next(skip_newlines=False) not in (None, "\n"):
+            continue
 
     def define(self) -> tuple[str, tuple[int, ...]]:
         name = self.next(skip_newlines=False) or ""
@@ -485,7 +485,7 @@ class AmiraSource(VolumeSource):
         self.info = VolumeInfo(shape, self._file_dtype.newbyteorder("="), voxel, origin, self.path.stem,
                                None, _unit(self.header.parameters))
         if self.encoding == "raw":
-            self._array = self._memmap()
+            self._data()  # maps the file now, so a truncated file fails at open
         self.info = self.info.with_(class_names=self._class_names())
 
     # -- locating and decoding the data section --------------------------------------------
@@ -575,10 +575,19 @@ class AmiraSource(VolumeSource):
     def _data(self) -> np.ndarray:
         if self._closed:
             raise ValueError(f"{self.path} is closed")
-        if self._array is None:
+        if self._array is None and self.encoding == "raw":
+            self._array = self._memmap()
+        elif self._array is None:
             log.debug("decoding %s data of %s", self.encoding, self.path)
             self._array = self._decode()
         return self._array
+
+    def __getstate__(self) -> dict:
+        """Pickle (e.g. for data-loader workers) without the mapped data; the copy maps the file again."""
+        state = self.__dict__.copy()
+        if self.encoding == "raw":
+            state["_array"] = None
+        return state
 
     def _class_names(self) -> tuple[str, ...] | None:
         names = material_names(self.header.parameters)
@@ -742,7 +751,8 @@ class AmiraWriter(VolumeWriter):
 
     def _write(self, z0: int, slab: np.ndarray) -> None:
         if not self.sequential:
-            self._file.seek(len(self._header) + z0 * slab[0].size * self._file_dtype.itemsize)
+            plane_bytes = self.info.shape[1] * self.info.shape[2] * self._file_dtype.itemsize
+            self._file.seek(len(self._header) + z0 * plane_bytes)
             self._file.write(np.ascontiguousarray(slab, dtype=self._file_dtype).data)
             return
         if z0 < self._next_z:
