@@ -6,6 +6,7 @@ onnxruntime: CPU, CUDA or TensorRT execution providers, from an exported model.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -109,14 +110,43 @@ class OnnxBackend:
         return torch.from_numpy(out).to(self.device)
 
 
+def cache_folder() -> Path:
+    """Where exported ONNX models are cached: $BONE_AVIZO_CACHE or ~/.cache/bone_avizo."""
+    root = os.environ.get("BONE_AVIZO_CACHE") or Path.home() / ".cache" / "bone_avizo"
+    return Path(root) / "onnx"
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A SHA-256 of the module's parameters and buffers (names, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def cached_onnx(module: torch.nn.Module, in_channels: int) -> Path:
+    """The ONNX export of ``module`` from the cache, exported on first use."""
+    from bone_avizo.models import export_onnx
+
+    path = cache_folder() / f"{weights_digest(module)}_{in_channels}ch.onnx"
+    if not path.is_file():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            path = Path(tempfile.mkdtemp(prefix="bone_avizo_onnx_")) / path.name
+        log.info("exporting the model to ONNX: %s", path)
+        export_onnx(module, path, in_channels=in_channels, overwrite=True)
+    return path
+
+
 def build_backend(module: torch.nn.Module, *, backend: str, device: torch.device, precision: str,
                   threads: int, onnx_path: str | os.PathLike | None = None, in_channels: int = 1):
-    """The backend named ``backend`` for ``module`` (exported to a temporary ONNX file if needed)."""
+    """The backend named ``backend`` for ``module`` (onnxruntime uses a cached ONNX export)."""
     if backend == "torch":
         return TorchBackend(module, device=device, precision=precision)
-    if onnx_path is None:
-        from bone_avizo.models import export_onnx
-        folder = Path(tempfile.mkdtemp(prefix="bone_avizo_onnx_"))
-        onnx_path = folder / "model.onnx"
-        export_onnx(module, onnx_path, in_channels=in_channels)
-    return OnnxBackend(onnx_path, device=device, threads=threads)
+    if precision not in ("auto", "fp32"):
+        raise ConfigError(f"precision {precision} is available with --backend torch; onnxruntime runs fp32")
+    module = module.to("cpu").eval()
+    return OnnxBackend(onnx_path or cached_onnx(module, in_channels), device=device, threads=threads)

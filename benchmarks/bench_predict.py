@@ -1,0 +1,278 @@
+"""DLPred benchmarks: throughput vs MONAI and a naive loop, peak memory, seams, torch vs ONNX.
+
+Usage (each prints a JSON line and a short table; record results in benchmarks/RESULTS.md):
+  python benchmarks/bench_predict.py throughput [--slices 32 --size 1024 --device cpu]
+  python benchmarks/bench_predict.py memory --gb 4 [--planes xy]      (peak RSS, HDF5 -> HDF5)
+  python benchmarks/bench_predict.py seams --model MODEL --input VOLUME
+  python benchmarks/bench_predict.py agreement --model MODEL --input VOLUME
+All side-by-side timings run in one process on the same volume and model; compare ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bone_avizo.config import PredictConfig
+from bone_avizo.data.normalize import normalize, scan_stats
+from bone_avizo.io import create_writer, open_volume
+from bone_avizo.io.base import ArraySource
+from bone_avizo.models import LoadedModel, ModelMetadata, build_model, estimate_gflops, load_model
+from bone_avizo.predict import predict_volume
+from bone_avizo.volume import VolumeInfo
+
+GFLOP_PER_PATCH_NOTE = "U-Net/resnet18, 1 channel, 3 classes, 256x256 patch"
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def unet_resnet18(seed: int = 0, classes: int = 3, patch: int = 256) -> LoadedModel:
+    torch.manual_seed(seed)
+    module = build_model("unet", "resnet18", in_channels=1, num_classes=classes).eval()
+    meta = ModelMetadata(arch="unet", encoder="resnet18", in_channels=1, num_classes=classes,
+                         patch_size=patch, class_names=("background", "bone", "pores")[:classes])
+    return LoadedModel(module=module, metadata=meta, source_path=None, format="bone_avizo")
+
+
+class TinyNet(torch.nn.Module):
+    """A small fully-convolutional net (3x3 conv, 8 channels) for memory benchmarks."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(),
+                                        torch.nn.Conv2d(8, 3, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def tiny_model() -> LoadedModel:
+    torch.manual_seed(0)
+    meta = ModelMetadata(arch="unet", encoder="resnet18", in_channels=1, num_classes=3, patch_size=256)
+    return LoadedModel(module=TinyNet().eval(), metadata=meta, source_path=None, format="bone_avizo")
+
+
+def synthetic_scan(shape, seed=0) -> np.ndarray:
+    """A (z, y, x) uint16 scan: a phantom when available, else smooth random structure."""
+    try:
+        from bone_avizo.phantom import PhantomConfig, make_phantom
+        image, _ = make_phantom(PhantomConfig(shape=tuple(shape), seed=seed, dtype="uint16"))
+        return image.array
+    except ImportError:
+        rng = np.random.default_rng(seed)
+        return (rng.normal(20000, 3000, shape)).clip(1, 65535).astype(np.uint16)
+
+
+def write_h5(path: Path, shape, *, slab=16, seed=0) -> None:
+    """A uint16 HDF5 scan written slab by slab (bounded memory); repeated structure, varied noise."""
+    info = VolumeInfo(tuple(shape), np.uint16, voxel_size=(0.02, 0.02, 0.02), name=path.stem)
+    base = synthetic_scan((min(slab, shape[0]), *shape[1:]), seed=seed)
+    rng = np.random.default_rng(seed)
+    with create_writer(path, info, overwrite=True) as writer:
+        for z0 in range(0, shape[0], slab):
+            n = min(slab, shape[0] - z0)
+            noise = rng.integers(0, 64, (n, *shape[1:]), dtype=np.uint16)
+            writer.write_slab(z0, base[:n] + noise)
+
+
+# --------------------------------------------------------------------------------------------
+def throughput(args) -> dict:
+    torch.set_num_threads(args.threads or os.cpu_count())
+    device = torch.device(args.device)
+    loaded = unet_resnet18()
+    shape = (args.slices, args.size, args.size)
+    gflop = estimate_gflops(loaded.module, 1, 256)
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        src = Path(tmp) / "scan.h5"
+        write_h5(src, shape)
+        volume = open_volume(src).read_all()
+        voxels = volume.size
+        rows = {}
+        for label, cfg in _engine_variants(args):
+            out = Path(tmp) / f"out_{label}.h5"
+            t = time.perf_counter()
+            with open_volume(src) as source:
+                predict_volume(source, loaded, cfg, output=out, overwrite=True)
+            rows[f"bone_avizo {label} (file to file)"] = time.perf_counter() - t
+        rows["MONAI sliding_window_inference (in memory)"] = _monai(volume, loaded, device, args)
+        rows["naive whole-slice torch loop (in memory)"] = _naive(volume, loaded, device)
+    peak_flops = _peak_note(gflop)
+    result = {"benchmark": "predict-throughput", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+              "shape": shape, "gflop_per_256_patch": round(gflop, 2), "seconds": rows,
+              "mvoxel_per_s": {k: voxels / v / 1e6 for k, v in rows.items()}}
+    monai = rows["MONAI sliding_window_inference (in memory)"]
+    result["speedup_vs_monai"] = {k: monai / v for k, v in rows.items()}
+    result["fraction_of_flop_limit"] = {k: (voxels / v) * gflop * 1e9 / 65536 / peak_flops
+                                        for k, v in rows.items()} if peak_flops else None
+    return result
+
+
+def _engine_variants(args):
+    common = dict(device=args.device)
+    yield "default", PredictConfig(**common)
+    if args.device == "cpu":
+        yield "backend=torch", PredictConfig(backend="torch", **common)
+        yield "bf16 (torch)", PredictConfig(backend="torch", precision="bf16", **common)
+    else:
+        yield "fp32", PredictConfig(backend="torch", precision="fp32", **common)
+        yield "bf16", PredictConfig(backend="torch", precision="bf16", **common)
+        yield "fp16 batch 64", PredictConfig(backend="torch", precision="fp16", batch_size=64, **common)
+
+
+def _prepared(volume, loaded):
+    stats = scan_stats(ArraySource(volume))
+    return normalize(volume, stats, loaded.metadata.normalization)
+
+
+def _monai(volume, loaded, device, args) -> float:
+    from monai.inferers import sliding_window_inference
+    model = loaded.module.to(device).eval()
+    t = time.perf_counter()
+    normed = _prepared(volume, loaded)
+    with torch.inference_mode():
+        for z0 in range(0, volume.shape[0], args.monai_slices):
+            x = normed[z0:z0 + args.monai_slices, None].to(device)
+            out = sliding_window_inference(x, (256, 256), args.monai_batch, model, overlap=0.25, mode="gaussian")
+            out.argmax(1).to(torch.uint8).cpu()
+    return time.perf_counter() - t
+
+
+def _naive(volume, loaded, device) -> float:
+    model = loaded.module.to(device).eval()
+    t = time.perf_counter()
+    normed = _prepared(volume, loaded)
+    with torch.inference_mode():
+        for z in range(volume.shape[0]):
+            model(normed[z][None, None].to(device)).argmax(1).to(torch.uint8).cpu()
+    return time.perf_counter() - t
+
+
+def _peak_note(gflop: float) -> float | None:
+    """Peak FP32 FLOP/s of this CPU if known from the environment (BENCH_PEAK_GFLOPS), else None."""
+    value = os.environ.get("BENCH_PEAK_GFLOPS")
+    return float(value) * 1e9 if value else None
+
+
+# --------------------------------------------------------------------------------------------
+def memory(args) -> dict:
+    """Peak RSS of predicting an HDF5 scan of --gb GB (uint16) to HDF5, in a fresh subprocess."""
+    results = {}
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        for gb in args.gb:
+            voxels = int(gb * (1 << 30) / 2)
+            side = 2048 if gb >= 1 else 1024
+            shape = (max(1, voxels // (side * side)), side, side)
+            src = Path(tmp) / f"scan_{gb}.h5"
+            t = time.perf_counter()
+            write_h5(src, shape)
+            made = time.perf_counter() - t
+            for planes in args.planes:
+                cmd = [sys.executable, __file__, "_memory_case", str(src), str(Path(tmp) / "out.h5"), planes]
+                t = time.perf_counter()
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                case = json.loads(out.stdout.strip().splitlines()[-1])
+                case.update(seconds=time.perf_counter() - t, shape=shape, input_gb=src.stat().st_size / 1e9,
+                            make_input_seconds=made)
+                results[f"{gb} GB, planes {planes}"] = case
+            src.unlink()
+    return {"benchmark": "predict-memory", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "cases": results}
+
+
+def _memory_case(src: str, out: str, planes: str) -> None:
+    torch.set_num_threads(os.cpu_count())
+    cfg = PredictConfig(backend="torch", planes=tuple(planes.split("+")))
+    with open_volume(src) as source:
+        result = predict_volume(source, tiny_model(), cfg, output=out, overwrite=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)  # KiB -> GiB
+    print(json.dumps({"peak_rss_gb": round(peak, 3), "mvoxel_per_s": result.voxels_per_second / 1e6,
+                      "slab_slices": result.slab_slices}))
+
+
+# --------------------------------------------------------------------------------------------
+def seams(args) -> dict:
+    """Label disagreement between tiled and whole-slice prediction of a trained model."""
+    loaded = load_model(args.model)
+    with open_volume(args.input) as source:
+        volume = source.read_all()
+    whole_tile = -(-max(volume.shape[1:]) // 32) * 32
+    whole = predict_volume(volume, loaded, PredictConfig(tile_size=whole_tile, backend="torch")).labels.array
+    rows = {}
+    for blend in ("gaussian", "cosine", "constant"):
+        for overlap in (0.0, 0.25, 0.5):
+            cfg = PredictConfig(blend=blend, overlap=overlap, backend="torch")
+            tiled = predict_volume(volume, loaded, cfg).labels.array
+            rows[f"{blend}, overlap {overlap}"] = float((tiled != whole).mean())
+    return {"benchmark": "predict-seams", "model": str(args.model), "input": str(args.input),
+            "patch": loaded.metadata.patch_size, "whole_slice_tile": whole_tile,
+            "disagreement_fraction": rows, "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def agreement(args) -> dict:
+    """Fraction of identical labels between the torch and onnxruntime backends."""
+    loaded = load_model(args.model)
+    with open_volume(args.input) as source:
+        volume = source.read_all()
+    a = predict_volume(volume, loaded, PredictConfig(backend="torch")).labels.array
+    b = predict_volume(volume, loaded, PredictConfig(backend="onnxruntime")).labels.array
+    return {"benchmark": "predict-agreement", "identical_fraction": float((a == b).mean()),
+            "voxels": int(a.size), "model": str(args.model), "input": str(args.input),
+            "machine": machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_memory_case":
+        _memory_case(*sys.argv[2:5])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("throughput")
+    p.add_argument("--slices", type=int, default=32)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--monai-slices", type=int, default=4)
+    p.add_argument("--monai-batch", type=int, default=8)
+    p = sub.add_parser("memory")
+    p.add_argument("--gb", type=float, nargs="+", default=[1.0, 4.0])
+    p.add_argument("--planes", nargs="+", default=["xy", "xy+xz+yz"])
+    for name in ("seams", "agreement"):
+        p = sub.add_parser(name)
+        p.add_argument("--model", required=True)
+        p.add_argument("--input", required=True)
+    for p in sub.choices.values():
+        p.add_argument("--tmp", default=None, help="folder for temporary files")
+        p.add_argument("--json", default=None, help="append the result as a JSON line to this file")
+    args = parser.parse_args(argv)
+    result = {"throughput": throughput, "memory": memory, "seams": seams, "agreement": agreement}[args.what](args)
+    text = json.dumps(result, default=str)
+    print(text)
+    if args.json:
+        with open(args.json, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
