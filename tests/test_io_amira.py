@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, OutputWriteError,
                                UnsupportedDtypeError)
-from bone_avizo.io import get_format, load_volume, open_volume, save_volume
+from bone_avizo.io import amira, get_format, load_volume, open_volume, save_volume
 from bone_avizo.io.amira import (AmiraWriter, format_header, open_amira, read_header, rle_decode,
                                  rle_encode)
 from bone_avizo.volume import Volume, VolumeInfo
@@ -49,7 +49,7 @@ def make_labels(rng, shape=SHAPE, classes=3):
 def am_bytes(first_line, body_lines, data, *, tail=b"\n"):
     """A hand-built AmiraMesh file: first line, header lines, then '# Data section follows', @1, data."""
     text = first_line + "\n\n" + "\n".join(body_lines) + "\n\n# Data section follows\n@1\n"
-    return text.encode("latin-1") + data + tail
+    return text.encode("utf-8") + data + tail
 
 
 def lattice_lines(shape, type_line, box="0 1 0 1 0 1", extra=()):
@@ -379,6 +379,12 @@ def test_rle_decode_matches_reference_on_any_stream(stream):
     assert rle_decode(stream, len(expected)).tobytes() == expected
 
 
+def test_rle_encodes_large_inputs_in_chunks(monkeypatch, rng):
+    monkeypatch.setattr(amira, "_RLE_CHUNK", 100)
+    data = make_labels(rng).tobytes()
+    assert rle_decode(rle_encode(data), len(data)).tobytes() == data
+
+
 def test_rle_known_stream():
     assert rle_decode(bytes([0x83, 1, 2, 3, 4, 7]), 7).tolist() == [1, 2, 3, 7, 7, 7, 7]
     assert rle_encode(bytes([5] * 300)) == bytes([127, 5, 127, 5, 46, 5])
@@ -412,7 +418,8 @@ def test_missing_define_lattice(tmp_path):
 
 
 def test_non_uniform_coordinates(tmp_path):
-    lines = [line.replace('"uniform"', '"rectilinear"') for line in lattice_lines(SHAPE, "Lattice { byte Data } @1")]
+    lines = [line.replace('"uniform"', '"rectilinear"')
+             for line in lattice_lines(SHAPE, "Lattice { byte Data } @1")]
     path = tmp_path / "rect.am"
     path.write_bytes(am_bytes("# AmiraMesh BINARY-LITTLE-ENDIAN 2.1", lines, bytes(int(np.prod(SHAPE)))))
     with pytest.raises(FormatError, match="only uniform lattices are supported"):
@@ -423,7 +430,8 @@ def test_truncated_raw_data(tmp_path):
     path = tmp_path / "short.am"
     path.write_bytes(am_bytes("# AmiraMesh BINARY-LITTLE-ENDIAN 2.1",
                               lattice_lines(SHAPE, "Lattice { ushort Data } @1"), bytes(1000), tail=b""))
-    with pytest.raises(CorruptFileError, match=f"needs {2 * 7 * 13 * 29} bytes after the header, the file has 1000"):
+    expected = 2 * 7 * 13 * 29
+    with pytest.raises(CorruptFileError, match=f"needs {expected} bytes after the header, the file has 1000"):
         open_amira(path)
 
 

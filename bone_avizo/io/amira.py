@@ -342,13 +342,21 @@ def _check_magic_bytes(head: bytes, path: Path) -> None:
                           "'# AmiraMesh BINARY-LITTLE-ENDIAN 2.1' or similar); check the file or its extension")
 
 
+def _decode_text(raw: bytes) -> str:
+    """Header text: UTF-8 (what current Avizo writes, e.g. "µm"), else Latin-1."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def read_header(path: str | os.PathLike) -> AmiraHeader:
     """Parse the header of the AmiraMesh file ``path`` (reads only the header bytes)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path} does not exist or is not a file; check the path")
     raw, first_index, data_start = _read_header_bytes(path)
-    text = raw.decode("latin-1").replace("\r\n", "\n")
+    text = _decode_text(raw).replace("\r\n", "\n")
     first_line, _, rest = text.partition("\n")
     mode, version = _MAGIC.match(first_line.strip()).groups()  # type: ignore[union-attr]
     defines, parameters, sections = _HeaderParser(rest, str(path)).parse()
@@ -395,8 +403,8 @@ def _pick_section(header: AmiraHeader, path: Path, field: str | None) -> DataSec
     section = lattice[0]
     if section.components != 1:
         raise UnsupportedDtypeError(f"{path} holds {section.type_name}[{section.components}] data "
-                                    f"({section.components} values per voxel, e.g. a vector or colour field); only "
-                                    "scalar fields are supported: extract one channel in Avizo and save it")
+                                    f"({section.components} values per voxel, e.g. a vector or colour field); "
+                                    "only scalar fields are supported: extract one channel in Avizo and save it")
     if section.type_name not in READ_TYPES:
         raise UnsupportedDtypeError(f"{path} holds {section.type_name!r} data; supported AmiraMesh types: "
                                     f"{', '.join(READ_TYPES)}; convert the field in Avizo (Convert Image Type)")
