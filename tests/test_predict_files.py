@@ -153,3 +153,19 @@ def test_input_is_untouched(tmp_path, scan_file, tiny_model_file):
     assert main(["predict", "--model", str(tiny_model_file), "--input", str(src), "--output",
                  str(tmp_path / "l.tif"), "--backend", "torch"]) == 0
     assert (src.stat().st_mtime_ns, src.read_bytes()) == before
+
+
+def test_onnxruntime_backend_agrees_with_torch_and_caches_the_export(tmp_path, monkeypatch, tiny_model_file,
+                                                                      scan_file):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("BONE_AVIZO_CACHE", str(tmp_path / "cache"))
+    _, volume = scan_file
+    loaded = load_model(tiny_model_file)
+    a = predict_volume(volume, loaded, PredictConfig(backend="torch", tile_size=32)).labels.array
+    b = predict_volume(volume, loaded, PredictConfig(backend="onnxruntime", tile_size=32)).labels.array
+    assert (a == b).mean() >= 0.999
+    exports = list((tmp_path / "cache" / "onnx").glob("*.onnx"))
+    assert len(exports) == 1
+    stamp = exports[0].stat().st_mtime_ns
+    predict_volume(volume, loaded, PredictConfig(backend="auto", tile_size=32, device="cpu"))
+    assert exports[0].stat().st_mtime_ns == stamp
