@@ -150,7 +150,24 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-class NpySource(VolumeSource):
+class MappedSource(VolumeSource):
+    """A source over a memory-mapped (z, y, x) array ``self._array``: reads copy only what they slice,
+    converted to the native-order ``info.dtype``."""
+
+    _array: np.ndarray | None = None
+
+    def read_slab(self, z0: int, z1: int) -> np.ndarray:
+        self._check_slab(z0, z1)
+        return np.ascontiguousarray(self._array[z0:z1], dtype=self.dtype)
+
+    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
+        return np.ascontiguousarray(self._array[z, y, x], dtype=self.dtype)
+
+    def close(self) -> None:
+        self._array = None
+
+
+class NpySource(MappedSource):
     """A memory-mapped ``.npy`` volume (z, y, x); metadata from ``<name>.npy.json`` when present."""
 
     def __init__(self, path: str | os.PathLike):
@@ -181,15 +198,6 @@ class NpySource(VolumeSource):
         except (ValueError, OSError) as exc:
             raise CorruptFileError(f"metadata sidecar {side} is not valid JSON ({exc}); fix or delete it") from exc
 
-    def read_slab(self, z0: int, z1: int) -> np.ndarray:
-        self._check_slab(z0, z1)
-        return np.ascontiguousarray(self._array[z0:z1], dtype=self.dtype)
-
-    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
-        return np.ascontiguousarray(self._array[z, y, x], dtype=self.dtype)
-
-    def close(self) -> None:
-        self._array = None
 
 
 class NpyWriter(VolumeWriter):

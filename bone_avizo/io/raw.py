@@ -18,7 +18,7 @@ import numpy as np
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InputFileError, InvalidVolumeError,
                                OutputExistsError, UnsupportedDtypeError)
 from bone_avizo.io.base import ArraySource, VolumeSource, VolumeWriter, partial_path, remove_path
-from bone_avizo.io.npy import check_dtype, native_dtype, require_file
+from bone_avizo.io.npy import MappedSource, check_dtype, native_dtype, require_file
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
 
@@ -58,7 +58,7 @@ def _shape(shape) -> tuple[int, int, int]:
     return values  # type: ignore[return-value]
 
 
-class RawSource(VolumeSource):
+class RawSource(MappedSource):
     """A memory-mapped raw volume (z, y, x). Options: ``shape`` (z, y, x), ``dtype``, ``byte_order``,
     ``header_bytes`` (-1: data at the end), ``voxel_size``/``origin`` (z, y, x, mm), ``name``."""
 
@@ -85,16 +85,6 @@ class RawSource(VolumeSource):
                                    f"header bytes needs {needed + max(header, 0)}; check shape, dtype and "
                                    "header_bytes (or the file is truncated)")
         return offset
-
-    def read_slab(self, z0: int, z1: int) -> np.ndarray:
-        self._check_slab(z0, z1)
-        return np.array(self._array[z0:z1], dtype=self.dtype)
-
-    def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
-        return np.array(self._array[z, y, x], dtype=self.dtype)
-
-    def close(self) -> None:
-        self._array = None
 
 
 def open_raw(path: str | os.PathLike, **options) -> VolumeSource:
