@@ -47,8 +47,16 @@ def get_format(name: str) -> Format:
 
 
 def all_extensions() -> dict[str, str]:
-    """Map each known extension (lower case, with dot) to its format name."""
-    return {ext: fmt.name for name in FORMAT_MODULES for fmt in [get_format(name)] for ext in fmt.extensions}
+    """Map each known extension (lower case, with dot) to its format name (formats whose module
+    cannot be imported here are left out)."""
+    extensions = {}
+    for name in FORMAT_MODULES:
+        try:
+            fmt = get_format(name)
+        except ImportError:
+            continue
+        extensions.update({ext: fmt.name for ext in fmt.extensions})
+    return extensions
 
 
 def _suffix(path: Path) -> str:
