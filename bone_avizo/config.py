@@ -250,3 +250,118 @@ IOU_SPEC: tuple[Param, ...] = (
 )
 
 IoUConfig = make_config("IoUConfig", IOU_SPEC, "Options of IoU (evaluation).")
+
+
+# ---------------------------------------------------------------------------------------------
+# DLFit
+class ValMode(StrEnum):
+    SLICES = "slices"
+    PATCHES = "patches"
+
+
+FIT_EXTRA_AUGMENTATIONS = ("gamma", "noise", "blur", "scale")
+FIT_LOSS_TERMS = ("jaccard", "dice", "lovasz", "focal", "tversky", "focal_tversky", "ce")
+
+FIT_SPEC: tuple[Param, ...] = (
+    Param("arch", str, "unet", "network architecture (unet, unetplusplus, fpn, pspnet, deeplabv3plus, "
+          "linknet, manet, upernet, segformer, ...)", group="model"),
+    Param("encoder", str, "resnet18", "encoder (backbone) of the network, e.g. resnet18, resnet50, "
+          "efficientnet-b0, mit_b0, or tu-<timm name>", group="model"),
+    Param("encoder_depth", int, 5, "encoder stages used (fewer: a smaller, faster network)",
+          min=3, max=5, group="model"),
+    Param("decoder_channels", int, (), "decoder channels per stage, one per encoder stage "
+          "(empty: the architecture's default)", min=1, max=4096, multiple=True, group="model"),
+    Param("weights", str, "random", "initial weights: random, imagenet (encoder only, must be cached "
+          "offline), or the path of a previous model file to fine-tune", group="model"),
+    Param("in_channels", int, 1, "input channels = neighbouring slices per sample: 1 = 2D, 3..9 "
+          "(odd) = 2.5D stacks centred on the segmented slice", min=1, max=9, odd=True, group="model"),
+    Param("num_classes", int, 0, "number of classes", min=2, max=255,
+          zero_means="max label over all scans + 1", group="data"),
+    Param("class_names", str, (), "class names in label order (also fixes the number of classes)",
+          multiple=True, group="data"),
+    Param("patch_size", int, 256, "training patch edge in pixels", min=32, max=2048, multiple_of=32,
+          group="sampling"),
+    Param("patches_per_slice", int, 4, "random crops taken from each sampled slice", min=1, max=64,
+          group="sampling"),
+    Param("max_overlap", float, 0.3, "largest area fraction two crops of one slice may share",
+          min=0.0, max=1.0, group="sampling"),
+    Param("foreground_crops", float, 0.0, "fraction of crops centred on a random foreground pixel "
+          "(label > 0) instead of uniformly placed", min=0.0, max=1.0, group="sampling"),
+    Param("planes", str, ("xy",), "slicing planes to train on (xz/yz add slices along y and x)",
+          choices=tuple(Plane), multiple=True, group="sampling"),
+    Param("batch_size", int, 32, "slices per batch; a batch holds batch_size x patches_per_slice "
+          "patches", min=1, max=4096, group="sampling"),
+    Param("steps_per_epoch", int, 0, "optimiser steps per epoch", min=1, max=10_000_000,
+          zero_means="every training slice once per epoch", group="sampling"),
+    Param("cache_slices", int, 64, "slices kept in each worker's read cache (LRU)", min=0, max=100_000,
+          group="sampling"),
+    Param("num_workers", int, 0, "data-loading worker processes (0: load in the training process)",
+          min=0, max=256, group="sampling"),
+    Param("normalization", str, "zscore", "per-scan intensity normalisation over voxels > 0",
+          choices=("zscore", "minmax"), group="data"),
+    Param("augment", bool, True, "BONe's augmentations: flips (p=0.166 each), rot90/180/270 (p=0.5), "
+          "intensity shift and scale (p=0.4 each)", group="augmentation"),
+    Param("extra_augment", str, (), "additional augmentations", choices=FIT_EXTRA_AUGMENTATIONS,
+          multiple=True, group="augmentation"),
+    Param("val_fraction", float, 0.2, "fraction of the scans held out for validation (at least one "
+          "scan) when no validation scans are given", min=0.0, max=0.9, group="validation"),
+    Param("folds", int, 0, "k-fold cross-validation over scans: number of folds", min=2, max=1000,
+          zero_means="no k-fold: a fraction split", group="validation"),
+    Param("fold", int, 0, "which fold (0..folds-1) is the validation part", min=0, max=999,
+          group="validation"),
+    Param("val_mode", str, "slices", "validate on whole slices (tiled with blending) or on one set of "
+          "fixed random patches", choices=tuple(ValMode), group="validation"),
+    Param("val_slices", int, 0, "validation slices per plane and scan, evenly spaced",
+          min=1, max=10_000_000, zero_means="all slices", group="validation"),
+    Param("early_stopping", int, 0, "stop after this many epochs without a better validation score",
+          min=1, max=100_000, zero_means="off", group="validation"),
+    Param("loss", str, "jaccard", "loss, or a sum of terms joined by '+' (optionally weighted, e.g. "
+          "'jaccard+0.5*ce'); terms: " + ", ".join(FIT_LOSS_TERMS), group="optimisation"),
+    Param("optimizer", str, "adam", "optimiser", choices=("adam", "adamw", "sgd"), group="optimisation"),
+    Param("lr", float, 1e-3, "initial learning rate", min=1e-9, max=10.0, group="optimisation"),
+    Param("min_lr", float, 1e-6, "learning rate reached at the end by cosine annealing",
+          min=0.0, max=10.0, group="optimisation"),
+    Param("scheduler", str, "cosine", "learning-rate schedule over the epochs",
+          choices=("cosine", "constant"), group="optimisation"),
+    Param("weight_decay", float, 0.0, "weight decay (AdamW: decoupled)", min=0.0, max=10.0,
+          group="optimisation"),
+    Param("momentum", float, 0.9, "SGD momentum", min=0.0, max=1.0, group="optimisation"),
+    Param("epochs", int, 25, "training epochs", min=1, max=100_000, group="optimisation"),
+    Param("accumulate", int, 1, "batches whose gradients are summed before each optimiser step",
+          min=1, max=4096, group="optimisation"),
+    Param("amp", bool, True, "mixed precision (float16 autocast) on CUDA; ignored on CPU",
+          group="compute"),
+    Param("device", str, "auto", "cpu, cuda, cuda:N, or auto (cuda when available; under torchrun "
+          "each process takes the GPU of its LOCAL_RANK)", group="compute"),
+    Param("threads", int, 0, "CPU threads for torch", min=1, max=1024, zero_means="torch's default",
+          group="compute"),
+    Param("seed", int, 0, "seed of the split, sampling, augmentation and initial weights",
+          min=0, max=2**31 - 1, group="compute"),
+    Param("deterministic", bool, False, "deterministic algorithms: bit-identical results for the same "
+          "seed, also across an interrupted and resumed run (slower on GPU)", group="compute"),
+    Param("tensorboard", bool, False, "also write TensorBoard logs (needs the tensorboard package)",
+          group="output"),
+    Param("plot", bool, True, "write a PNG of the loss and IoU curves (needs matplotlib)",
+          group="output"),
+)
+
+
+class _FitConfigBase(ConfigBase):
+    def validate(self) -> None:
+        if self.class_names and self.num_classes and len(self.class_names) != self.num_classes:
+            raise ConfigError(f"class_names (--class-names): {len(self.class_names)} names for "
+                              f"num_classes={self.num_classes}; give one name per class or leave one out")
+        if len(self.class_names) == 1:
+            raise ConfigError("class_names (--class-names): give at least two names (background first)")
+        if self.folds and self.fold >= self.folds:
+            raise ConfigError(f"fold (--fold): {self.fold} is not below folds={self.folds}; use 0..{self.folds - 1}")
+        if self.decoder_channels and len(self.decoder_channels) != self.encoder_depth:
+            raise ConfigError(f"decoder_channels (--decoder-channels): {len(self.decoder_channels)} values for "
+                              f"encoder_depth={self.encoder_depth}; give one per encoder stage")
+        if len(set(self.planes)) != len(self.planes):
+            raise ConfigError(f"planes (--planes): {self.planes} repeats a plane; give distinct planes")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"min_lr (--min-lr) {self.min_lr} is above lr (--lr) {self.lr}")
+
+
+FitConfig = make_config("FitConfig", FIT_SPEC, "Options of DLFit (training).", base=_FitConfigBase)
