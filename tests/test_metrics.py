@@ -1,0 +1,285 @@
+"""IoU metrics: streaming confusion matrices, scores, undefined classes, pooling, bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bone_avizo.config import IoUConfig
+from bone_avizo.errors import Cancelled, InvalidVolumeError, LabelError, ShapeMismatchError, UnsupportedDtypeError
+from bone_avizo.io import ArraySource
+from bone_avizo.metrics import compute_iou, count_slices, pool_results
+from bone_avizo.metrics import confusion as confusion_module
+from bone_avizo.volume import Volume, VolumeInfo
+
+SHAPE = (7, 13, 29)
+
+
+def naive_per_slice(pred, ref, n, *, ignore=-1, roi=None):
+    """Reference implementation: (z, n, n) counts with np.add.at."""
+    out = np.zeros((ref.shape[0], n, n), np.int64)
+    for z in range(ref.shape[0]):
+        keep = np.ones(ref[z].shape, bool) if roi is None else roi[z] != 0
+        if ignore >= 0:
+            keep &= ref[z] != ignore
+        np.add.at(out[z], (ref[z][keep].astype(int), pred[z][keep].astype(int)), 1)
+    return out
+
+
+def noisy_pair(rng, n=3, shape=SHAPE, flip=0.2):
+    ref = rng.integers(0, n, shape).astype(np.uint8)
+    pred = ref.copy()
+    noise = rng.random(shape) < flip
+    pred[noise] = rng.integers(0, n, int(noise.sum()))
+    return pred, ref
+
+
+# ---------------------------------------------------------------------------------------------
+# counting
+@pytest.mark.parametrize("n", [2, 3, 11, 12, 16, 17, 40, 256])
+@pytest.mark.parametrize("shape", [SHAPE, (2, 257, 256), (1, 257, 257)])
+def test_count_slices_equals_naive(rng, n, shape):
+    pred = rng.integers(0, n, shape).astype(np.uint8 if n <= 256 else np.int32)
+    ref = rng.integers(0, n, shape).astype(np.int32)
+    got = count_slices(pred, ref, num_classes=n)
+    assert got.shape == (shape[0], n, n) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, naive_per_slice(pred, ref, n))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int8, np.int64, np.float32, np.float64])
+def test_count_slices_any_dtype(rng, dtype):
+    pred, ref = noisy_pair(rng, n=4)
+    got = count_slices(pred.astype(dtype), ref.astype(np.int16), num_classes=4)
+    np.testing.assert_array_equal(got, naive_per_slice(pred, ref, 4))
+
+
+def test_count_slices_bool_volumes(rng):
+    pred, ref = rng.random(SHAPE) < 0.5, rng.random(SHAPE) < 0.3
+    np.testing.assert_array_equal(count_slices(pred, ref), naive_per_slice(pred, ref, 2))
+
+
+@pytest.mark.parametrize("shape", [SHAPE, (2, 257, 257)])
+def test_ignore_label_and_roi_are_left_out(rng, shape):
+    pred, ref = noisy_pair(rng, n=3, shape=shape)
+    ref[rng.random(shape) < 0.1] = 255
+    roi = (rng.random(shape) < 0.7).astype(np.uint8)
+    got = count_slices(pred, ref, num_classes=3, ignore_label=255, roi=roi)
+    np.testing.assert_array_equal(got, naive_per_slice(pred, ref, 3, ignore=255, roi=roi))
+
+
+def test_invalid_labels_outside_the_roi_are_not_errors(rng):
+    pred, ref = noisy_pair(rng)
+    roi = np.ones(SHAPE, np.uint8)
+    roi[0] = 0
+    pred[0, 0, 0], ref[0, 1, 1] = 200, 7
+    got = count_slices(pred, ref, num_classes=3, roi=roi)
+    np.testing.assert_array_equal(got, naive_per_slice(pred, ref, 3, roi=roi))
+
+
+@pytest.mark.parametrize("slab", [1, 3, 64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_streaming_is_independent_of_slabs_threads_and_input_kind(rng, slab, threads):
+    pred, ref = noisy_pair(rng, n=4)
+    config = IoUConfig(slab_slices=slab, threads=threads)
+    expected = naive_per_slice(pred, ref, 4)
+    for p, r in [(pred, ref), (Volume(pred), Volume(ref)), (ArraySource(pred), ArraySource(ref))]:
+        result = compute_iou(p, r, config)
+        np.testing.assert_array_equal(result.per_slice, expected)
+        np.testing.assert_array_equal(result.confusion, expected.sum(0))
+
+
+def test_memory_limit_shrinks_the_slab(rng):
+    sources = [ArraySource(np.zeros((50, 100, 100), np.uint8))] * 2
+    assert confusion_module.slab_size(sources, slab_slices=64, memory_limit_gb=1.0) == 64
+    assert confusion_module.slab_size(sources, slab_slices=64, memory_limit_gb=0.0004) == 10  # 429496 B / (2 x 20000 B)
+    assert confusion_module.slab_size(sources, slab_slices=64, memory_limit_gb=1e-9) == 1
+
+
+def test_inferred_classes_grow_between_slabs(rng):
+    ref = np.zeros(SHAPE, np.uint8)
+    pred = np.zeros(SHAPE, np.uint8)
+    ref[5:] = 2
+    pred[6:] = 4
+    result = compute_iou(pred, ref, IoUConfig(slab_slices=2))
+    assert result.num_classes == 5
+    np.testing.assert_array_equal(result.per_slice, naive_per_slice(pred, ref, 5))
+
+
+def test_class_names_set_the_inferred_class_count(rng):
+    pred, ref = noisy_pair(rng, n=2)
+    result = compute_iou(pred, ref, IoUConfig(class_names=("background", "bone", "pores")))
+    assert result.num_classes == 3 and result.class_names == ("background", "bone", "pores")
+    assert result.iou[2] != result.iou[2]  # absent from both: undefined (NaN)
+
+
+def test_class_names_from_the_reference_volume(rng):
+    pred, ref = noisy_pair(rng)
+    result = compute_iou(pred, Volume(ref, class_names=("bg", "bone", "pore")), IoUConfig())
+    assert result.class_names == ("bg", "bone", "pore")
+
+
+# ---------------------------------------------------------------------------------------------
+# scores
+def test_scores_on_a_known_case():
+    ref = np.array([0, 0, 0, 1, 1, 1, 2, 2], np.uint8).reshape(1, 2, 4)
+    pred = np.array([0, 0, 1, 1, 1, 2, 2, 2], np.uint8).reshape(1, 2, 4)
+    result = compute_iou(pred, ref, IoUConfig(num_classes=4))
+    np.testing.assert_allclose(result.iou[:3], [2 / 3, 2 / 4, 2 / 3])
+    np.testing.assert_allclose(result.dice[:3], [4 / 5, 4 / 6, 4 / 5])
+    np.testing.assert_allclose(result.scores["precision"][:3], [1, 2 / 3, 2 / 3])
+    np.testing.assert_allclose(result.scores["recall"][:3], [2 / 3, 2 / 3, 1])
+    assert np.isnan(result.iou[3])  # absent from both volumes: undefined
+    assert result.mean_iou == pytest.approx((2 / 3 + 2 / 4 + 2 / 3) / 3)
+    assert result.mean_iou_foreground == pytest.approx((2 / 4 + 2 / 3) / 2)
+    np.testing.assert_allclose(result.volume_fraction("reference"), [3 / 8, 3 / 8, 2 / 8, 0])
+
+
+def test_class_in_one_volume_only_scores_zero_and_counts_in_the_mean():
+    ref = np.zeros((2, 3, 4), np.uint8)
+    pred = ref.copy()
+    pred[0, 0, 0] = 1
+    result = compute_iou(pred, ref, IoUConfig(num_classes=3))
+    assert result.iou[1] == 0.0 and np.isnan(result.iou[2])
+    assert np.isnan(result.scores["recall"][1]) and result.scores["precision"][1] == 0.0
+    assert result.mean_iou == pytest.approx((23 / 24 + 0) / 2)
+    assert result.mean_iou_foreground == 0.0
+
+
+def test_ignored_class_is_undefined(rng):
+    pred, ref = noisy_pair(rng)
+    result = compute_iou(pred, ref, IoUConfig(ignore_label=1))
+    assert np.isnan(result.iou[1]) and result.scores["voxels_reference"][1] == 0
+    assert result.mean_iou == pytest.approx(np.mean(result.iou[[0, 2]]))
+
+
+def test_per_slice_scores_equal_scores_of_each_slice(rng):
+    pred, ref = noisy_pair(rng)
+    ref[3] = 0
+    pred[3] = 0
+    result = compute_iou(pred, ref, IoUConfig())
+    for z in (0, 3, 6):
+        alone = compute_iou(pred[z:z + 1], ref[z:z + 1], IoUConfig(num_classes=3))
+        np.testing.assert_array_equal(result.slice_scores["iou"][z], alone.iou)
+        assert result.slice_mean_iou()[z] == pytest.approx(alone.mean_iou)
+    assert result.slice_mean_iou()[3] == 1.0 and np.isnan(result.slice_mean_iou(foreground=True)[3])
+
+
+def test_per_slice_can_be_switched_off(rng):
+    pred, ref = noisy_pair(rng)
+    result = compute_iou(pred, ref, IoUConfig(per_slice=False))
+    assert result.per_slice is None and result.slice_mean_iou() is None
+    np.testing.assert_array_equal(result.confusion, naive_per_slice(pred, ref, 3).sum(0))
+
+
+@pytest.mark.parametrize("unit,factor", [("mm", 1.0), ("um", 1e-9), ("furlong", None)])
+def test_volume_in_mm3_from_the_voxel_size(rng, unit, factor):
+    pred, ref = noisy_pair(rng)
+    info = VolumeInfo(SHAPE, np.uint8, voxel_size=(0.5, 0.02, 0.02), unit=unit)
+    result = compute_iou(pred, ArraySource(ref, info), IoUConfig())
+    volumes = result.volume_mm3("reference")
+    if factor is None:
+        assert volumes is None
+    else:
+        np.testing.assert_allclose(volumes, result.scores["voxels_reference"] * 0.5 * 0.02 * 0.02 * factor)
+
+
+def test_bare_arrays_have_no_physical_volume(rng):
+    pred, ref = noisy_pair(rng)
+    result = compute_iou(pred, ref, IoUConfig())
+    assert result.voxel_size is None and result.volume_mm3("prediction") is None
+
+
+def test_pool_results_sums_confusion_and_averages_scan_means(rng):
+    a = compute_iou(*noisy_pair(rng, n=3), IoUConfig())
+    b = compute_iou(*noisy_pair(rng, n=2, flip=0.5), IoUConfig())
+    pooled = pool_results([a, b])
+    assert pooled.num_classes == 3
+    expected = a.confusion.copy()
+    expected[:2, :2] += b.confusion
+    np.testing.assert_array_equal(pooled.confusion, expected)
+    means = pooled.scan_means()
+    assert means["mean_iou"] == pytest.approx((a.mean_iou + b.mean_iou) / 2)
+    assert means["iou"][2] == pytest.approx(a.iou[2])  # undefined in b: left out of the class mean
+    assert pooled.mean_iou != pytest.approx(means["mean_iou"])
+
+
+def test_pool_results_of_nothing_is_an_error():
+    with pytest.raises(InvalidVolumeError, match="at least one"):
+        pool_results([])
+
+
+# ---------------------------------------------------------------------------------------------
+# progress
+def test_progress_reports_and_cancels(rng):
+    pred, ref = noisy_pair(rng)
+    calls = []
+    compute_iou(pred, ref, IoUConfig(slab_slices=2), progress=lambda d, t, m: calls.append((d, t)))
+    assert calls[-1] == (7, 7) and len(calls) >= 4
+    with pytest.raises(Cancelled):
+        compute_iou(pred, ref, IoUConfig(slab_slices=2), progress=lambda d, t, m: True)
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+def test_shape_mismatch_names_both_shapes(rng):
+    with pytest.raises(ShapeMismatchError, match=r"\(7, 13, 28\).*\(7, 13, 29\)"):
+        compute_iou(np.zeros((7, 13, 28), np.uint8), np.zeros(SHAPE, np.uint8), IoUConfig())
+    with pytest.raises(ShapeMismatchError, match="roi"):
+        compute_iou(np.zeros(SHAPE, np.uint8), np.zeros(SHAPE, np.uint8), IoUConfig(),
+                    roi=np.ones((7, 12, 29), np.uint8))
+
+
+def test_label_beyond_declared_classes_says_value_and_num_classes(rng):
+    pred, ref = noisy_pair(rng)
+    pred[4, 2, 3] = 9
+    with pytest.raises(LabelError, match=r"prediction holds the label value 9 \(at z=4, y=2, x=3\).*num_classes "
+                                         r"is 3.*--num-classes 10"):
+        compute_iou(pred, ref, IoUConfig(num_classes=3))
+
+
+def test_more_than_256_inferred_classes_is_an_error():
+    ref = np.zeros(SHAPE, np.int32)
+    ref[1, 1, 1] = 1000
+    with pytest.raises(LabelError, match="reference holds the label value 1000.*at most 256 classes"):
+        compute_iou(np.zeros(SHAPE, np.uint8), ref, IoUConfig())
+
+
+@pytest.mark.parametrize("bad", [0.5, np.nan])
+def test_non_integral_floats_are_an_error(rng, bad):
+    pred, ref = noisy_pair(rng)
+    pred = pred.astype(np.float32)
+    pred[2, 3, 4] = bad
+    with pytest.raises(LabelError, match=r"prediction holds non-integer values .*z=2, y=3, x=4"):
+        compute_iou(pred, ref, IoUConfig())
+
+
+def test_negative_labels_are_an_error(rng):
+    pred, ref = noisy_pair(rng)
+    ref = ref.astype(np.int16)
+    ref[1, 0, 0] = -1
+    with pytest.raises(LabelError, match="reference holds the negative label -1"):
+        compute_iou(pred, ref, IoUConfig())
+
+
+@pytest.mark.parametrize("array", [np.zeros((0, 4, 5), np.uint8), np.zeros((4, 5), np.uint8)])
+def test_empty_or_flat_arrays_are_an_error(array):
+    with pytest.raises(InvalidVolumeError, match="non-empty 3-D"):
+        compute_iou(array, array, IoUConfig())
+
+
+def test_nothing_counted_is_an_error(rng):
+    pred, ref = noisy_pair(rng)
+    with pytest.raises(InvalidVolumeError, match="no voxel was counted"):
+        compute_iou(pred, ref, IoUConfig(), roi=np.zeros(SHAPE, np.uint8))
+
+
+def test_non_numeric_dtype_is_an_error():
+    array = np.zeros(SHAPE, "U1")
+    with pytest.raises(UnsupportedDtypeError, match="dtype <U1"):
+        compute_iou(array, array, IoUConfig())
+
+
+def test_per_slice_memory_bound(monkeypatch):
+    monkeypatch.setattr(confusion_module, "PER_SLICE_MAX_BYTES", 1000)
+    array = np.zeros((20, 3, 3), np.uint8)
+    with pytest.raises(InvalidVolumeError, match="--no-per-slice"):
+        compute_iou(array, array, IoUConfig(num_classes=3))
