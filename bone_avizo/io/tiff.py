@@ -139,6 +139,28 @@ def tiff_attrs(tif: tifffile.TiffFile) -> dict:
     return {}
 
 
+def _declared_size(tif: tifffile.TiffFile) -> int:
+    """How many values (voxels x samples) the ImageJ or tifffile-shaped metadata declare; 0 if unknown."""
+    if tif.is_imagej:
+        return int((tif.imagej_metadata or {}).get("images", 0)) * int(np.prod(tif.pages.first.shape))
+    if tif.is_shaped and tif.shaped_metadata:
+        return int(np.prod(tif.shaped_metadata[0].get("shape", [0])))
+    return 0
+
+
+def _check_complete(tif: tifffile.TiffFile, series, path: Path) -> None:
+    """CorruptFileError when pages are missing or the first page's data run past the end of the file."""
+    declared = _declared_size(tif)
+    if declared > series.size:
+        raise CorruptFileError(f"{path} is truncated or damaged: its metadata declare {declared} values, only "
+                               f"{series.size} are readable; re-export it")
+    first = tif.pages.first
+    end = max((o + n for o, n in zip(first.dataoffsets, first.databytecounts)), default=0)
+    if end > path.stat().st_size:
+        raise CorruptFileError(f"{path} is truncated: its first page needs {end} bytes, the file has "
+                               f"{path.stat().st_size}; re-export it")
+
+
 def _volume_shape(series, where: str) -> tuple[int, ...]:
     """The non-singleton (z, y, x) shape of a series; InvalidVolumeError for 2-D or colour data."""
     axes, shape = series.axes, series.shape
@@ -179,6 +201,7 @@ class TiffSource(VolumeSource):
         where = str(self.path)
         series = self._tif.series[0]
         shape = _volume_shape(series, where)
+        _check_complete(self._tif, series, self.path)
         if len(shape) == 2:
             raise InvalidVolumeError(f"{where} is a 2-D image {shape}, not a volume; give a multi-page stack "
                                      "or a folder of slices")
@@ -213,7 +236,7 @@ class TiffSource(VolumeSource):
         try:
             with self._lock:
                 page = self._pages[z].asarray()
-        except (ValueError, OSError, IndexError, tifffile.TiffFileError) as exc:
+        except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
             raise CorruptFileError(f"{self.path}: page {z} cannot be read ({exc}); the file is damaged") from exc
         return page.reshape(self.shape[1:])
 
@@ -282,7 +305,7 @@ class TiffFolderSource(VolumeSource):
         with open_tiff(self.files[z]) as tif:
             try:
                 return tif.series[0].asarray().reshape(self.shape[1:])
-            except (ValueError, OSError, tifffile.TiffFileError) as exc:
+            except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
                 raise CorruptFileError(f"slice {self.files[z]} cannot be read ({exc}); the file is damaged") from exc
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
