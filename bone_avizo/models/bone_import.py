@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -64,9 +65,10 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:200]
-        raise ModelError(f"refused to load {path}: it contains Python objects other than tensors and plain "
-                         f"data ({reason}); loading it could run arbitrary code. Re-save the checkpoint "
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        reason = f"it references {found.group(1)}" if found else "unsupported pickle content"
+        raise ModelError(f"refused to load {path}: it holds Python objects other than tensors and plain data "
+                         f"({reason}); loading it could run arbitrary code. Re-save the checkpoint "
                          "as {'model_state': state_dict, 'metadata': dict of plain values}") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
         raise ModelError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); "

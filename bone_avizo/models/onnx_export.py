@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,12 +32,13 @@ MAX_OPSET = 20  # the TorchScript-based exporter's maximum
 
 def export_onnx(model: LoadedModel | torch.nn.Module, path: str | os.PathLike, *, opset: int = 17,
                 patch_size: int | None = None, metadata: ModelMetadata | None = None,
-                overwrite: bool = False) -> Path:
+                in_channels: int | None = None, overwrite: bool = False) -> Path:
     """Write ``model`` (a LoadedModel or a network) as an ONNX file, atomically; returns the path.
 
     ``patch_size``: the spatial size of the example input used for tracing (default: the
     metadata's patch size, else 256); the exported graph accepts any multiple of 32.
-    ``metadata``: needed for a bare network (a LoadedModel brings its own).
+    ``metadata``: stored in the file (a LoadedModel brings its own); ``in_channels`` of a bare
+    network without metadata (default: those of its first convolution).
     Uses the TorchScript-based exporter (``dynamo=False``); the dynamo exporter needs onnxscript.
     """
     import onnx
@@ -47,7 +49,7 @@ def export_onnx(model: LoadedModel | torch.nn.Module, path: str | os.PathLike, *
         raise ConfigError(f"ONNX opset {opset!r} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default 17)")
     check_output_path(path, overwrite=overwrite)
     size = int(patch_size or (metadata.patch_size if metadata else 256))
-    in_channels = metadata.in_channels if metadata else _first_conv_in_channels(module)
+    in_channels = in_channels or (metadata.in_channels if metadata else _first_conv_in_channels(module))
     proto = _export_proto(module, in_channels, size, opset)
     if metadata is not None:
         for key, value in ((METADATA_KEY, metadata.to_json()), ("format_version", str(FORMAT_VERSION))):
@@ -91,7 +93,11 @@ def _export_proto(module: torch.nn.Module, in_channels: int, size: int, opset: i
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # the TorchScript exporter is deprecated in favour of dynamo (which needs onnxscript), and
+            # the tracer warns about Python-level shape checks that do not affect these graphs
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: _DYNAMIC, OUTPUT_NAME: _DYNAMIC})

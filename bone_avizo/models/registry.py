@@ -2,7 +2,8 @@
 
 ``build_model(arch, encoder, in_channels=, num_classes=)`` returns a 2-D segmentation network
 that maps a (B, in_channels, H, W) float tensor to (B, num_classes, H, W) logits. H and W must be
-multiples of the encoder's output stride (32 for every architecture here).
+multiples of the encoder's output stride (``modelfile.input_multiple``: 32, 16 for DeepLabV3+,
+8 for PSPNet/DeepLabV3; smp 0.6's U-Net takes any size); multiples of 32 always work.
 
 Names are matched case-insensitively and BONe's spellings are accepted ("Unet", "UnetPlusPlus",
 "DeepLabV3Plus", "MAnet", "UPerNet", "Segformer", "unet++", "deeplabv3+").
@@ -12,6 +13,7 @@ Encoders are smp's built-in encoders (``list_encoders()``) and timm models throu
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 from typing import Any
 
@@ -117,8 +119,9 @@ def build_model(arch: str, encoder: str, *, in_channels: int, num_classes: int, 
     encoder_name = canonical_encoder(encoder)
     _check_count(in_channels, "in_channels")
     _check_count(num_classes, "num_classes")
-    smp_weights = _resolve_weights(encoder_name, weights)
     cls = ARCHITECTURES[arch_key]
+    _check_options(arch_key, cls, encoder_name, options)
+    smp_weights = _resolve_weights(encoder_name, weights)
     try:
         return cls(encoder_name=encoder_name, encoder_weights=smp_weights, in_channels=int(in_channels),
                    classes=int(num_classes), **options)
@@ -134,6 +137,17 @@ def build_model(arch: str, encoder: str, *, in_channels: int, num_classes: int, 
         if smp_weights is None:
             raise
         raise _offline_error(encoder_name, weights, exc) from None
+
+
+def _check_options(arch: str, cls: type, encoder: str, options: dict[str, Any]) -> None:
+    """smp passes unknown keywords silently to timm encoders only; refuse them for the others."""
+    params = inspect.signature(cls.__init__).parameters
+    fixed = {"self", "encoder_name", "encoder_weights", "in_channels", "classes"}
+    valid = [n for n, p in params.items() if n not in fixed and p.kind != p.VAR_KEYWORD]
+    unknown = sorted(set(options) - set(valid) - fixed)
+    if unknown and not encoder.startswith("tu-"):
+        raise ConfigError(f"{arch}: invalid architecture option(s) {', '.join(unknown)}; valid options: "
+                          f"{', '.join(valid)}")
 
 
 def _check_count(value: Any, what: str) -> None:

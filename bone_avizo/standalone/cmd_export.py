@@ -1,0 +1,52 @@
+"""``export``: convert a model file (bone_avizo .safetensors or BONe .pth) to ONNX for onnxruntime,
+or a BONe .pth checkpoint to a bone_avizo .safetensors model file."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bone_avizo.errors import ConfigError
+from bone_avizo.standalone.common import existing_path
+
+HELP = "export a model to ONNX (FILE.onnx) or convert a BONe .pth checkpoint to a model file (FILE.safetensors)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="FILE",
+                        help="model file: bone_avizo .safetensors or BONe .pth checkpoint")
+    parser.add_argument("--output", required=True, metavar="FILE",
+                        help="FILE.onnx (ONNX graph with the metadata) or FILE.safetensors (model file)")
+    parser.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default: 17)")
+    parser.add_argument("--patch-size", type=int, default=None, metavar="PX",
+                        help="spatial size of the tracing input (default: the model's patch size); the "
+                             "graph accepts any multiple of 32")
+    parser.add_argument("--fp16", action="store_true", help="for .safetensors output: store weights in fp16")
+    parser.add_argument("--class-names", nargs="+", metavar="NAME",
+                        help="for .safetensors output: one name per class, label 0 first")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bone_avizo.models import export_onnx, import_bone_checkpoint, load_model, save_model
+    from bone_avizo.models.modelfile import detect_model_format
+
+    model_path = existing_path(args.model, "--model")
+    output = Path(args.output)
+    suffix = output.suffix.lower()
+    if suffix == ".onnx":
+        written = export_onnx(load_model(model_path), output, opset=args.opset, patch_size=args.patch_size,
+                              overwrite=args.overwrite)
+    elif suffix == ".safetensors":
+        dtype = "fp16" if args.fp16 else None
+        if detect_model_format(model_path) == "bone_pth":
+            written = import_bone_checkpoint(model_path, output, overwrite=args.overwrite, dtype=dtype,
+                                             class_names=tuple(args.class_names or ()))
+        else:
+            loaded = load_model(model_path)
+            meta = loaded.metadata.with_(class_names=tuple(args.class_names)) if args.class_names else loaded.metadata
+            written = save_model(output, loaded.module, meta, dtype=dtype, overwrite=args.overwrite)
+    else:
+        raise ConfigError(f"--output {output}: use a .onnx (ONNX export) or .safetensors (model file) name")
+    print(f"wrote {written}")
+    return 0
+

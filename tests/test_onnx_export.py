@@ -1,0 +1,116 @@
+"""ONNX export: onnxruntime matches torch, dynamic axes, metadata, atomic writes, the ``export`` command."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bone_avizo.errors import ConfigError, OutputExistsError
+from bone_avizo.models import ModelMetadata, build_model, export_onnx, load_model, save_model
+from bone_avizo.models.onnx_export import read_onnx_metadata
+from bone_avizo.standalone.__main__ import main
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    meta = ModelMetadata("Unet", "mobilenet_v2", 1, 3, 64, class_names=("bg", "bone", "pores"),
+                         arch_options={"decoder_channels": [32, 16, 8, 8, 8]}, training={"train_scans": ["s1"]})
+    torch.manual_seed(0)
+    model = build_model(meta.arch, meta.encoder, in_channels=1, num_classes=3, **meta.arch_options)
+    _randomise_batchnorm(model)
+    return save_model(tmp_path_factory.mktemp("onnx") / "m.safetensors", model, meta)
+
+
+def _randomise_batchnorm(model: torch.nn.Module) -> None:
+    """Non-trivial running statistics, so eval-mode normalisation is exercised by the comparison."""
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.BatchNorm2d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_onnxruntime_matches_torch_at_two_sizes(tmp_path, model_file):
+    loaded = load_model(model_file)
+    path = export_onnx(loaded, tmp_path / "m.onnx", patch_size=64)
+    session = _session(path)
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1, 64, 64), (2, 1, 96, 128)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        with torch.no_grad():
+            expected = loaded.module(torch.from_numpy(x)).numpy()
+        got = session.run(None, {"input": x})[0]
+        assert got.shape == (shape[0], 3, shape[2], shape[3])
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_metadata_is_stored_in_metadata_props(tmp_path, model_file):
+    loaded = load_model(model_file)
+    path = export_onnx(loaded, tmp_path / "m.onnx", patch_size=64, opset=13)
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(props["bone_avizo"])["class_names"] == ["bg", "bone", "pores"]
+    assert props["format_version"] == "1"
+    assert read_onnx_metadata(path) == loaded.metadata
+    assert proto.opset_import[0].version == 13
+
+
+def test_bare_module_export_without_metadata(tmp_path):
+    model = build_model("fpn", "mobilenet_v2", in_channels=3, num_classes=2).eval()
+    path = export_onnx(model, tmp_path / "bare.onnx", patch_size=64)
+    assert read_onnx_metadata(path) is None
+    x = np.zeros((1, 3, 64, 64), np.float32)
+    assert _session(path).run(None, {"input": x})[0].shape == (1, 2, 64, 64)
+
+
+def test_existing_output_and_bad_opset_are_refused(tmp_path, model_file):
+    loaded = load_model(model_file)
+    target = tmp_path / "m.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(OutputExistsError):
+        export_onnx(loaded, target)
+    assert target.read_bytes() == b"old"
+    with pytest.raises(ConfigError, match="opset"):
+        export_onnx(loaded, tmp_path / "other.onnx", opset=3)
+
+
+def test_export_command(tmp_path, model_file, capsys):
+    out = tmp_path / "cli.onnx"
+    assert main(["export", "--model", str(model_file), "--output", str(out), "--patch-size", "64"]) == 0
+    assert out.is_file() and "wrote" in capsys.readouterr().out
+    assert main(["info", "--json", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["arch"] == "unet"
+    assert main(["export", "--model", str(model_file), "--output", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_export_command_converts_a_bone_checkpoint(tmp_path, capsys):
+    model = build_model("Unet", "mobilenet_v2", in_channels=1, num_classes=2)
+    pth = tmp_path / "bone.pth"
+    torch.save({"model_state": model.state_dict(), "metadata": {
+        "model_arch": "Unet", "backbone": "mobilenet_v2", "num_classes": 2, "in_channels": 1, "patch_size": 64,
+        "normalization": "minmax"}}, pth)
+    out = tmp_path / "bone.safetensors"
+    assert main(["export", "--model", str(pth), "--output", str(out), "--class-names", "bg", "bone"]) == 0
+    assert load_model(out).metadata.class_names == ("bg", "bone")
+
+
+@pytest.mark.parametrize("argv_tail, message", [
+    (["--model", "missing.safetensors", "--output", "x.onnx"], "does not exist"),
+    (["--output", "x.txt"], ".onnx"),
+])
+def test_export_command_bad_input_exits_2(tmp_path, model_file, monkeypatch, capsys, argv_tail, message):
+    monkeypatch.chdir(tmp_path)
+    argv = ["export", *argv_tail] if "--model" in argv_tail else ["export", "--model", str(model_file), *argv_tail]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
