@@ -87,7 +87,7 @@ def test_non_3d_inputs_are_invalid_volume_errors(tmp_path):
     tifffile.imwrite(tmp_path / "flat.tif", np.zeros((13, 29), np.uint8))
     raises_one_line(InvalidVolumeError, open_volume, tmp_path / "flat.tif", match="2-D")
     tifffile.imwrite(tmp_path / "rgb.tif", np.zeros((4, 13, 29, 3), np.uint8), photometric="rgb")
-    raises_one_line(InvalidVolumeError, open_volume, tmp_path / "rgb.tif", match="colour")
+    raises_one_line(InvalidVolumeError, open_volume, tmp_path / "rgb.tif", match="3 channels")
     with h5py.File(tmp_path / "flat.h5", "w") as f:
         f["image"] = np.zeros((13, 29))
     raises_one_line(InvalidVolumeError, open_volume, tmp_path / "flat.h5", match="no 3-D dataset.*image")

@@ -206,6 +206,8 @@ def test_imagej_micron_calibration_is_converted_to_mm(tmp_path):
     with open_volume(path) as source:
         np.testing.assert_allclose(source.voxel_size, (0.04, 0.0195, 0.0195))
         assert source.info.unit == "mm"
+    tifffile.imwrite(path, np.zeros(SHAPE, np.uint8), imagej=True, metadata={"axes": "ZYX", "spacing": -0.5})
+    assert load_volume(path).voxel_size == (0.5, 1.0, 1.0)  # ImageJ's top-down stacks: negative spacing
 
 
 def test_ome_physical_sizes_are_read_with_their_units(tmp_path):

@@ -81,9 +81,10 @@ class RawSource(MappedSource):
         actual = self.path.stat().st_size
         offset = actual - needed if header < 0 else header
         if offset < 0 or actual != offset + needed:
-            raise CorruptFileError(f"{self.path} has {actual} bytes but shape {shape} {dtype.name} with {max(header, 0)} "
-                                   f"header bytes needs {needed + max(header, 0)}; check shape, dtype and "
-                                   "header_bytes (or the file is truncated)")
+            header = max(header, 0)
+            raise CorruptFileError(f"{self.path} has {actual} bytes but shape {shape} {dtype.name} with {header} "
+                                   f"header bytes needs {needed + header}; check shape, dtype and header_bytes "
+                                   "(or the file is truncated)")
         return offset
 
 

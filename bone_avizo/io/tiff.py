@@ -112,7 +112,8 @@ def _imagej_attrs(tif: tifffile.TiffFile) -> dict:
     """Voxel size and origin (mm) from ImageJ metadata: spacing, X/YResolution, unit, x/y/zorigin."""
     meta = tif.imagej_metadata or {}
     page = tif.pages.first
-    voxel = [float(meta.get("spacing", 1.0)), _resolution(page, "YResolution"), _resolution(page, "XResolution")]
+    # ImageJ keeps a negative spacing for stacks ordered top-down; the voxel size is its magnitude
+    voxel = [abs(float(meta.get("spacing", 1.0))), _resolution(page, "YResolution"), _resolution(page, "XResolution")]
     origin_px = [float(meta.get(f"{a}origin", 0.0)) for a in "zyx"]
     unit = meta.get("unit")
     voxel_mm, unit_mm = to_mm(voxel, unit, where=tif.filename)
@@ -128,15 +129,16 @@ def _imagej_attrs(tif: tifffile.TiffFile) -> dict:
 
 def tiff_attrs(tif: tifffile.TiffFile) -> dict:
     """The volume metadata of an open TIFF as a :func:`volume_attrs`-style dict."""
+    attrs = {}
     if tif.is_ome:
         attrs = _ome_attrs(tif)
-        if attrs:
-            return attrs
-    if tif.is_imagej:
-        return _imagej_attrs(tif)
-    if tif.is_shaped and tif.shaped_metadata:
-        return _json(tif.shaped_metadata[0].get(META_KEY, "{}"))
-    return {}
+    if not attrs and tif.is_imagej:
+        attrs = _imagej_attrs(tif)
+    if not attrs and tif.is_shaped and tif.shaped_metadata:
+        attrs = _json(tif.shaped_metadata[0].get(META_KEY, "{}"))
+    if "voxel_size" not in attrs:
+        log.warning("%s has no voxel size (no ImageJ or OME-XML calibration); using 1 x 1 x 1", tif.filename)
+    return attrs
 
 
 def _declared_size(tif: tifffile.TiffFile) -> int:
@@ -166,8 +168,8 @@ def _volume_shape(series, where: str) -> tuple[int, ...]:
     axes, shape = series.axes, series.shape
     for axis in "SC":
         if axis in axes and shape[axes.index(axis)] > 1:
-            raise InvalidVolumeError(f"{where} has {shape[axes.index(axis)]} colour channels (axes {axes}, shape "
-                                     f"{shape}); save a single-channel (grey-value) stack")
+            raise InvalidVolumeError(f"{where} has {shape[axes.index(axis)]} channels (axes {axes}, shape {shape}); "
+                                     "save a single-channel (grey-value) stack")
     return tuple(s for a, s in zip(axes, shape) if s != 1 or a in "YX")
 
 
