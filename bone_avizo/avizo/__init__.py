@@ -1,1 +1,24 @@
-"""bone_avizo.avizo"""
+"""The Avizo/Amira face: the thin adapter between Avizo objects and the core.
+
+Nothing here imports Avizo: every function works on any object with Avizo's Python API (the real
+one inside Avizo, or the mock in ``tests/fake_hx``). Avizo's injected globals are passed in or
+found through the scripted module (:func:`bone_avizo.avizo.hx.hx_global`).
+
+- fields <-> volumes: :func:`field_to_volume`, :func:`volume_to_field` ((x, y, z) <-> (z, y, x));
+- parameter spec <-> ports: :func:`spec_to_ports`, :func:`ports_to_config`, :func:`config_to_ports`;
+- progress: :func:`avizo_progress` (a core progress callback over ``hx_progress``);
+- errors: :func:`run_safely` (one-line messages, half-made objects removed);
+- installer: :mod:`bone_avizo.avizo.install` and ``python -m bone_avizo.avizo``.
+"""
+from bone_avizo.avizo.env import environment_report, format_report
+from bone_avizo.avizo.fields import (avizo_dtype, describe_volume, field_to_volume, is_label_field,
+                                     volume_to_field, xyz_to_zyx, zyx_to_xyz)
+from bone_avizo.avizo.hx import hx_global
+from bone_avizo.avizo.ports import config_to_ports, port_kind, ports_to_config, spec_to_ports
+from bone_avizo.avizo.progress import AvizoProgress, avizo_progress
+from bone_avizo.avizo.safety import run_safely
+
+__all__ = ["field_to_volume", "volume_to_field", "xyz_to_zyx", "zyx_to_xyz", "avizo_dtype", "is_label_field",
+           "describe_volume", "spec_to_ports", "ports_to_config", "config_to_ports", "port_kind",
+           "AvizoProgress", "avizo_progress", "run_safely", "hx_global", "environment_report",
+           "format_report"]
