@@ -52,7 +52,7 @@ def saved(tmp_path):
 def test_metadata_json_round_trip_and_cleaning():
     meta = tiny_metadata(planes=["xy", "XZ"], training={"x": np.float64(0.25), "n": np.arange(3)})
     again = ModelMetadata.from_json(meta.to_json())
-    assert again == meta
+    assert again == meta and hash(again) == hash(meta)
     assert again.planes == ("xy", "xz") and again.training == {"x": 0.25, "n": [0, 1, 2]}
     assert tiny_metadata().training["history"][0]["loss"] is None  # NaN is not JSON
 

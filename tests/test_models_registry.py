@@ -153,3 +153,9 @@ def test_gflops_of_unet_resnet18_match_the_known_figure_and_keep_the_mode():
     assert model.training
     torch.testing.assert_close(bn.running_mean, before)
     assert estimate_gflops(model, 1, (128, 256)) == pytest.approx(gflops / 2, rel=1e-6)
+
+
+def test_pan_needs_at_least_128_pixels():
+    model = build_model("pan", "mobilenet_v2", in_channels=1, num_classes=2).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 128, 160)).shape == (1, 2, 128, 160)

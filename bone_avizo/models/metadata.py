@@ -118,6 +118,9 @@ class ModelMetadata:
                              f"{', '.join(PLANES)}")
         return planes
 
+    def __hash__(self) -> int:  # the dict fields are not hashable; their JSON is
+        return hash(self.to_json())
+
     # -- conversion ---------------------------------------------------------------------
     @property
     def is_2p5d(self) -> bool:
