@@ -3,6 +3,7 @@ slab/region/plane reads, atomic and resumable writes, metadata from other tools'
 from __future__ import annotations
 
 import json
+import pickle
 import sys
 import tracemalloc
 import zlib
@@ -99,6 +100,11 @@ def test_slab_region_and_plane_reads_equal_numpy_slicing(case, tmp_path, rng):
         np.testing.assert_array_equal(source.read_plane(2, 28), a[:, :, 28])
         with pytest.raises(IndexError):
             source.read_slab(5, 8)
+        payload = pickle.dumps(source)  # for worker processes: reopens the file, carries no voxels
+        assert len(payload) < a.nbytes / 4
+        with pickle.loads(payload) as clone:
+            assert clone.info == source.info
+            np.testing.assert_array_equal(clone.read_slab(2, 4), a[2:4])
 
 
 @pytest.mark.parametrize("case", CASES)

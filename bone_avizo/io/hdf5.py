@@ -16,8 +16,8 @@ import numpy as np
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
-from bone_avizo.io.base import VolumeSource, VolumeWriter
-from bone_avizo.io.npy import check_3d, check_dtype, info_from_attrs, native_dtype, require_file, volume_attrs
+from bone_avizo.io.base import VolumeWriter
+from bone_avizo.io.npy import ReopeningSource, check_3d, check_dtype, info_from_attrs, native_dtype, require_file, volume_attrs
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
 
@@ -89,12 +89,13 @@ def open_hdf5(path: Path, mode: str = "r", **kwargs) -> h5py.File:
         raise CorruptFileError(f"{path} is a damaged or truncated HDF5 file ({exc}); re-create it") from exc
 
 
-class Hdf5Source(VolumeSource):
+class Hdf5Source(ReopeningSource):
     """A (z, y, x) dataset of an HDF5 file; slabs and regions read only the chunks they touch.
     Option ``dataset``: the dataset's path in the file (default: see :func:`select_dataset`)."""
 
     def __init__(self, path: str | os.PathLike, *, dataset: str | None = None):
         self.path = Path(path)
+        self._remember(self.path, dataset=dataset)
         with open_hdf5(self.path) as file:
             ds = select_dataset(file, dataset, where=str(self.path))
             name, where = ds.name, f"{self.path}:{ds.name}"

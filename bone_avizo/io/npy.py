@@ -7,6 +7,7 @@ the dtype checks. Arrays are (z, y, x); voxel size and origin are (z, y, x) in m
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -150,7 +151,22 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-class MappedSource(VolumeSource):
+class ReopeningSource(VolumeSource):
+    """A file source that pickles as its constructor call: the copy reopens the file where it is
+    unpickled (e.g. in a worker process); handles and memory maps never travel, nor do the voxels."""
+
+    _args: tuple = ()
+    _options: dict = {}
+
+    def _remember(self, *args, **options) -> None:
+        """Record the constructor arguments used to reopen this source."""
+        self._args, self._options = args, options
+
+    def __reduce__(self):
+        return functools.partial(type(self), **self._options), self._args
+
+
+class MappedSource(ReopeningSource):
     """A source over a memory-mapped (z, y, x) array ``self._array``: reads copy only what they slice,
     converted to the native-order ``info.dtype``."""
 
@@ -172,6 +188,7 @@ class NpySource(MappedSource):
 
     def __init__(self, path: str | os.PathLike):
         self.path = require_file(Path(path))
+        self._remember(self.path)
         try:
             array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:

@@ -66,6 +66,8 @@ class RawSource(MappedSource):
                  header_bytes: int = 0, voxel_size=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
                  name: str | None = None):
         self.path = require_file(Path(path))
+        self._remember(self.path, shape=shape, dtype=dtype, byte_order=byte_order, header_bytes=header_bytes,
+                       voxel_size=voxel_size, origin=origin, name=name)
         if shape is None or dtype is None:
             raise ConfigError(f"{self.path} is raw data without a header; give shape=(z, y, x) and dtype= "
                               "(and byte_order=, header_bytes= if needed), or an .mhd header")

@@ -25,8 +25,8 @@ import tifffile
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
-from bone_avizo.io.base import VolumeSource, VolumeWriter, remove_path
-from bone_avizo.io.npy import (check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
+from bone_avizo.io.base import VolumeWriter, remove_path
+from bone_avizo.io.npy import (ReopeningSource, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
                                volume_attrs)
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
@@ -186,12 +186,13 @@ def stream_region(read_plane, info: VolumeInfo, z: slice, y: slice, x: slice) ->
     return out
 
 
-class TiffSource(VolumeSource):
+class TiffSource(ReopeningSource):
     """A multi-page TIFF (z, y, x): memory-mapped when the stack is contiguous and uncompressed,
     otherwise read page by page (a slab or plane never loads the whole file)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._remember(self.path)
         self._tif = open_tiff(self.path)
         try:
             self._setup()
@@ -279,11 +280,12 @@ def _slice_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         return _volume_shape(series, str(path)), native_dtype(series.dtype, where=str(path))
 
 
-class TiffFolderSource(VolumeSource):
+class TiffFolderSource(ReopeningSource):
     """A folder of single-slice TIFFs (z, y, x), one file per z in natural order, read file by file."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = require_file(Path(path), "folder")
+        self._remember(self.path)
         self.files = list_slices(self.path)
         if not self.files:
             raise FormatError(f"folder {self.path} holds no .tif/.tiff files; give a folder of TIFF slices")

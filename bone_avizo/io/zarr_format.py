@@ -17,9 +17,9 @@ import numpy as np
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
-from bone_avizo.io.base import VolumeSource, VolumeWriter
+from bone_avizo.io.base import VolumeWriter
 from bone_avizo.io.hdf5 import DEFAULT_NAMES, DONE_ATTR, chunk_shape
-from bone_avizo.io.npy import (check_3d, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
+from bone_avizo.io.npy import (ReopeningSource, check_3d, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
                                volume_attrs)
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
@@ -113,12 +113,13 @@ def open_zarr_node(path: Path, mode: str = "r"):
         raise CorruptFileError(f"{path} has damaged Zarr metadata ({exc}); re-create it") from exc
 
 
-class ZarrSource(VolumeSource):
+class ZarrSource(ReopeningSource):
     """A (z, y, x) Zarr array; slabs and regions read only the chunks they touch.
     Option ``dataset``: the array's path inside a Zarr group."""
 
     def __init__(self, path: str | os.PathLike, *, dataset: str | None = None):
         self.path = Path(path)
+        self._remember(self.path, dataset=dataset)
         node = open_zarr_node(self.path)
         extra = {}
         if not hasattr(node, "shape"):
