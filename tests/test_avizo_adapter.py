@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -422,3 +423,14 @@ def test_boneinfo_reports_a_bad_field_in_one_line(world):
     fake_hx.load_pyscro(HXSCRIPTS / "BONeInfo.pyscro", world.hx_project, connect=flat)
     (level, text), = world.hx_message.records
     assert level == "error" and text.startswith("BONeInfo: HxUniformScalarField3: bounding box")
+
+
+def test_boneinfo_says_which_python_lacks_bone_avizo(world, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bone_avizo.avizo", None)  # as in a Python without bone_avizo
+    scan = world.create_field(pattern_xyz(), name="scan")
+    module = fake_hx.load_pyscro(HXSCRIPTS / "BONeInfo.pyscro", world.hx_project, connect=scan)
+    assert module.environment.text.startswith("bone_avizo cannot be imported by Python ")
+    assert sys.prefix in module.environment.text and module.dimensions.text == "no field connected"
+    module.do_it.press()
+    (level, text), = world.hx_message.records
+    assert level == "error" and "docs/avizo.md" in text

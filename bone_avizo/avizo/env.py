@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import platform
+import sys
 
 import numpy as np
 
@@ -31,8 +32,9 @@ def torch_summary() -> str:
 
 
 def environment_report() -> dict[str, str]:
-    """Versions of Python, bone_avizo, numpy, torch (and its device) and segmentation-models-pytorch."""
-    return {"python": platform.python_version(), "bone_avizo": bone_avizo.__version__, "numpy": np.__version__,
+    """Versions of Python (and where its environment is), bone_avizo, numpy, torch (and its device)
+    and segmentation-models-pytorch."""
+    return {"python": f"{platform.python_version()} in {sys.prefix}", "bone_avizo": bone_avizo.__version__, "numpy": np.__version__,
             "torch": torch_summary(),
             "segmentation_models_pytorch": _version("segmentation-models-pytorch") or INSTALL_HINT}
 

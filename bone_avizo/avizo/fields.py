@@ -104,7 +104,7 @@ def field_to_volume(field: Any, *, contiguous: bool = True) -> Volume:
     zyx = xyz_to_zyx(avizo_dtype(xyz, name))
     if contiguous and not zyx.flags.c_contiguous:
         zyx = np.ascontiguousarray(zyx)
-    if np.shares_memory(zyx, xyz):
+    if np.may_share_memory(zyx, xyz):
         zyx = zyx.view()
         zyx.flags.writeable = False
     voxel_size, origin = geometry_from_box(field.bounding_box, xyz.shape, name)
