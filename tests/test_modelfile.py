@@ -206,7 +206,8 @@ def test_input_multiple_is_the_encoder_output_stride():
 
 
 # -- BONe checkpoints ---------------------------------------------------------------------------
-BONE_METADATA = {"num_classes": 3, "patch_size": 64, "in_channels": 1, "model_arch": "Unet", "backbone": "resnet18",
+BONE_METADATA = {"num_classes": 3, "patch_size": 64, "in_channels": 1, "model_arch": "Unet",
+                 "backbone": "resnet18",
                  "normalization": "zscore", "augmentations": {"hflip": 0.166}, "learning_rate": 0.001,
                  "criterion": "Jaccard", "best_val_score": np.float64(0.93), "best_epoch": 7, "flops_G": 10.6,
                  "param_count": 14322227, "peak_ram_GB": 3.5, "peak_vram_GB": 5.1, "wall_time_sec": 1234.5}

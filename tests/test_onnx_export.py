@@ -104,6 +104,14 @@ def test_export_command_converts_a_bone_checkpoint(tmp_path, capsys):
     assert load_model(out).metadata.class_names == ("bg", "bone")
 
 
+def test_export_command_resaves_a_model_file_in_fp16_with_new_class_names(tmp_path, model_file):
+    out = tmp_path / "half.safetensors"
+    assert main(["export", "--model", str(model_file), "--output", str(out), "--fp16",
+                 "--class-names", "a", "b", "c"]) == 0
+    loaded = load_model(out)
+    assert loaded.weights_dtype == "float16" and loaded.metadata.class_names == ("a", "b", "c")
+
+
 @pytest.mark.parametrize("argv_tail, message", [
     (["--model", "missing.safetensors", "--output", "x.onnx"], "does not exist"),
     (["--output", "x.txt"], ".onnx"),

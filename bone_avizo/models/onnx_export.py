@@ -63,7 +63,8 @@ def export_onnx(model: LoadedModel | torch.nn.Module, path: str | os.PathLike, *
         replace_path(temp, path)
     except OSError as exc:
         remove_path(temp)
-        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}; check the folder and free space") from exc
+        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}; check the folder and free "
+                               "space") from exc
     log.info("exported %s (opset %d)", path, opset)
     return path
 

@@ -49,8 +49,7 @@ def _load_architectures() -> dict[str, type]:
 ARCHITECTURES: dict[str, type] = _load_architectures()
 
 # extra spellings (after lower-casing and dropping '-', '_' and spaces)
-_ARCH_ALIASES = {"unet++": "unetplusplus", "deeplabv3+": "deeplabv3plus", "uper": "upernet",
-                 "mitunet": "segformer"}
+_ARCH_ALIASES = {"unet++": "unetplusplus", "deeplabv3+": "deeplabv3plus"}
 
 # smp "weights" names accepted by build_model besides None
 IMAGENET = "imagenet"

@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
                                              class_names=tuple(args.class_names or ()))
         else:
             loaded = load_model(model_path)
-            meta = loaded.metadata.with_(class_names=tuple(args.class_names)) if args.class_names else loaded.metadata
+            meta = loaded.metadata
+            if args.class_names:
+                meta = meta.with_(class_names=tuple(args.class_names))
             written = save_model(output, loaded.module, meta, dtype=dtype, overwrite=args.overwrite)
     else:
         raise ConfigError(f"--output {output}: use a .onnx (ONNX export) or .safetensors (model file) name")
