@@ -201,7 +201,8 @@ def python_setup_text(avizo_root: str | Path) -> str:
     """How to make ``bone_avizo`` importable in Avizo's Python (printed after installing)."""
     found = avizo_python(avizo_root)
     python = f'"{found}"' if found else "PYTHON"
-    project = f'"{PACKAGE_ROOT}"' if (PACKAGE_ROOT / "pyproject.toml").is_file() else "bone-avizo"
+    source_tree = (PACKAGE_ROOT / "pyproject.toml").is_file()
+    project = f'"{PACKAGE_ROOT}"' if source_tree else '"<the bone_avizo source folder>"'
     where = (f"Avizo's bundled Python: {found}" if found else
              f"No Python found under {Path(avizo_root) / 'python'}: use PYTHON = the python of the "
              "environment Avizo runs (see docs/avizo.md)")
