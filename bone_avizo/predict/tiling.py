@@ -89,21 +89,28 @@ class Tiler:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Blended outputs (N, K, H, W) float32 for images (N, C, H, W)."""
-        n, _, height, width = images.shape
+        with torch.no_grad():
+            return self._predict(images)
+
+    def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        n, channels, height, width = images.shape
         grid = self.grid(height, width)
         padded = reflect_pad(images, grid.padded_h, grid.padded_w)
         if len(grid.starts) == 1:  # one tile covers the image: no blending needed
             out = torch.cat([self.predictor(padded[i:i + self.batch_size])
                              for i in range(0, n, self.batch_size)])
             return out[:, :, :height, :width].float()
-        window = blend_window(grid.tile_h, grid.tile_w, self.blend).to(images.device)
+        th, tw = grid.tile_h, grid.tile_w
+        window = blend_window(th, tw, self.blend).to(images.device)
         acc = torch.zeros((n, self.num_classes, grid.padded_h, grid.padded_w), dtype=torch.float32,
                           device=images.device)
+        buffer = torch.empty((self.batch_size, channels, th, tw), dtype=padded.dtype, device=images.device)
         for batch in self._batches(grid, n):
-            tiles = torch.stack([padded[i, :, y:y + grid.tile_h, x:x + grid.tile_w] for i, y, x in batch])
-            out = self.predictor(tiles).float() * window
+            for slot, (i, y, x) in enumerate(batch):
+                buffer[slot].copy_(padded[i, :, y:y + th, x:x + tw])
+            out = self.predictor(buffer[:len(batch)]).float()
             for (i, y, x), tile_out in zip(batch, out):
-                acc[i, :, y:y + grid.tile_h, x:x + grid.tile_w] += tile_out
+                acc[i, :, y:y + th, x:x + tw].addcmul_(tile_out, window)
         acc /= self._normaliser(grid, images.device, window)
         return acc[:, :, :height, :width]
 
