@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from enum import StrEnum
+from bone_avizo._compat import StrEnum
 from pathlib import Path
 from typing import Any, Mapping
 

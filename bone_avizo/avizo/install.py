@@ -43,8 +43,15 @@ class Action:
 
 
 def default_source() -> Path:
-    """The ``hxscripts`` folder of this source tree."""
-    return PACKAGE_ROOT / "hxscripts"
+    """The ``hxscripts`` folder: the source tree's, else the copy installed as ``bone_avizo.hxscripts``."""
+    tree = PACKAGE_ROOT / "hxscripts"
+    if tree.is_dir():
+        return tree
+    try:
+        from importlib.resources import files
+        return Path(str(files("bone_avizo.hxscripts")))
+    except ModuleNotFoundError:
+        return tree
 
 
 def script_dir(avizo_root: str | Path) -> Path:

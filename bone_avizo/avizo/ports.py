@@ -25,7 +25,7 @@ docs/avizo.md and the CLI help instead.
 """
 from __future__ import annotations
 
-from enum import StrEnum
+from bone_avizo._compat import StrEnum
 from typing import Any, Mapping
 
 from bone_avizo.avizo.hx import hx_global

@@ -7,7 +7,7 @@ scan", e.g. the corners of a reconstructed cylinder), gathered slab by slab.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
+from bone_avizo._compat import StrEnum
 
 import numpy as np
 import torch

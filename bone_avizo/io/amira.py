@@ -27,7 +27,7 @@ import re
 import shutil
 import zlib
 from dataclasses import dataclass
-from enum import StrEnum
+from bone_avizo._compat import StrEnum
 from pathlib import Path
 from typing import Any
 
