@@ -1,0 +1,109 @@
+"""``fit``: train a segmentation model on labelled scans (DLFit).
+
+    python -m bone_avizo.standalone fit --images a.tif b.tif c.tif --labels a_l.tif b_l.tif c_l.tif \\
+        --output bone.safetensors --epochs 25 --patch-size 256
+    python -m bone_avizo.standalone fit --output bone.safetensors --resume      # after an interruption
+    torchrun --nproc_per_node 4 -m bone_avizo.standalone fit ...                # several GPUs / nodes
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from bone_avizo import __version__
+from bone_avizo.config import FIT_SPEC, FitConfig
+from bone_avizo.errors import ConfigError
+from bone_avizo.standalone.common import parse_options, resolved_config_path, write_json_atomic
+from bone_avizo.standalone.progressbar import progress_bar
+from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
+
+HELP = "train a segmentation model on labelled scans"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--images", nargs="+", metavar="VOLUME", default=[],
+                    help="training scans: files in any supported format or folders of TIFF slices")
+    io.add_argument("--labels", nargs="+", metavar="VOLUME", default=[],
+                    help="label volumes (classes 0..N-1), one per --images entry, same order")
+    io.add_argument("--val-images", nargs="+", metavar="VOLUME", default=[],
+                    help="validation scans (otherwise a scan-level split of --images)")
+    io.add_argument("--val-labels", nargs="+", metavar="VOLUME", default=[],
+                    help="label volumes of the validation scans")
+    io.add_argument("--image-folders", metavar="DIR", help="BONe's layout: a folder holding one folder of "
+                    "TIFF slices per scan (a folder named _Scan takes its parent's name)")
+    io.add_argument("--mask-folders", metavar="DIR", help="BONe's layout: the parallel folder of mask folders")
+    io.add_argument("--image-option", action="append", metavar="KEY=VALUE",
+                    help="reader option for the scans, e.g. dataset=/volume for HDF5")
+    io.add_argument("--label-option", action="append", metavar="KEY=VALUE",
+                    help="reader option for the label volumes")
+    io.add_argument("--output", required=True, metavar="MODEL",
+                    help="model file to write (.safetensors); checkpoint and logs go beside it")
+    io.add_argument("--resume", action="store_true",
+                    help="continue the interrupted run whose checkpoint is beside --output (scans and options "
+                         "default to the checkpoint's)")
+    io.add_argument("--overwrite", action="store_true", help="replace an existing model file and checkpoint")
+    add_spec_arguments(parser, FIT_SPEC)
+
+
+def _specs(images, labels, args):
+    from bone_avizo.fit import pair_specs
+
+    return pair_specs(images, labels, image_options=parse_options(args.image_option, "--image-option"),
+                      label_options=parse_options(args.label_option, "--label-option")) if images or labels else []
+
+
+def _inputs(args: argparse.Namespace):
+    from bone_avizo.fit import discover_scan_folders
+
+    train = _specs(args.images, args.labels, args)
+    if bool(args.image_folders) != bool(args.mask_folders):
+        raise ConfigError("--image-folders and --mask-folders go together; give both")
+    if args.image_folders:
+        train += discover_scan_folders(args.image_folders, args.mask_folders)
+    validation = _specs(args.val_images, args.val_labels, args)
+    return train, validation
+
+
+def _config(args: argparse.Namespace, saved: dict | None) -> FitConfig:
+    if saved is None:
+        return config_from_args(FitConfig, args)
+    values = dict(saved)
+    given = config_from_args(FitConfig, args).to_dict()
+    for param in FIT_SPEC:
+        if getattr(args, param.name, None) is not None:
+            values[param.name] = given[param.name]
+    return FitConfig.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bone_avizo.fit import fit_model, resume_inputs
+
+    output = Path(args.output)
+    train, validation = _inputs(args)
+    saved = None
+    if args.resume:
+        saved_train, saved_val, saved = resume_inputs(output)
+        if not train:
+            train, validation = saved_train, saved_val
+    if not train:
+        raise ConfigError("no training scans: give --images and --labels (or --image-folders/--mask-folders)")
+    config = _config(args, saved)
+    main = int(os.environ.get("RANK", "0")) == 0
+    with progress_bar("fit") as bar:
+        result = fit_model(train, config, output=output, validation=validation, resume=args.resume,
+                           overwrite=args.overwrite, progress=bar if main else None)
+    if not main:
+        return 0
+    write_json_atomic(resolved_config_path(output), {
+        "command": "fit", "version": __version__, "output": str(output),
+        "train": [s.to_dict() for s in train], "validation": [s.to_dict() for s in validation],
+        "options": config.to_dict(), "best_epoch": result.best_epoch, "best_val_score": result.best_score,
+        "seconds": round(result.seconds, 2), "checkpoint": str(result.checkpoint_path)})
+    score = f"{result.best_score:.4f}" if result.best_score is not None else "n/a (no validation scans)"
+    print(f"wrote {output} (best epoch {result.best_epoch}, validation mean IoU {score}, "
+          f"{result.seconds:.1f} s)")
+    return 0
