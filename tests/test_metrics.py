@@ -35,11 +35,13 @@ def noisy_pair(rng, n=3, shape=SHAPE, flip=0.2):
 
 # ---------------------------------------------------------------------------------------------
 # counting
-@pytest.mark.parametrize("n", [2, 3, 11, 12, 16, 17, 40, 256])
-@pytest.mark.parametrize("shape", [SHAPE, (2, 257, 256), (1, 257, 257)])
+@pytest.mark.parametrize("n", [2, 3, 5, 11, 12, 16, 17, 40, 256])
+@pytest.mark.parametrize("shape", [SHAPE, (2, 257, 256), (1, 257, 257), (1, 130, 131)])
 def test_count_slices_equals_naive(rng, n, shape):
     pred = rng.integers(0, n, shape).astype(np.uint8 if n <= 256 else np.int32)
     ref = rng.integers(0, n, shape).astype(np.int32)
+    plan = confusion_module.count_plan(n, shape[1] * shape[2])
+    assert plan.pack == (1 if shape[1] < 100 or n > 15 else 2 if n > 3 else 4)
     got = count_slices(pred, ref, num_classes=n)
     assert got.shape == (shape[0], n, n) and got.dtype == np.int64
     np.testing.assert_array_equal(got, naive_per_slice(pred, ref, n))

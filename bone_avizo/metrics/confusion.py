@@ -8,16 +8,20 @@ Volumes are (z, y, x). Voxels outside the region of interest (``roi == 0``) and 
 reference label is the ignore label are left out of every count. Labels may be any integer or
 bool dtype, or floats that hold whole numbers; they must be 0..n-1 where they are counted.
 
-Speed: each group of slices is validated, cast to uint8, encoded as one combined index
-``ref * n + pred`` (uint8 when n*n+1 <= 256) and counted with ``torch.bincount``, which releases
-the GIL, so groups run in parallel threads. For n <= 11 two neighbouring uint8 indices are
-counted at once through an int16 view (the 2-D histogram is folded back afterwards).
+Speed: groups of slices run in parallel threads. Each is validated, cast to uint8, encoded as one
+combined code ``ref * n + pred`` (uint8 when n*n+1 <= 256) in a cache-sized buffer (numpy ufuncs
+release the GIL) and counted. ``np.bincount`` holds the GIL, so several codes are packed into each
+counted element (4 for n <= 3, 2 for n <= 15; see :class:`CountPlan`) to keep that part short.
+``torch.bincount`` releases the GIL but was not used: importing torch costs ~0.6 GB of resident
+memory, its parallel min/max reductions leave OpenMP threads spinning that slow the other threads
+on a small machine, and its histogram is slow on long runs of one value (see docs/iou.md).
 """
 from __future__ import annotations
 
 import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -32,7 +36,6 @@ log = logging.getLogger(__name__)
 MAX_CLASSES = 256
 GROUP_VOXELS = 1 << 20        # voxels per counting task (one task = whole slices, at least one)
 SMALL_SLICE = 1 << 14         # slices smaller than this are counted all at once with offsets
-PAIR_MIN_SLICE = 1 << 16      # slices at least this large use the two-voxels-at-once int16 view
 PER_SLICE_MAX_BYTES = 1 << 30
 
 VolumeLike = VolumeSource | Volume | np.ndarray
@@ -145,41 +148,71 @@ def _as_uint8(labels: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # counting
-def _bincount_row(row: np.ndarray, bins: int, pair: bool) -> np.ndarray:
-    """Counts of the values 0..bins-1 in the 1-D array ``row`` (int64, length bins)."""
-    import torch  # imported here so that importing the metrics stays light
+@dataclass(frozen=True)
+class CountPlan:
+    """How the codes of one slice are counted: ``bins`` = n*n + 1 (the last code collects excluded
+    voxels); ``pack`` codes per histogram element: 4 (codes < 16: two 4-bit codes per byte, two
+    bytes per uint16), 2 (two uint8 codes per uint16) or 1."""
 
-    if pair:  # two uint8 values at once: value = low + 256 * high, then fold the 2-D histogram
-        hist = torch.bincount(torch.from_numpy(row.view(np.int16)), minlength=256 * bins).numpy()
-        both = hist[:256 * bins].reshape(bins, 256)[:, :bins]
-        return both.sum(0) + both.sum(1)
-    return torch.bincount(torch.from_numpy(row), minlength=bins).numpy()[:bins]
+    bins: int
+    dtype: type
+    pack: int = 1
 
 
-def _bincount_rows(codes: np.ndarray, bins: int, pair: bool) -> np.ndarray:
-    """Row-wise counts of (k, m) ``codes`` with values 0..bins-1: a (k, bins) int64 array."""
+def count_plan(n: int, slice_voxels: int) -> CountPlan:
+    """The counting plan for n classes and slices of ``slice_voxels`` voxels."""
+    bins = n * n + 1
+    dtype = np.uint8 if bins <= 256 else (np.int16 if bins <= 32767 else np.int32)
+    if slice_voxels < SMALL_SLICE or dtype is not np.uint8:
+        return CountPlan(bins, dtype)
+    return CountPlan(bins, dtype, pack=4 if bins <= 16 else 2)
+
+
+def _fold_bytes(hist: np.ndarray, width: int) -> np.ndarray:
+    """Counts of each byte value of a histogram of uint16 values (low byte + 256 * high byte)."""
+    both = np.zeros(256 * 256, np.int64)
+    both[:hist.size] = hist
+    both = both.reshape(256, 256)
+    return (both.sum(0) + both.sum(1))[:width]
+
+
+def _bincount_row(row: np.ndarray, plan: CountPlan) -> np.ndarray:
+    """Counts of the codes 0..bins-1 in the 1-D array ``row`` (int64, length bins)."""
+    if plan.pack == 4:  # byte j holds the codes j and j + m/2 (4 bits each)
+        half = row.size // 2
+        packed = np.multiply(row[half:], np.uint8(16))  # (a shift is not vectorised for uint8)
+        np.add(packed, row[:half], out=packed)
+        nibbles = _fold_bytes(np.bincount(packed.view(np.uint16)), 256).reshape(16, 16)
+        return (nibbles.sum(0) + nibbles.sum(1))[:plan.bins]
+    if plan.pack == 2:
+        return _fold_bytes(np.bincount(row.view(np.uint16)), plan.bins)
+    return np.bincount(row, minlength=plan.bins)[:plan.bins]
+
+
+def _bincount_rows(codes: np.ndarray, plan: CountPlan) -> np.ndarray:
+    """Row-wise counts of (k, m) ``codes``: a (k, bins) int64 array."""
     k, m = codes.shape
     if m < SMALL_SLICE:
-        offsets = (np.arange(k, dtype=np.intp) * bins)[:, None]
+        offsets = (np.arange(k, dtype=np.intp) * plan.bins)[:, None]
         flat = (codes.astype(np.intp) + offsets).ravel()
-        return np.bincount(flat, minlength=k * bins).reshape(k, bins)
-    return np.stack([_bincount_row(codes[i], bins, pair) for i in range(k)])
+        return np.bincount(flat, minlength=k * plan.bins).reshape(k, plan.bins)
+    return np.stack([_bincount_row(codes[i], plan) for i in range(k)])
 
 
 def _encode(pred8: np.ndarray, ref8: np.ndarray, n: int, excluded: np.ndarray | None,
-            pair: bool) -> np.ndarray:
-    """(k, m) codes ``ref * n + pred``; excluded voxels (and padding to an even m) get code n*n."""
+            plan: CountPlan) -> np.ndarray:
+    """(k, m') codes ``ref * n + pred``; excluded voxels and the padding of each row to a multiple
+    of ``pack`` get the code n*n."""
     k = ref8.shape[0]
     m = ref8[0].size
-    bins = n * n + 1
-    dtype = np.uint8 if bins <= 256 else (np.int16 if bins <= 32767 else np.int32)
-    codes = np.empty((k, m + (m % 2 if pair else 0)), dtype)
+    dtype = plan.dtype
+    codes = np.empty((k, -(-m // plan.pack) * plan.pack), dtype)
     view = codes[:, :m]
     np.multiply(ref8.reshape(k, m), dtype(n), out=view, dtype=dtype)
     np.add(view, pred8.reshape(k, m), out=view, dtype=dtype)
     if excluded is not None:
-        np.copyto(view, dtype(bins - 1), where=excluded.reshape(k, m))
-    codes[:, m:] = bins - 1
+        np.copyto(view, dtype(plan.bins - 1), where=excluded.reshape(k, m))
+    codes[:, m:] = plan.bins - 1
     return codes
 
 
@@ -193,11 +226,9 @@ def count_slices(pred: np.ndarray, ref: np.ndarray, *, num_classes: int = 0, ign
     needed = max(check_labels(ref, "reference", num_classes=num_classes, excluded=excluded, z0=z0),
                  check_labels(pred, "prediction", num_classes=num_classes, excluded=excluded, z0=z0))
     n = num_classes or needed
-    k = ref.shape[0]
-    bins = n * n + 1
-    pair = bins <= 128 and ref[0].size >= PAIR_MIN_SLICE
-    codes = _encode(_as_uint8(pred), _as_uint8(ref), n, excluded, pair)
-    return _bincount_rows(codes, bins, pair)[:, :n * n].reshape(k, n, n)
+    plan = count_plan(n, ref[0].size)
+    codes = _encode(_as_uint8(pred), _as_uint8(ref), n, excluded, plan)
+    return _bincount_rows(codes, plan)[:, :n * n].reshape(ref.shape[0], n, n)
 
 
 class ConfusionAccumulator:
