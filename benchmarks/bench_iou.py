@@ -38,16 +38,14 @@ CLASSES = 3
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
+    """CPU model (from lscpu), usable cores, load average and numpy version."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return f"{cpu}, {resolve_threads(0)} usable cores, load average {load:.2f}, numpy {np.__version__}"
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines()
+        cpu = next((l.split(":", 1)[1].strip() for l in lines if l.startswith("Model name")), platform.machine())
+    except (OSError, subprocess.SubprocessError):
+        cpu = platform.machine()
+    return (f"{cpu}, {resolve_threads(0)} usable cores, load average {os.getloadavg()[0]:.2f}, "
+            f"numpy {np.__version__}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -285,3 +285,28 @@ def test_per_slice_memory_bound(monkeypatch):
     array = np.zeros((20, 3, 3), np.uint8)
     with pytest.raises(InvalidVolumeError, match="--no-per-slice"):
         compute_iou(array, array, IoUConfig(num_classes=3))
+
+
+# ---------------------------------------------------------------------------------------------
+# a real scan
+def test_real_scan_two_classical_segmentations():
+    """LHDL trabecular bone (200^3, 19.5 um): a raw threshold vs a smoothed threshold of the same scan."""
+    from conftest import real_scan
+
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from bone_avizo.io import open_volume
+
+    with open_volume(real_scan("lhdl_3155")) as source:
+        scan, info = source.read_all(), source.info
+    ref = (scan > 142).astype(np.uint8)
+    pred = (ndimage.gaussian_filter(scan.astype(np.float32), 1) > 81).astype(np.uint8)
+    result = compute_iou(ArraySource(pred, info), ArraySource(ref, info),
+                         IoUConfig(class_names=("background", "bone"), slab_slices=48))
+    bone_ref, bone_pred = ref.astype(bool), pred.astype(bool)
+    assert result.iou[1] == pytest.approx((bone_ref & bone_pred).sum() / (bone_ref | bone_pred).sum(), rel=1e-12)
+    assert result.voxel_size == pytest.approx((0.0195,) * 3, rel=1e-3) and result.unit == "mm"
+    assert result.volume_mm3("reference")[1] == pytest.approx(bone_ref.sum() * np.prod(result.voxel_size))
+    assert 0.05 < result.volume_fraction("reference")[1] < 0.3  # raw threshold: ~9.5 % bone
+    worst = int(np.nanargmin(result.slice_scores["iou"][:, 1]))
+    alone = compute_iou(pred[worst:worst + 1], ref[worst:worst + 1], IoUConfig(num_classes=2))
+    assert result.slice_scores["iou"][worst, 1] == pytest.approx(alone.iou[1])
