@@ -89,6 +89,22 @@ def test_streaming_is_independent_of_slabs_threads_and_input_kind(rng, slab, thr
         np.testing.assert_array_equal(result.confusion, expected.sum(0))
 
 
+@pytest.mark.parametrize("small_slice", [8, 1 << 14])
+def test_large_slices_are_counted_in_bands_of_rows(rng, monkeypatch, small_slice):
+    monkeypatch.setattr(confusion_module, "GROUP_VOXELS", 100)  # bands of 3 rows of 29 voxels
+    monkeypatch.setattr(confusion_module, "SMALL_SLICE", small_slice)  # 8: packed counting on odd lengths
+    for n in (3, 5, 20):
+        pred, ref = noisy_pair(rng, n=n)
+        roi = (rng.random(SHAPE) < 0.8).astype(np.uint8)
+        calls = []
+        result = compute_iou(pred, ref, IoUConfig(slab_slices=3), roi=roi, progress=lambda d, t, m: calls.append(d))
+        np.testing.assert_array_equal(result.per_slice, naive_per_slice(pred, ref, n, roi=roi))
+        assert calls == sorted(calls) and calls[-1] == 7 and len(calls) == 7
+    pred[5, 10, 3], roi[5, 10, 3] = 30, 1
+    with pytest.raises(LabelError, match=r"at z=5, y=10, x=3"):
+        compute_iou(pred, ref, IoUConfig(num_classes=20), roi=roi)
+
+
 def test_memory_limit_shrinks_the_slab(rng):
     sources = [ArraySource(np.zeros((50, 100, 100), np.uint8))] * 2
     assert confusion_module.slab_size(sources, slab_slices=64, memory_limit_gb=1.0) == 64

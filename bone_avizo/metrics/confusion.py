@@ -80,9 +80,9 @@ def check_same_shape(sources: dict[str, VolumeSource]) -> tuple[int, int, int]:
 
 # ---------------------------------------------------------------------------------------------
 # label checks
-def _first_voxel(mask: np.ndarray, z0: int) -> str:
+def _first_voxel(mask: np.ndarray, origin: tuple[int, int]) -> str:
     z, y, x = (int(v) for v in np.argwhere(mask)[0])
-    return f"z={z + z0}, y={y}, x={x}"
+    return f"z={z + origin[0]}, y={y + origin[1]}, x={x}"
 
 
 def _excluded_mask(ref: np.ndarray, ignore_label: int, roi: np.ndarray | None) -> np.ndarray | None:
@@ -97,7 +97,7 @@ def _excluded_mask(ref: np.ndarray, ignore_label: int, roi: np.ndarray | None) -
 
 
 def check_labels(labels: np.ndarray, role: str, *, num_classes: int, excluded: np.ndarray | None,
-                 z0: int = 0) -> int:
+                 origin: tuple[int, int] = (0, 0)) -> int:
     """Check the counted labels of (k, y, x) ``labels``; return the classes they need (max + 1).
 
     ``num_classes`` 0 means "inferred" (only the 256-class bound applies). Raises LabelError with
@@ -117,16 +117,16 @@ def check_labels(labels: np.ndarray, role: str, *, num_classes: int, excluded: n
         bad = counted & (labels != np.rint(labels))
         if bad.any():
             raise LabelError(f"{role} holds non-integer values (e.g. {labels[bad][0]} at "
-                             f"{_first_voxel(bad, z0)}); a label volume holds whole numbers 0..N-1: "
+                             f"{_first_voxel(bad, origin)}); a label volume holds whole numbers 0..N-1: "
                              "threshold or argmax the probabilities first")
     values = labels[counted]
     lo, hi = values.min(), values.max()
     if lo < 0:
-        raise LabelError(f"{role} holds the negative label {lo:g} (at {_first_voxel(counted & (labels == lo), z0)}); "
+        raise LabelError(f"{role} holds the negative label {lo:g} (at {_first_voxel(counted & (labels == lo), origin)}); "
                          "labels must be 0..N-1: relabel, or mark unknown voxels with a non-negative "
                          "--ignore-label")
     if hi >= bound:
-        where = _first_voxel(counted & (labels == hi), z0)
+        where = _first_voxel(counted & (labels == hi), origin)
         if num_classes:
             raise LabelError(f"{role} holds the label value {hi:g} (at {where}) but num_classes is {num_classes} "
                              f"(labels 0..{num_classes - 1}); set --num-classes {int(hi) + 1} or fix the labels")
@@ -217,14 +217,14 @@ def _encode(pred8: np.ndarray, ref8: np.ndarray, n: int, excluded: np.ndarray | 
 
 
 def count_slices(pred: np.ndarray, ref: np.ndarray, *, num_classes: int = 0, ignore_label: int = -1,
-                 roi: np.ndarray | None = None, z0: int = 0) -> np.ndarray:
+                 roi: np.ndarray | None = None, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Per-slice confusion matrices of (k, y, x) label arrays: a (k, n, n) int64 array.
 
     ``n`` is ``num_classes``, or (when 0) the largest counted label + 1. ``z0`` only locates errors.
     """
     excluded = _excluded_mask(ref, ignore_label, roi)
-    needed = max(check_labels(ref, "reference", num_classes=num_classes, excluded=excluded, z0=z0),
-                 check_labels(pred, "prediction", num_classes=num_classes, excluded=excluded, z0=z0))
+    needed = max(check_labels(ref, "reference", num_classes=num_classes, excluded=excluded, origin=origin),
+                 check_labels(pred, "prediction", num_classes=num_classes, excluded=excluded, origin=origin))
     n = num_classes or needed
     plan = count_plan(n, ref[0].size)
     codes = _encode(_as_uint8(pred), _as_uint8(ref), n, excluded, plan)
@@ -280,10 +280,18 @@ def slab_size(sources: list[VolumeSource], *, slab_slices: int, memory_limit_gb:
     return max(1, min(slab_slices, fit))
 
 
-def _groups(k: int, slice_voxels: int) -> Iterator[tuple[int, int]]:
-    step = max(1, GROUP_VOXELS // slice_voxels)
-    for a in range(0, k, step):
-        yield a, min(a + step, k)
+def _tasks(k: int, ny: int, nx: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Counting tasks of about GROUP_VOXELS voxels over a slab of k slices: (z0, z1, y0, y1, slices
+    completed). Small slices are grouped; large slices are cut into bands of rows."""
+    if ny * nx <= GROUP_VOXELS:
+        step = GROUP_VOXELS // (ny * nx)
+        for a in range(0, k, step):
+            yield a, min(a + step, k), 0, ny, min(a + step, k) - a
+        return
+    rows = max(1, GROUP_VOXELS // nx)
+    for a in range(k):
+        for y0 in range(0, ny, rows):
+            yield a, a + 1, y0, min(y0 + rows, ny), int(y0 + rows >= ny)
 
 
 def resolve_threads(threads: int) -> int:
@@ -306,25 +314,25 @@ def stream_confusion(pred: VolumeSource, ref: VolumeSource, *, num_classes: int,
     acc = ConfusionAccumulator(depth, num_classes, keep_slices=keep_slices)
     tracker = ProgressTracker(depth, "IoU: counting slices", progress)
     pool = ThreadPoolExecutor(resolve_threads(threads), thread_name_prefix="iou")
-    pending: list[tuple[int, Future]] = []
+    pending: list[tuple[int, int, Future]] = []
     try:
         for z0 in range(0, depth, step):
             z1 = min(z0 + step, depth)
             p, r = pred.read_slab(z0, z1), ref.read_slab(z0, z1)
             m = roi.read_slab(z0, z1) if roi is not None else None
             _collect(pending, acc, tracker)
-            pending = [(z0 + a, pool.submit(count_slices, p[a:b], r[a:b], num_classes=num_classes,
-                                            ignore_label=ignore_label, roi=None if m is None else m[a:b],
-                                            z0=z0 + a))
-                       for a, b in _groups(z1 - z0, ny * nx)]
+            pending = [(z0 + a, done, pool.submit(count_slices, p[a:b, y0:y1], r[a:b, y0:y1],
+                                                  num_classes=num_classes, ignore_label=ignore_label,
+                                                  roi=None if m is None else m[a:b, y0:y1], origin=(z0 + a, y0)))
+                       for a, b, y0, y1, done in _tasks(z1 - z0, ny, nx)]
         _collect(pending, acc, tracker)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return acc
 
 
-def _collect(pending: list[tuple[int, Future]], acc: ConfusionAccumulator, tracker: ProgressTracker) -> None:
-    for z0, future in pending:
-        counts = future.result()
-        acc.add(z0, counts)
-        tracker.advance(counts.shape[0])
+def _collect(pending: list[tuple[int, int, Future]], acc: ConfusionAccumulator, tracker: ProgressTracker) -> None:
+    for z0, done, future in pending:
+        acc.add(z0, future.result())
+        if done:
+            tracker.advance(done)
