@@ -103,7 +103,7 @@ def _bad(files, tmp_path, name, array):
 @pytest.mark.parametrize("case,pattern", [
     ("shape", r"\(7, 13, 28\).*\(7, 13, 29\)"),
     ("float", "non-integer values"),
-    ("beyond", "label value 7 .*num_classes is 3"),
+    ("beyond", "labels up to 7 .*num_classes is 3"),
     ("negative", "negative label -2"),
 ])
 def test_bad_volumes_give_one_line_errors(files, tmp_path, capsys, case, pattern):

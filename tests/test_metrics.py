@@ -249,15 +249,15 @@ def test_shape_mismatch_names_both_shapes(rng):
 def test_label_beyond_declared_classes_says_value_and_num_classes(rng):
     pred, ref = noisy_pair(rng)
     pred[4, 2, 3] = 9
-    with pytest.raises(LabelError, match=r"prediction holds the label value 9 \(at z=4, y=2, x=3\).*num_classes "
-                                         r"is 3.*--num-classes 10"):
+    with pytest.raises(LabelError, match=r"prediction holds labels up to 9 \(the largest, first at z=4, y=2, "
+                                         r"x=3\).*num_classes is 3.*--num-classes 10"):
         compute_iou(pred, ref, IoUConfig(num_classes=3))
 
 
 def test_more_than_256_inferred_classes_is_an_error():
     ref = np.zeros(SHAPE, np.int32)
     ref[1, 1, 1] = 1000
-    with pytest.raises(LabelError, match="reference holds the label value 1000.*at most 256 classes"):
+    with pytest.raises(LabelError, match="reference holds labels up to 1000.*at most 256 classes"):
         compute_iou(np.zeros(SHAPE, np.uint8), ref, IoUConfig())
 
 

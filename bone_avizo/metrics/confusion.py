@@ -122,16 +122,17 @@ def check_labels(labels: np.ndarray, role: str, *, num_classes: int, excluded: n
     values = labels[counted]
     lo, hi = values.min(), values.max()
     if lo < 0:
-        raise LabelError(f"{role} holds the negative label {lo:g} (at {_first_voxel(counted & (labels == lo), origin)}); "
-                         "labels must be 0..N-1: relabel, or mark unknown voxels with a non-negative "
-                         "--ignore-label")
+        where = _first_voxel(counted & (labels == lo), origin)
+        raise LabelError(f"{role} holds the negative label {lo:g} (at {where}); labels must be 0..N-1: relabel, "
+                         "or mark unknown voxels with a non-negative --ignore-label")
     if hi >= bound:
         where = _first_voxel(counted & (labels == hi), origin)
+        found = f"{role} holds labels up to {hi:g} (the largest, first at {where})"
         if num_classes:
-            raise LabelError(f"{role} holds the label value {hi:g} (at {where}) but num_classes is {num_classes} "
-                             f"(labels 0..{num_classes - 1}); set --num-classes {int(hi) + 1} or fix the labels")
-        raise LabelError(f"{role} holds the label value {hi:g} (at {where}); at most {MAX_CLASSES} classes "
-                         f"(labels 0..{MAX_CLASSES - 1}) are supported: is it an intensity scan, not a label volume?")
+            raise LabelError(f"{found} but num_classes is {num_classes} (labels 0..{num_classes - 1}); "
+                             f"set --num-classes {int(hi) + 1} or fix the labels")
+        raise LabelError(f"{found}; at most {MAX_CLASSES} classes (labels 0..{MAX_CLASSES - 1}) are supported: "
+                         "is it an intensity scan, not a label volume?")
     return int(hi) + 1
 
 
