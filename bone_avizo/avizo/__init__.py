@@ -8,17 +8,27 @@ found through the scripted module (:func:`bone_avizo.avizo.hx.hx_global`).
 - parameter spec <-> ports: :func:`spec_to_ports`, :func:`ports_to_config`, :func:`config_to_ports`;
 - progress: :func:`avizo_progress` (a core progress callback over ``hx_progress``);
 - errors: :func:`run_safely` (one-line messages, half-made objects removed);
+- module inputs: :func:`connected_field`, :func:`chosen_file`, :func:`required_file`,
+  :func:`field_or_file`, :class:`ModelCache`, :func:`model_info_text`;
+- module outputs: :class:`ModuleResults` (results replaced run after run), :func:`write_spreadsheet`,
+  :func:`iou_tables`, :func:`iou_summary`, :func:`derived_name`;
 - installer: :mod:`bone_avizo.avizo.install` and ``python -m bone_avizo.avizo``.
 """
 from bone_avizo.avizo.env import environment_report, format_report
 from bone_avizo.avizo.fields import (avizo_dtype, describe_volume, field_to_volume, is_label_field,
                                      volume_to_field, xyz_to_zyx, zyx_to_xyz)
 from bone_avizo.avizo.hx import hx_global
+from bone_avizo.avizo.inputs import (MissingInputError, ModelCache, chosen_file, connected_field, derived_name,
+                                     describe_model, field_or_file, model_info_text, required_file)
+from bone_avizo.avizo.outputs import ModuleResults, write_spreadsheet
 from bone_avizo.avizo.ports import config_to_ports, port_kind, ports_to_config, spec_to_ports
 from bone_avizo.avizo.progress import AvizoProgress, avizo_progress
 from bone_avizo.avizo.safety import run_safely
+from bone_avizo.avizo.tables import iou_summary, iou_tables
 
 __all__ = ["field_to_volume", "volume_to_field", "xyz_to_zyx", "zyx_to_xyz", "avizo_dtype", "is_label_field",
            "describe_volume", "spec_to_ports", "ports_to_config", "config_to_ports", "port_kind",
            "AvizoProgress", "avizo_progress", "run_safely", "hx_global", "environment_report",
-           "format_report"]
+           "format_report", "MissingInputError", "ModelCache", "chosen_file", "connected_field", "derived_name",
+           "describe_model", "field_or_file", "model_info_text", "required_file", "ModuleResults",
+           "write_spreadsheet", "iou_summary", "iou_tables"]

@@ -113,13 +113,15 @@ def field_to_volume(field: Any, *, contiguous: bool = True) -> Volume:
 
 
 def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: str | None = None,
-                    like: Any = None):
+                    like: Any = None, into: Any = None):
     """Create an Avizo field holding ``volume`` in ``project`` (``hx_project``) and return it.
 
     ``label=True`` makes an HxUniformLabelField3 (uint8/uint16 labels, materials named after
     ``volume.class_names``), else an HxUniformScalarField3. ``name`` defaults to the volume's name.
     ``like``: an Avizo field of the same shape whose bounding box is copied exactly (outputs that
     must overlay their input); otherwise the box comes from the volume's origin and voxel size.
+    ``into``: an existing field of the right kind (label or scalar) to overwrite instead of creating
+    one, as Avizo's compute modules reuse their result object (modules connected to it stay connected).
     Everything is checked before the field is created, and a field that fails half-way is removed
     from the project before the error propagates.
     """
@@ -130,7 +132,9 @@ def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: 
         array, class_names = avizo_dtype(volume.array, volume.name), None
     xyz = zyx_to_xyz(array)
     box = _box_like(like, xyz.shape, volume.name) if like is not None else box_from_volume(volume)
-    field = project.create(LABEL_FIELD if label else SCALAR_FIELD)
+    if into is not None and is_label_field(into) != label:
+        raise TypeError(f"cannot write a {'label' if label else 'scalar'} volume into {type(into).__name__}")
+    field = into if into is not None else project.create(LABEL_FIELD if label else SCALAR_FIELD)
     try:
         field.bounding_box = box
         field.set_array(xyz)
@@ -138,7 +142,8 @@ def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: 
         if class_names:
             write_material_names(field, class_names)
     except BaseException:
-        _discard(project, field)
+        if into is None:
+            _discard(project, field)
         raise
     return field
 

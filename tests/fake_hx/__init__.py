@@ -24,7 +24,9 @@ public C++ headers of the ``hxcore`` ports. What was observed there and is model
 - ``hx_project.objects`` is a dict by name; ``hx_object_factory.create`` + ``hx_project.add``;
 - ``with hx_progress.progress(n, text) as p: p.increase_progress_step(); p.interrupted``
   (also ``p.current_step``, ``p.value``, ``hx_progress.set_text``);
-- ``hx_message.error/warning/info(message)``.
+- ``hx_message.error/warning/info(message)``;
+- ``hx_project.create('HxSpreadSheet')``, read as ``all_interfaces.HxSpreadSheetInterface.tables[i]
+  .columns[j].asarray()`` (the calls that fill one are assumed, see :class:`fake_hx.HxSpreadSheet`).
 
 Test switches beyond Avizo: ``HxPortDoIt.hit()``/``press()``, ``hx_message.records``,
 ``hx_progress.interrupt_after``, ``PyScriptObject.fire_count``. :func:`load_pyscro` plays the part
@@ -36,7 +38,8 @@ from pathlib import Path
 
 from .app import HxApp, HxMessage, HxObjectFactory, HxPaths, HxProgress, HxProject, ProgressBar
 from .module import PyScriptObject
-from .objects import HxObject, HxParamBundle, HxUniformLabelField3, HxUniformScalarField3, PortsView
+from .objects import (HxObject, HxParamBundle, HxSpreadSheet, HxSpreadSheetInterface, HxUniformLabelField3,
+                      HxUniformScalarField3, PortsView)
 from .ports import (PORT_CLASSES, HxConnection, HxPort, HxPortButtonList, HxPortButtonMenu, HxPortDoIt,
                     HxPortFilename, HxPortFloatSlider, HxPortFloatTextN, HxPortInfo, HxPortIntSlider,
                     HxPortIntTextN, HxPortMultiMenu, HxPortRadioBox, HxPortText, HxPortToggleList)
@@ -109,7 +112,8 @@ def _module_class(namespace: dict, path: Path) -> type:
 
 
 __all__ = ["HxWorld", "load_pyscro", "PyScriptObject", "HxObject", "HxParamBundle", "HxUniformScalarField3",
-           "HxUniformLabelField3", "PortsView", "HxPort", "HxConnection", "HxPortDoIt", "HxPortButtonList",
+           "HxUniformLabelField3", "HxSpreadSheet", "HxSpreadSheetInterface", "PortsView", "HxPort", "HxConnection",
+           "HxPortDoIt", "HxPortButtonList",
            "HxPortFilename", "HxPortIntTextN", "HxPortFloatTextN", "HxPortToggleList", "HxPortRadioBox",
            "HxPortMultiMenu", "HxPortButtonMenu", "HxPortIntSlider", "HxPortFloatSlider", "HxPortText",
            "HxPortInfo", "HxProject", "HxMessage", "HxProgress", "ProgressBar", "HxObjectFactory", "HxPaths",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .objects import HxObject, HxUniformLabelField3, HxUniformScalarField3
+from .objects import HxObject, HxSpreadSheet, HxUniformLabelField3, HxUniformScalarField3
 
 
 class HxObjectFactory:
@@ -12,7 +12,8 @@ class HxObjectFactory:
 
     def __init__(self):
         self._types: dict[str, type] = {"HxUniformScalarField3": HxUniformScalarField3,
-                                        "HxUniformLabelField3": HxUniformLabelField3}
+                                        "HxUniformLabelField3": HxUniformLabelField3,
+                                        "HxSpreadSheet": HxSpreadSheet}
 
     def register(self, type_name: str, klass: type) -> None:
         self._types[type_name] = klass

@@ -203,3 +203,96 @@ class HxUniformLabelField3(HxUniformScalarField3):
         materials = self.parameters["Materials"]
         for index in range(len(materials), int(array.max()) + 1 if array.size else 0):
             materials[f"Material{index}"] = {}
+
+
+class _Interfaces:
+    """``obj.all_interfaces``: the object's interfaces by class name (``.HxSpreadSheetInterface``)."""
+
+    def __init__(self, **interfaces):
+        self.__dict__.update(interfaces)
+
+
+class SpreadSheetColumn:
+    """One column: ``name``, ``typename`` ('int', 'float' or 'string'), ``asarray()``, ``setarray(values)``."""
+
+    _DTYPES = {"int": np.int64, "float": np.float64, "string": object}
+
+    def __init__(self, table: "SpreadSheetTable", name: str, typename: str):
+        if typename not in self._DTYPES:
+            raise TypeError(f"column {name!r}: unknown type {typename!r}; use one of {sorted(self._DTYPES)}")
+        self._table = table
+        self.name = str(name)
+        self.typename = typename
+        self._values = np.zeros(table.rows, self._DTYPES[typename])
+
+    def asarray(self) -> np.ndarray:
+        return self._values
+
+    def setarray(self, values) -> None:
+        values = np.asarray(values)
+        if values.ndim != 1:
+            raise ValueError(f"column {self.name!r} takes a 1-D array, got shape {values.shape}")
+        if self.typename == "string":
+            values = np.array([str(v) for v in values], dtype=object)
+        elif self.typename == "int" and values.dtype.kind not in "biu":
+            raise TypeError(f"column {self.name!r} holds integers, got {values.dtype}")
+        self._table._resize(len(values), self)
+        self._values = values.astype(self._DTYPES[self.typename])
+
+
+class SpreadSheetTable:
+    """One table: ``name``, ``columns``, ``rows`` (the row count, shared by all columns), ``add_column``."""
+
+    def __init__(self, name: str):
+        self.name = str(name)
+        self._columns: list[SpreadSheetColumn] = []
+        self.rows = 0
+
+    @property
+    def columns(self) -> list[SpreadSheetColumn]:
+        return list(self._columns)
+
+    def add_column(self, name: str, typename: str = "float") -> SpreadSheetColumn:
+        column = SpreadSheetColumn(self, name, typename)
+        self._columns.append(column)
+        return column
+
+    def _resize(self, rows: int, by: SpreadSheetColumn) -> None:
+        others = [c for c in self._columns if c is not by]
+        if others and rows != self.rows:
+            raise ValueError(f"table {self.name!r} has {self.rows} rows; column {by.name!r} got {rows} values")
+        self.rows = rows
+
+
+class HxSpreadSheetInterface:
+    """``tables`` of a spreadsheet (none when created) and ``add_table(name)``."""
+
+    def __init__(self):
+        self._tables: list[SpreadSheetTable] = []
+
+    @property
+    def tables(self) -> list[SpreadSheetTable]:
+        return list(self._tables)
+
+    def add_table(self, name: str) -> SpreadSheetTable:
+        table = SpreadSheetTable(name)
+        self._tables.append(table)
+        return table
+
+
+class HxSpreadSheet(HxObject):
+    """A spreadsheet object: named tables of typed columns, reached through
+    ``all_interfaces.HxSpreadSheetInterface``.
+
+    Public scripted-module code reads spreadsheets as
+    ``obj.all_interfaces.HxSpreadSheetInterface.tables[i].columns[j].asarray()``; that is modelled
+    as seen. No public code creating tables from Python was found: ``add_table(name)``,
+    ``add_column(name, typename)`` and ``column.setarray(values)`` are this mock's assumption (see
+    :mod:`bone_avizo.avizo.outputs`, which falls back softly where a real Avizo differs).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.parameters = HxParamBundle("parameters")
+        HxConnection(self, "master", "Master")
+        self.all_interfaces = _Interfaces(HxSpreadSheetInterface=HxSpreadSheetInterface())
