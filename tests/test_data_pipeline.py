@@ -7,7 +7,7 @@ import torch
 
 from bone_avizo.data.augment import Augmenter, clip_range
 from bone_avizo.data.context import context_indices
-from bone_avizo.data.datasets import (EpochSampler, PatchDataset, PatchSettings, SampleKey, SliceSet,
+from bone_avizo.data.datasets import (EpochSampler, PatchDataset, PatchSettings, SliceSet,
                                       collate_patches, steps_for)
 from bone_avizo.data.normalize import NormStats
 from bone_avizo.data.sampling import SliceReader, SliceRef, crop_positions, evenly_spaced, slices_of
@@ -270,3 +270,19 @@ def test_slice_set_whole_slices_and_fixed_patches(tmp_path):
     b = slices.patches(SliceRef(0, 0, 2), 3)
     assert torch.equal(a[1], b[1])
     slices.close()
+
+
+def test_bounded_source_reopens_and_returns_copies(tmp_path):
+    from bone_avizo.data.lazy import BoundedSource
+
+    vol = np.arange(6 * 10 * 12, dtype=np.uint16).reshape(6, 10, 12)
+    np.save(tmp_path / "v.npy", vol)
+    source = BoundedSource(tmp_path / "v.npy", reopen_bytes=2 * 10 * 12 * 2)
+    first = source._inner
+    slabs = [source.read_slab(z, z + 1) for z in range(6)]
+    assert source._inner is not first
+    np.testing.assert_array_equal(np.concatenate(slabs), vol)
+    assert all(s.flags.owndata for s in slabs)
+    np.testing.assert_array_equal(source.read_plane(2, 3), vol[:, :, 3])
+    source.close()
+    np.testing.assert_array_equal(source.read_region(slice(1, 3), slice(0, 4), slice(5, 6)), vol[1:3, 0:4, 5:6])

@@ -20,7 +20,7 @@ import numpy as np
 
 from bone_avizo.data.normalize import NormStats, scan_stats
 from bone_avizo.errors import ConfigError, InputFileError, LabelError, ShapeMismatchError
-from bone_avizo.io import open_volume
+from bone_avizo.data.lazy import BoundedSource
 from bone_avizo.io.base import VolumeSource
 
 log = logging.getLogger(__name__)
@@ -185,9 +185,9 @@ def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 16)
 
 
 def _open_pair(spec: ScanSpec) -> tuple[VolumeSource, VolumeSource]:
-    image = open_volume(spec.image, **spec.image_options)
+    image = BoundedSource(spec.image, **spec.image_options)
     try:
-        labels = open_volume(spec.labels, **spec.label_options)
+        labels = BoundedSource(spec.labels, **spec.label_options)
     except BaseException:
         image.close()
         raise
@@ -206,10 +206,9 @@ def open_scan(spec: ScanSpec, index: int = 0) -> Scan:
     try:
         summary = summarize_labels(labels, where=f"scan {spec.name} ({spec.labels})")
         stats = scan_stats(image)
-    except BaseException:
-        image.close()
+    finally:
+        image.close()  # BoundedSources reopen on the next read: nothing stays mapped meanwhile
         labels.close()
-        raise
     log.info("scan %s: shape %s, labels 0..%d, mean %.4g, std %.4g over voxels > 0", spec.name, image.shape,
              summary.max_label, stats.mean, stats.std)
     return Scan(spec, image, labels, stats, summary, index)
