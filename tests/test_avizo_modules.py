@@ -408,9 +408,13 @@ def test_iou_report_file_holds_the_full_report(world, iou, tmp_path):
     assert f"{report['mean_iou']:.4f}" in iou.summary.text
 
 
-def test_iou_without_spreadsheets_keeps_the_text(world, iou, monkeypatch):
+@pytest.mark.parametrize("missing", ["the spreadsheet type", "the interface's add_table"])
+def test_iou_without_spreadsheets_keeps_the_text(world, iou, monkeypatch, missing):
     iou.do_it.press()
-    monkeypatch.delattr(fake_hx.HxSpreadSheetInterface, "add_table")  # an Avizo whose interface differs
+    if missing == "the spreadsheet type":  # an Avizo that cannot create one
+        monkeypatch.delitem(world.hx_object_factory._types, "HxSpreadSheet")
+    else:  # an Avizo whose spreadsheet interface differs
+        monkeypatch.delattr(fake_hx.HxSpreadSheetInterface, "add_table")
     iou.do_it.press()
     assert errors_and_warnings(world) == []
     assert "no spreadsheet" in iou.table.text and iou.summary.text.startswith("mean IoU ")
