@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+from contextlib import contextmanager
 
 from bone_avizo.errors import BoneAvizoError, Cancelled
 
@@ -59,11 +60,21 @@ class _CurrentStderrHandler(logging.StreamHandler):
         pass
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+@contextmanager
+def _logging_to_stderr(verbose: int, quiet: bool):
+    """Log bone_avizo's records to stderr for the duration of one command, then restore."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    previous = (log.level, log.propagate)
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.level, log.propagate = previous
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0) if exc.code in (0, None) else 2
-    _setup_logging(args.verbose, args.quiet)
+    with _logging_to_stderr(args.verbose, args.quiet):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except Cancelled as exc:
