@@ -48,7 +48,7 @@ def test_fit_writes_a_model_that_predicts(phantoms, tmp_path):
     from bone_avizo.predict import predict_volume
 
     result = _fit(phantoms, tmp_path, epochs=2, in_channels=3, val_fraction=0.34, class_names=("bg", "bone", "pores"),
-                  plot=True)
+                  plot=True, tensorboard=True)  # TensorBoard: written, or skipped with a message
     loaded = load_model(result.model_path)
     meta = loaded.metadata
     assert (meta.in_channels, meta.context_slices, meta.num_classes, meta.patch_size) == (3, 3, 3, 32)
@@ -169,6 +169,18 @@ def test_bad_input_is_refused_before_training(phantoms, tmp_path):
     with pytest.raises(CorruptFileError, match="damaged"):
         fit_model(phantoms, FitConfig(**TINY), output=out, resume=True)
     assert out.read_bytes() == b"precious"
+
+
+def test_other_options_train_and_stop_early(phantoms, tmp_path):
+    result = fit_model(phantoms[:2], FitConfig(**{
+        **TINY, "epochs": 4, "val_mode": "patches", "foreground_crops": 0.5,
+        "accumulate": 2, "optimizer": "adamw", "normalization": "minmax", "loss": "dice+ce",
+        "extra_augment": ("gamma", "noise", "blur", "scale"), "early_stopping": 1, "lr": 1e-9, "min_lr": 0.0,
+        "scheduler": "constant"}), output=tmp_path / "o.safetensors", validation=phantoms[2:])
+    assert len(result.history) == 2 and result.best_epoch == 1
+    meta = load_model(result.model_path).metadata
+    assert meta.normalization == "minmax"
+    assert meta.training["val_scans"] == ["scan2"] and meta.training["epochs_run"] == 2
 
 
 def test_fine_tuning_starts_from_a_model_file(phantoms, tmp_path):

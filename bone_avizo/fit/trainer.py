@@ -169,7 +169,7 @@ class _Run:
     def validate(self) -> dict[str, Any]:
         if self.validator is None:
             return {}
-        cm = self.ctx.all_sum(self.validator.confusion(self.model))
+        cm = self.ctx.all_sum(self.validator.confusion(self.net.module))
         result = scores(cm.numpy())
         return {"val_mean_iou": result["mean_iou"], "val_mean_iou_fg": result["mean_iou_fg"],
                 "val_iou": result["iou"]}
