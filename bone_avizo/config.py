@@ -210,7 +210,10 @@ PREDICT_SPEC: tuple[Param, ...] = (
           choices=tuple(TTA), group="tiling"),
     Param("batch_size", int, 0, "tiles per forward pass", min=1, max=4096,
           zero_means="about 0.5 Mpixel of tiles on CPU, 4 Mpixel on CUDA", group="compute"),
-    Param("device", str, "auto", "cpu, cuda, cuda:N, or auto (cuda when available)", group="compute"),
+    Param("device", str, "auto", "cpu, cuda, cuda:N, or auto (cuda when available; under torchrun "
+          "cuda:LOCAL_RANK)", group="compute"),
+    Param("devices", str, (), "several devices sharing one volume, e.g. cuda:0,cuda:1 (overrides device)",
+          multiple=True, group="compute"),
     Param("backend", str, "auto", "inference engine; auto = onnxruntime on CPU when installed, else torch",
           choices=("auto", "torch", "onnxruntime"), group="compute"),
     Param("precision", str, "auto", "auto = fp32 on CPU, fp16 autocast on CUDA",

@@ -9,6 +9,8 @@ of the number of slices.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 import time
@@ -24,11 +26,14 @@ from bone_avizo.data.context import check_context, context_indices, halo
 from bone_avizo.data.normalize import NormStats, normalize, scan_stats
 from bone_avizo.errors import ConfigError, ModelError
 from bone_avizo.io import create_writer
-from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource
+from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend, resolve_device
 from bone_avizo.predict.fusion import FusionBuffer
-from bone_avizo.predict.streams import BackgroundWriter, prefetched
+from bone_avizo.predict.distributed import (PartWriter, barrier, current_ranks, merge_parts, owned_blocks,
+                                            part_path, remove_parts)
+from bone_avizo.predict.parallel import map_blocks
+from bone_avizo.predict.streams import BackgroundWriter
 from bone_avizo.predict.tiling import Tiler, TileGrid
 from bone_avizo.progress import ProgressCallback, ProgressTracker
 from bone_avizo.volume import Volume, VolumeInfo
@@ -100,10 +105,20 @@ class _Plan:
         for plane in self.planes:
             check_context(source.shape[PLANE_AXIS[plane]], self.context)
         self.tile = config.tile_size or int(meta.patch_size)
-        self.device = resolve_device(config.device)
+        self.ranks = current_ranks()
+        self.devices = self._devices(config)
+        self.device = self.devices[0]
         self.backend = self._backend_name(config.backend)
         self.shape = source.shape
         self.fused = self.planes != (Plane.XY,)
+
+    def _devices(self, config: PredictConfig) -> list[torch.device]:
+        if config.devices:
+            return [resolve_device(d) for d in config.devices]
+        device = resolve_device(config.device)
+        if config.device == "auto" and device.type == "cuda" and self.ranks.distributed:
+            device = torch.device("cuda", self.ranks.local_rank % torch.cuda.device_count())
+        return [device]
 
     def _backend_name(self, name: str) -> str:
         if name != "auto":
@@ -158,6 +173,7 @@ class _PlanePredictor:
 
     def __init__(self, plan: _Plan, plane: Plane, stats: NormStats, backend):
         self.plan = plan
+        self.device = backend.device
         self.axis = PLANE_AXIS[plane]
         self.n = plan.shape[self.axis]
         self.stats = stats
@@ -170,7 +186,7 @@ class _PlanePredictor:
         return lo, _read_block(source, self.axis, lo, hi)
 
     def logits(self, block: tuple[int, int], lo: int, raw: np.ndarray) -> torch.Tensor:
-        normed = normalize(torch.from_numpy(_float_safe(raw)).to(self.plan.device), self.stats,
+        normed = normalize(torch.from_numpy(_float_safe(raw)).to(self.device), self.stats,
                            self.plan.meta.normalization)
         idx = context_indices(np.arange(*block), self.n, self.plan.context) - lo
         images = normed[torch.from_numpy(idx).to(normed.device)]  # (n, C, h, w)
@@ -247,37 +263,67 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
     source: a VolumeSource, Volume or (z, y, x) array. model: a loaded model (``.module``,
     ``.metadata``) or a model file path. output: a path in any writable format, or None to return
     the labels in memory. Probability maps (config.probabilities) go to ``<stem>_prob_<class>``.
+    Under torchrun (or SLURM) with several ranks, the ranks share the volume (see
+    :mod:`bone_avizo.predict.distributed`); every rank returns, rank 0 writes the output.
     """
     config = config or PredictConfig()
     source = _as_source(source)
     loaded = _load(model)
     plan = _Plan(source, loaded, config)
-    if config.resume and plan.fused:
-        raise ConfigError("--resume works for single-plane (xy) prediction; rerun without --resume")
+    _check_job(plan, output, overwrite)
     start = time.perf_counter()
     with ExitStack() as stack, _torch_threads(config.threads):
-        outputs = _Outputs(stack, source.info, plan, output, overwrite=overwrite, resume=config.resume)
-        backend = build_backend(loaded.module, backend=plan.backend, device=plan.device,
-                                precision=config.precision, threads=config.threads,
-                                in_channels=plan.context)
+        outputs = None if plan.ranks.rank else _Outputs(stack, source.info, plan, output, overwrite=overwrite,
+                                                         resume=config.resume)
+        backends = _backends(loaded, plan)
         steps = source.shape[0] * (1 + plan.fused) + sum(source.shape[PLANE_AXIS[p]] for p in plan.planes)
         tracker = ProgressTracker(steps, "predicting", progress)
         stats = _stats(source, plan, tracker)
-        if plan.fused:
-            _predict_fused(source, plan, stats, backend, outputs, tracker)
+        if plan.ranks.distributed:
+            _predict_ranked(source, plan, stats, backends, outputs, Path(output), tracker)
+        elif plan.fused:
+            _predict_fused(source, plan, stats, backends, outputs, tracker)
         else:
-            _predict_streamed(source, plan, stats, backend, outputs, tracker)
-        labels = outputs.labels.commit()
-        probabilities = [writer.commit() for writer in outputs.probs]
+            _predict_streamed(source, plan, stats, backends, outputs, tracker)
+        labels = outputs.labels.commit() if outputs else None
+        probabilities = [writer.commit() for writer in outputs.probs] if outputs else []
+    if plan.ranks.distributed:
+        barrier(plan.ranks, [])  # the other ranks return once rank 0 has committed
+        if plan.ranks.rank == 0:
+            remove_parts(Path(output), plan.ranks)
     seconds = time.perf_counter() - start
     voxels = float(np.prod(source.shape))
     log.info("predicted %s voxels in %.1f s (%.2f Mvoxel/s)", f"{voxels:.3g}", seconds, voxels / seconds / 1e6)
     return PredictionResult(
-        labels=labels if output is None else None, output=outputs.output,
-        probability_outputs=outputs.probability_paths, stats=stats, seconds=seconds,
+        labels=labels if output is None else None, output=Path(output) if output is not None else None,
+        probability_outputs=outputs.probability_paths if outputs else [], stats=stats, seconds=seconds,
         voxels_per_second=voxels / seconds, tile=plan.tile, batch_size=plan.batch_size(plan.planes[0]),
         slab_slices=plan.slab_images(plan.planes[0], source.dtype.itemsize), backend=plan.backend,
-        device=str(plan.device), probabilities=probabilities if output is None else [])
+        device=",".join(str(d) for d in plan.devices), probabilities=probabilities if output is None else [])
+
+
+def _check_job(plan: _Plan, output, overwrite: bool) -> None:
+    """Refuse combinations the engine cannot run, before any work."""
+    if plan.config.resume and plan.fused:
+        raise ConfigError("--resume works for single-plane (xy) prediction; rerun without --resume")
+    if plan.ranks.distributed:
+        if output is None:
+            raise ConfigError("several ranks (torchrun/SLURM) need an output file; give --output")
+        if plan.fused:
+            raise ConfigError("multi-plane fusion runs in one process; use --devices cuda:0,cuda:1 to share "
+                              "it between GPUs, or predict the xy plane under torchrun")
+        check_output_path(Path(output), overwrite=overwrite)
+
+
+def _backends(loaded, plan: _Plan) -> list:
+    """One backend per device; extra devices get their own copy of the network."""
+    backends = []
+    for i, device in enumerate(plan.devices):
+        module = loaded.module if i == 0 else copy.deepcopy(loaded.module)
+        backends.append(build_backend(module, backend=plan.backend, device=device,
+                                      precision=plan.config.precision, threads=plan.config.threads,
+                                      in_channels=plan.context))
+    return backends
 
 
 @contextmanager
@@ -299,40 +345,76 @@ def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressTracker) -> NormS
     return stats
 
 
-def _predict_streamed(source, plan: _Plan, stats, backend, outputs: _Outputs, tracker) -> None:
+def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, probabilities: bool):
+    """Compute one xy block: labels (n, y, x) uint8 and quantised probabilities (K, n, y, x) or None."""
+    lo, raw = data
+    logits = predictor.logits(block, lo, raw)
+    labels = labels_from_scores(logits).cpu().numpy()
+    quantised = _quantise(torch.softmax(logits, 1)).transpose(0, 1).cpu().numpy() if probabilities else None
+    return labels, quantised
+
+
+def _run_blocks(source, plan: _Plan, plane: Plane, stats, backends, blocks, compute):
+    predictors = [_PlanePredictor(plan, plane, stats, b) for b in backends]
+    return map_blocks(lambda p, b: p.read(source, b), compute, predictors, blocks)
+
+
+def _predict_streamed(source, plan: _Plan, stats, backends, outputs: _Outputs, tracker) -> None:
     """Single xy plane: each block goes from the reader through the model to the writers."""
-    predictor = _PlanePredictor(plan, Plane.XY, stats, backend)
     size = plan.slab_images(Plane.XY, source.dtype.itemsize)
     done = outputs.done_slices
     if done:
         log.info("resuming after %d finished slices", done)
         tracker.advance(done)
+    compute = functools.partial(_labels_and_probabilities, probabilities=bool(outputs.probs))
     with BackgroundWriter() as writer:
-        blocks = _blocks(predictor.n, size, start=done)
-        for block, (lo, raw) in prefetched(lambda b: predictor.read(source, b), blocks):
-            logits = predictor.logits(block, lo, raw)
-            labels = labels_from_scores(logits).cpu().numpy()
-            quantised = (_quantise(torch.softmax(logits, 1)).transpose(0, 1).cpu().numpy()
-                         if outputs.probs else None)
+        blocks = _blocks(source.shape[0], size, start=done)
+        for block, (labels, quantised) in _run_blocks(source, plan, Plane.XY, stats, backends, blocks, compute):
             writer.submit(lambda z0=block[0], l=labels, q=quantised: outputs.write(z0, l, q))
             tracker.advance(block[1] - block[0])
 
 
-def _predict_fused(source, plan: _Plan, stats, backend, outputs: _Outputs, tracker) -> None:
+def _predict_ranked(source, plan: _Plan, stats, backends, outputs: _Outputs | None, output: Path,
+                    tracker) -> None:
+    """This rank's blocks into its part file; then rank 0 merges every part into the output."""
+    ranks = plan.ranks
+    blocks = _blocks(source.shape[0], plan.slab_images(Plane.XY, source.dtype.itemsize))
+    part = PartWriter(part_path(output, ranks), source.shape, plan.num_classes,
+                      probabilities=plan.config.probabilities, resume=plan.config.resume)
+    try:
+        todo = [b for b in owned_blocks(blocks, ranks) if b not in part.done]
+        log.info("rank %d of %d: %d of %d blocks to predict", ranks.rank, ranks.world, len(todo), len(blocks))
+        compute = functools.partial(_labels_and_probabilities, probabilities=plan.config.probabilities)
+        for block, (labels, quantised) in _run_blocks(source, plan, Plane.XY, stats, backends, todo, compute):
+            part.write(block, labels, quantised)
+            tracker.advance((block[1] - block[0]) * ranks.world)
+        part.finish()
+    finally:
+        part.close()
+    barrier(ranks, [part_path(output, ranks, r) for r in range(ranks.world)])
+    if outputs is not None:
+        merge_parts(output, ranks, blocks, outputs.write)
+
+
+def _fusion_compute(predictor: "_PlanePredictor", block, data, *, scale: int) -> np.ndarray:
+    """Quantised probabilities (K, ...) of one block, axes back in (z, y, x) order."""
+    lo, raw = data
+    probs = torch.softmax(predictor.logits(block, lo, raw), 1)
+    quantised = _quantise(probs, scale).transpose(0, 1).cpu().numpy()  # (K, n, h, w)
+    return np.moveaxis(quantised, 1, predictor.axis + 1)
+
+
+def _predict_fused(source, plan: _Plan, stats, backends, outputs: _Outputs, tracker) -> None:
     """Several planes: sum quantised probabilities on disk, then write the argmax by z-slabs."""
     folder = outputs.output.parent if outputs.output is not None else None
-    scale = FusionBuffer.scale_for(len(plan.planes))
+    compute = functools.partial(_fusion_compute, scale=FusionBuffer.scale_for(len(plan.planes)))
     with FusionBuffer(plan.num_classes, source.shape, folder=folder) as buffer:
         for plane in plan.planes:
-            predictor = _PlanePredictor(plan, plane, stats, backend)
-            size = plan.slab_images(plane, source.dtype.itemsize)
+            axis = PLANE_AXIS[plane]
+            blocks = _blocks(source.shape[axis], plan.slab_images(plane, source.dtype.itemsize))
             with BackgroundWriter() as writer:
-                for block, (lo, raw) in prefetched(lambda b: predictor.read(source, b),
-                                                   _blocks(predictor.n, size)):
-                    probs = torch.softmax(predictor.logits(block, lo, raw), 1)
-                    quantised = _quantise(probs, scale).transpose(0, 1).cpu().numpy()  # (K, n, h, w)
-                    quantised = np.moveaxis(quantised, 1, predictor.axis + 1)
-                    writer.submit(lambda s=block[0], q=quantised, a=predictor.axis: buffer.add(a, s, q))
+                for block, quantised in _run_blocks(source, plan, plane, stats, backends, blocks, compute):
+                    writer.submit(lambda s=block[0], q=quantised, a=axis: buffer.add(a, s, q))
                     tracker.advance(block[1] - block[0])
         _write_fused(buffer, plan, source, outputs, tracker)
 

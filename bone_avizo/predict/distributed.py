@@ -1,0 +1,156 @@
+"""Prediction of one volume by several processes (torchrun, SLURM): disjoint blocks, per-rank
+parts, one merge.
+
+Rank r of W predicts blocks r, r + W, r + 2W, ... of the xy plane and writes them into its own
+part file ``<output>.part<r>of<W>.h5`` (chunked HDF5: blocks it does not own take no space).
+After a barrier, rank 0 checks that every block is present in the part of its owner, copies the
+blocks in order through the ordinary writers (any output format), commits, and deletes the parts.
+Block boundaries do not depend on the number of ranks, so the labels equal a one-process run.
+Parts record their finished blocks: with ``resume`` a restarted job skips them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from bone_avizo.errors import BoneAvizoError, OutputWriteError
+from bone_avizo.io.base import remove_path
+
+log = logging.getLogger(__name__)
+
+Block = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's rank, the number of processes, and its rank on this node."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+def current_ranks() -> Ranks:
+    """From torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else SLURM's SLURM_PROCID / SLURM_NTASKS /
+    SLURM_LOCALID, else one process."""
+    env = os.environ
+    for rank, world, local in (("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+                               ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
+        if rank in env and world in env:
+            return Ranks(int(env[rank]), int(env[world]), int(env.get(local, env[rank])))
+    return Ranks()
+
+
+def owned_blocks(blocks: list[Block], ranks: Ranks) -> list[Block]:
+    """The blocks rank r predicts: every W-th, starting at r."""
+    return blocks[ranks.rank::ranks.world]
+
+
+def part_path(output: Path, ranks: Ranks, rank: int | None = None) -> Path:
+    rank = ranks.rank if rank is None else rank
+    return output.with_name(f"{output.name}.part{rank}of{ranks.world}.h5")
+
+
+class PartWriter:
+    """One rank's share of the labels (and probabilities): (z, y, x) uint8 plus finished blocks."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int], num_classes: int, *, probabilities: bool,
+                 resume: bool):
+        self.path = path
+        if path.exists() and not resume:
+            remove_path(path)
+        try:
+            self.file = h5py.File(path, "a")
+        except OSError as exc:
+            raise OutputWriteError(f"cannot write part file {path}: {exc}; check the output folder") from None
+        chunks = (1, *(min(256, s) for s in shape[1:]))
+        if "labels" not in self.file:
+            self.file.create_dataset("labels", shape=shape, dtype=np.uint8, chunks=chunks)
+            if probabilities:
+                self.file.create_dataset("probabilities", shape=(num_classes, *shape), dtype=np.uint8,
+                                         chunks=(1, *chunks))
+            self.file.attrs["done_blocks"] = "[]"
+            self.file.attrs["complete"] = False
+        self.done = {tuple(b) for b in json.loads(self.file.attrs["done_blocks"])}
+
+    def write(self, block: Block, labels: np.ndarray, quantised: np.ndarray | None) -> None:
+        z0, z1 = block
+        self.file["labels"][z0:z1] = labels
+        if quantised is not None:
+            self.file["probabilities"][:, z0:z1] = quantised
+        self.done.add(block)
+        self.file.attrs["done_blocks"] = json.dumps(sorted(self.done))
+        self.file.flush()
+
+    def finish(self) -> None:
+        self.file.attrs["complete"] = True
+        self.file.close()
+
+    def close(self) -> None:
+        if self.file.id.valid:
+            self.file.close()
+
+
+def barrier(ranks: Ranks, parts: list[Path], *, timeout_s: float = 7 * 24 * 3600) -> None:
+    """Wait until every rank has finished its part: torch.distributed (gloo) when a rendezvous is
+    configured (torchrun sets MASTER_ADDR), else by polling the parts' ``complete`` flags."""
+    import torch.distributed as dist
+
+    if dist.is_available() and (dist.is_initialized() or "MASTER_ADDR" in os.environ):
+        if not dist.is_initialized():
+            dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world,
+                                    timeout=timedelta(seconds=timeout_s))
+        dist.barrier()
+        return
+    deadline = time.monotonic() + timeout_s
+    while not all(_complete(p) for p in parts):
+        if time.monotonic() > deadline:
+            raise BoneAvizoError(f"ranks did not finish within {timeout_s:.0f} s: "
+                                 f"{[str(p) for p in parts if not _complete(p)]}")
+        time.sleep(1.0)
+
+
+def _complete(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as fh:
+            return bool(fh.attrs.get("complete", False))
+    except OSError:
+        return False
+
+
+def merge_parts(output: Path, ranks: Ranks, blocks: list[Block], write) -> None:
+    """Rank 0: copy every block from its owner's part through ``write(z0, labels, quantised)``,
+    after checking that every owner finished every block it was given."""
+    parts = [part_path(output, ranks, r) for r in range(ranks.world)]
+    files = [h5py.File(p, "r") for p in parts]
+    try:
+        for r, fh in enumerate(files):
+            done = {tuple(b) for b in json.loads(fh.attrs["done_blocks"])}
+            missing = [b for b in owned_blocks(blocks, Ranks(r, ranks.world)) if b not in done]
+            if missing or tuple(fh["labels"].shape) != tuple(files[0]["labels"].shape):
+                raise BoneAvizoError(f"part {parts[r]} is incomplete ({len(missing)} block(s) missing, "
+                                     f"first {missing[:1]}); rerun the same command with --resume")
+        for i, (z0, z1) in enumerate(blocks):
+            fh = files[i % ranks.world]
+            quantised = fh["probabilities"][:, z0:z1] if "probabilities" in fh else None
+            write(z0, fh["labels"][z0:z1], quantised)
+    finally:
+        for fh in files:
+            fh.close()
+
+
+def remove_parts(output: Path, ranks: Ranks) -> None:
+    for r in range(ranks.world):
+        remove_path(part_path(output, ranks, r))
