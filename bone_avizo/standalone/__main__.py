@@ -30,10 +30,18 @@ def _available_commands() -> dict[str, object]:
     return modules
 
 
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (the flag, what is wrong, where to look) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bone-avizo", description="Deep-learning segmentation of bone "
+    parser = _OneLineErrorParser(prog="bone-avizo", description="Deep-learning segmentation of bone "
                                      "in micro-CT volumes: fit, predict, score.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output: -v debug messages of bone_avizo, -vv also of the libraries it uses")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -63,18 +71,22 @@ class _CurrentStderrHandler(logging.StreamHandler):
 @contextmanager
 def _logging_to_stderr(verbose: int, quiet: bool):
     """Log bone_avizo's records to stderr for the duration of one command, then restore."""
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    previous = (log.level, log.propagate)
-    log.addHandler(handler)
-    log.setLevel(level)
+    # -vv: the libraries' records too (through the root logger)
+    loggers = [log, logging.getLogger()] if verbose > 1 and not quiet else [log]
+    previous = [(logger.level, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.setLevel(level)
     log.propagate = False
     try:
         yield
     finally:
-        log.removeHandler(handler)
-        log.level, log.propagate = previous
+        for logger, (level_before, propagate_before) in zip(loggers, previous):
+            logger.removeHandler(handler)
+            logger.level, logger.propagate = level_before, propagate_before
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 
 from bone_avizo.config import PredictConfig
+from bone_avizo.errors import ConfigError, OutputWriteError
 from bone_avizo.metrics import format_table
+from bone_avizo.standalone.common import existing_path
 from bone_avizo.standalone.progressbar import progress_bar
 
 HELP = "generate a phantom scan, segment it with the shipped model, score it, write a preview"
@@ -22,12 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an earlier demo")
 
 
+def _check(args: argparse.Namespace, shape: tuple, seed: int) -> None:
+    """Refuse bad options before anything is written."""
+    from bone_avizo.phantom import PhantomConfig
+    from bone_avizo.predict.backends import resolve_device
+
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise OutputWriteError(f"--output: {args.output} is a file; give a folder for the demo's files")
+    if args.model is not None:
+        existing_path(args.model, "--model")
+    PhantomConfig(shape=shape, seed=seed)
+    try:
+        resolve_device(args.device)
+    except ConfigError as exc:
+        raise ConfigError(f"--device: {exc}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from bone_avizo.demo import DEMO_SEED, DEMO_SHAPE, run_demo
 
+    shape, seed = tuple(args.shape or DEMO_SHAPE), DEMO_SEED if args.seed is None else args.seed
+    _check(args, shape, seed)
     with progress_bar("demo") as bar:
-        result = run_demo(args.output, model=args.model, shape=tuple(args.shape or DEMO_SHAPE),
-                          seed=DEMO_SEED if args.seed is None else args.seed, overwrite=args.overwrite,
+        result = run_demo(args.output, model=args.model, shape=shape, seed=seed, overwrite=args.overwrite,
                           predict_config=PredictConfig(device=args.device), progress=bar)
     print(format_table(result.iou))
     print(f"\nphantom {result.seconds['phantom']:.1f} s, prediction {result.seconds['predict']:.1f} s")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from bone_avizo.errors import ConfigError
-from bone_avizo.standalone.common import existing_path
+from bone_avizo.standalone.common import existing_path, int_in_range, output_path
 
 HELP = "export a model to ONNX (FILE.onnx) or convert a BONe .pth checkpoint to a model file (FILE.safetensors)"
 
@@ -17,9 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="FILE",
                         help="FILE.onnx (ONNX graph with the metadata) or FILE.safetensors (model file)")
     parser.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset (default: 17)")
-    parser.add_argument("--patch-size", type=int, default=None, metavar="PX",
-                        help="spatial size of the tracing input (default: the model's patch size); the "
-                             "graph accepts any multiple of 32")
+    parser.add_argument("--patch-size", type=int_in_range(32, 4096, multiple_of=32), default=None, metavar="PX",
+                        help="spatial size of the tracing input [32..4096, a multiple of 32; default: the "
+                             "model's patch size]; the graph accepts any multiple of 32")
     parser.add_argument("--fp16", action="store_true", help="for .safetensors output: store weights in fp16")
     parser.add_argument("--class-names", nargs="+", metavar="NAME",
                         help="for .safetensors output: one name per class, label 0 first")
@@ -29,10 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from bone_avizo.models import export_onnx, import_bone_checkpoint, load_model, save_model
     from bone_avizo.models.modelfile import detect_model_format
+    from bone_avizo.models.onnx_export import MAX_OPSET, MIN_OPSET
 
     model_path = existing_path(args.model, "--model")
-    output = Path(args.output)
+    output = output_path(args.output, "--output")
     suffix = output.suffix.lower()
+    if suffix == ".onnx" and not MIN_OPSET <= args.opset <= MAX_OPSET:
+        raise ConfigError(f"--opset: {args.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default 17)")
     if suffix == ".onnx":
         written = export_onnx(load_model(model_path), output, opset=args.opset, patch_size=args.patch_size,
                               overwrite=args.overwrite)

@@ -5,6 +5,8 @@ import argparse
 import sys
 
 from bone_avizo.phantom import PHANTOM_SPEC, PhantomConfig, write_phantom
+from bone_avizo.standalone.common import int_in_range, output_path
+from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
 HELP = ("write a synthetic micro-CT bone phantom (image) and its exact labels "
@@ -19,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="image file to write (.tif, .npy, .h5, ... or a folder of TIFF slices)")
     parser.add_argument("--labels", required=True, metavar="LABELS", help="label file to write (uint8)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--slab-slices", type=int, default=64, metavar="N",
-                        help="slices generated and written together (memory use) [default: 64]")
+    parser.add_argument("--slab-slices", type=int_in_range(1, 65536), default=64, metavar="N",
+                        help="slices generated and written together (memory use) [1..65536; default: 64]")
     for param in PHANTOM_SPEC:
         if param.name in _OWN_FLAGS:
             flag, nargs, metavar = _OWN_FLAGS[param.name]
@@ -32,8 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(PhantomConfig, args)
-    image, labels = write_phantom(config, args.output, args.labels, overwrite=args.overwrite,
-                                  slab_slices=args.slab_slices)
+    outputs = output_path(args.output, "--output"), output_path(args.labels, "--labels")
+    with progress_bar("phantom") as bar:
+        image, labels = write_phantom(config, *outputs, overwrite=args.overwrite, slab_slices=args.slab_slices,
+                                      progress=bar)
     z, y, x = config.shape
     print(f"phantom {z}x{y}x{x} (z, y, x) {config.dtype}, seed {config.seed}: image {image}, labels {labels}",
           file=sys.stdout)

@@ -7,7 +7,7 @@ import logging
 from bone_avizo import __version__
 from bone_avizo.config import PREDICT_SPEC, PredictConfig
 from bone_avizo.io import open_volume
-from bone_avizo.standalone.common import (existing_path, parse_options, resolved_config_path,
+from bone_avizo.standalone.common import (existing_path, output_path, parse_options, resolved_config_path,
                                           write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(PredictConfig, args)
     model_path = existing_path(args.model, "--model")
     input_path = existing_path(args.input, "--input")
+    output_path(args.output, "--output")
     loaded = load_model(model_path)
     with open_volume(input_path, **parse_options(args.input_option, "--input-option")) as source:
         with progress_bar("predict") as bar:

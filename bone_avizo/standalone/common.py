@@ -1,12 +1,13 @@
 """Helpers shared by the CLI commands: input paths, format options, the resolved-config file."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from bone_avizo.errors import ConfigError, InputFileError
+from bone_avizo.errors import ConfigError, InputFileError, OutputWriteError
 from bone_avizo.io.base import partial_path, replace_path
 
 
@@ -16,6 +17,32 @@ def existing_path(text: str, flag: str) -> Path:
     if not path.exists():
         raise InputFileError(f"{flag}: {path} does not exist; check the path")
     return path
+
+
+def output_path(text: str, flag: str) -> Path:
+    """``text`` as a Path whose folder exists, else a one-line error naming the flag."""
+    path = Path(text)
+    if not path.resolve().parent.is_dir():
+        raise OutputWriteError(f"{flag}: folder {path.parent} does not exist; create it first")
+    return path
+
+
+def int_in_range(low: int, high: int, *, multiple_of: int = 1):
+    """An argparse ``type``: an integer in low..high (and a multiple of ``multiple_of``).
+
+    argparse turns a refusal into a one-line error naming the flag."""
+    expected = f"{low}..{high}" + (f", a multiple of {multiple_of}" if multiple_of > 1 else "")
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; expected {expected}") from None
+        if not low <= value <= high or value % multiple_of:
+            raise argparse.ArgumentTypeError(f"{value} is out of range; expected {expected}")
+        return value
+
+    return convert
 
 
 def parse_options(items: list[str] | None, flag: str) -> dict[str, Any]:
