@@ -171,10 +171,11 @@ def detect_model_format(path: Path) -> str:
     """'bone_avizo' (safetensors) or 'bone_pth' (a torch.save file) from the file's first bytes."""
     with open(path, "rb") as fh:
         head = fh.read(9)
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "bone_pth"
+    # safetensors first: its 8-byte header length may start with 0x80, a pickle's first byte
     if len(head) == 9 and head[8:9] == b"{":
         return "bone_avizo"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "bone_pth"
     raise ModelError(f"{path} is not a model file (neither a bone_avizo .safetensors file nor a PyTorch "
                      "checkpoint); check the path")
 
