@@ -24,7 +24,7 @@ import torch
 from bone_avizo.config import Plane, PredictConfig
 from bone_avizo.data.context import check_context, context_indices, halo
 from bone_avizo.data.normalize import NormStats, normalize, scan_stats
-from bone_avizo.errors import ConfigError, ModelError
+from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path
 from bone_avizo.predict import tta
@@ -337,9 +337,26 @@ def _torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
+class _FiniteSource(VolumeSource):
+    """Reads through ``source`` and refuses NaN or infinite voxels: they would be segmented silently
+    (as class 0), and one infinite voxel spoils the normalisation of the whole scan."""
+
+    def __init__(self, source: VolumeSource):
+        self.source, self.info = source, source.info
+
+    def read_slab(self, z0: int, z1: int) -> np.ndarray:
+        slab = self.source.read_slab(z0, z1)
+        bad = np.flatnonzero(~np.isfinite(slab).reshape(len(slab), -1).all(axis=1))
+        if bad.size:
+            raise InvalidVolumeError(f"{self.name} contains NaN or infinite values (the first in slice "
+                                     f"z={z0 + int(bad[0])}); replace them (e.g. numpy.nan_to_num) before segmenting")
+        return slab
+
+
 def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressTracker) -> NormStats:
     slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
-    stats = scan_stats(source, slab_slices=slab, progress=tracker)
+    checked = _FiniteSource(source) if source.dtype.kind == "f" else source
+    stats = scan_stats(checked, slab_slices=slab, progress=tracker)
     log.info("normalisation (%s over voxels > 0): mean %.4g, std %.4g, min %.4g, max %.4g",
              plan.meta.normalization, stats.mean, stats.std, stats.minimum, stats.maximum)
     return stats
