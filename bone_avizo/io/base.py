@@ -8,6 +8,7 @@ complete so an interrupted job can continue.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -132,6 +133,21 @@ def replace_path(src: Path, dst: Path) -> None:
         os.replace(src, dst)
 
 
+def reserve_space(path: Path) -> None:
+    """Allocate the disk blocks of the (sparse) file ``path`` now, so that a full disk fails here with
+    ENOSPC instead of killing the process with SIGBUS when a memory-mapped write finds no space.
+    A no-op where the operating system or the file system cannot allocate ahead."""
+    allocate = getattr(os, "posix_fallocate", None)
+    if allocate is None:
+        return
+    with open(path, "r+b") as fh:
+        try:
+            allocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+
+
 def remove_path(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -162,6 +178,7 @@ class VolumeWriter(ABC):
         try:
             self._open()
         except OSError as exc:
+            self._discard()
             raise OutputWriteError(f"cannot create {self.temp_path}: {exc.strerror or exc}; "
                                    "check the folder's permissions and free space") from exc
 
@@ -204,11 +221,27 @@ class VolumeWriter(ABC):
         """Close and rename the temporary output to the final path."""
         if self._closed:
             return self.path
-        self._close()
-        self._closed = True
-        replace_path(self.temp_path, self.path)
+        try:
+            self._close()
+            self._closed = True
+            replace_path(self.temp_path, self.path)
+        except OSError as exc:  # e.g. the disk filled up while the last data were flushed
+            self._discard()
+            raise OutputWriteError(f"writing {self.path} failed: {exc.strerror or exc}; check free disk "
+                                   "space") from exc
         log.info("wrote %s", self.path)
         return self.path
+
+    def _discard(self) -> None:
+        """After a failed open or commit: close quietly and remove what a resume cannot use."""
+        if not self._closed:
+            try:
+                self.abort()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                log.debug("closing %s after an error failed", self.temp_path, exc_info=True)
+        self._closed = True
+        if not self.resume:
+            remove_path(self.temp_path)
 
     def abort(self) -> None:
         """Close and discard the temporary output (resumable writers in resume mode keep it)."""

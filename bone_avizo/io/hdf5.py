@@ -7,8 +7,11 @@ slices are complete and the file is flushed each time it changes.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -141,6 +144,18 @@ def hdf5_attrs(info: VolumeInfo) -> dict:
     return attrs
 
 
+@contextmanager
+def _write_errors_as_oserror():
+    """h5py reports some failed writes (a full disk while flushing or closing) as RuntimeError with the
+    errno inside the text; raise them as OSError, which the writers report as OutputWriteError."""
+    try:
+        yield
+    except RuntimeError as exc:
+        found = re.search(r"errno = (\d+)", str(exc))
+        code = int(found.group(1)) if found else errno.EIO
+        raise OSError(code, os.strerror(code)) from exc
+
+
 class Hdf5Writer(VolumeWriter):
     """Writes a chunked, compressed (z, y, x) HDF5 dataset; resumable.
 
@@ -187,16 +202,24 @@ class Hdf5Writer(VolumeWriter):
         log.info("resuming %s after %d completed slices", self.path, self.done_slices)
 
     def _write(self, z0: int, slab: np.ndarray) -> None:
-        self._ds[z0:z0 + slab.shape[0]] = slab
+        with _write_errors_as_oserror():
+            self._ds[z0:z0 + slab.shape[0]] = slab
 
     def _save_done(self, z_end: int) -> None:
-        self._ds.attrs[DONE_ATTR] = z_end
-        self._file.flush()
+        with _write_errors_as_oserror():
+            self._ds.attrs[DONE_ATTR] = z_end
+            self._file.flush()
 
     def _close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        self._file = self._ds = None
+        file = self._file
+        if file is None:
+            return
+        try:
+            with _write_errors_as_oserror():
+                file.flush()  # h5py only prints errors of closing, so flush first (dataset still open)
+        finally:
+            self._file = self._ds = None
+            file.close()
 
     def commit(self) -> Path:
         if not self._closed and self._ds is not None:

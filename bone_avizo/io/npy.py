@@ -16,9 +16,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bone_avizo.errors import (CorruptFileError, InputFileError, InvalidVolumeError,
+from bone_avizo.errors import (CorruptFileError, InputFileError, InvalidVolumeError, OutputWriteError,
                                UnsupportedDtypeError)
-from bone_avizo.io.base import VolumeSource, VolumeWriter, remove_path
+from bone_avizo.io.base import VolumeSource, VolumeWriter, remove_path, reserve_space
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
 
@@ -130,8 +130,12 @@ def info_from_attrs(attrs: Mapping[str, Any], shape, dtype, *, name: str, where:
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary name and an atomic rename."""
     temp = path.with_name(path.name + ".partial")
-    temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(temp, path)
+    try:
+        temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        os.replace(temp, path)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def check_3d(shape, *, where: str) -> tuple[int, int, int]:
@@ -232,6 +236,7 @@ class NpyWriter(VolumeWriter):
     def _open(self) -> None:
         self._array = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=self.info.dtype,
                                                 shape=self.info.shape)
+        reserve_space(self.temp_path)
 
     def _write(self, z0: int, slab: np.ndarray) -> None:
         self._array[z0:z0 + slab.shape[0]] = slab
@@ -244,10 +249,15 @@ class NpyWriter(VolumeWriter):
     def commit(self) -> Path:
         if not self._closed:
             side = sidecar_path(self.path)
-            if self.sidecar:
-                write_json_atomic(side, volume_attrs(self.info))
-            elif side.exists():
-                remove_path(side)  # a stale sidecar would describe another volume
+            try:
+                if self.sidecar:
+                    write_json_atomic(side, volume_attrs(self.info))
+                elif side.exists():
+                    remove_path(side)  # a stale sidecar would describe another volume
+            except OSError as exc:
+                self._discard()
+                raise OutputWriteError(f"writing {side} failed: {exc.strerror or exc}; check free disk "
+                                       "space") from exc
         return super().commit()
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InputFileError, InvalidVolumeError,
                                OutputExistsError, UnsupportedDtypeError)
-from bone_avizo.io.base import ArraySource, VolumeSource, VolumeWriter, partial_path, remove_path
+from bone_avizo.io.base import ArraySource, VolumeSource, VolumeWriter, partial_path, remove_path, reserve_space
 from bone_avizo.io.npy import MappedSource, check_dtype, native_dtype, require_file
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
@@ -115,6 +115,7 @@ class RawWriter(VolumeWriter):
     def _map(self, path: Path, offset: int) -> np.memmap:
         with open(path, "ab") as fh:  # create, or extend past a header already written
             fh.truncate(offset + self.info.nbytes)
+        reserve_space(path)
         return np.memmap(path, dtype=self.stored, mode="r+", offset=offset, shape=self.info.shape)
 
     def _write(self, z0: int, slab: np.ndarray) -> None:

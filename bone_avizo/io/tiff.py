@@ -25,7 +25,7 @@ import tifffile
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
-from bone_avizo.io.base import VolumeWriter, remove_path
+from bone_avizo.io.base import VolumeWriter, remove_path, reserve_space
 from bone_avizo.io.npy import (ReopeningSource, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
                                volume_attrs)
 from bone_avizo.io.registry import Format
@@ -381,9 +381,11 @@ class TiffWriter(VolumeWriter):
         kwargs = tiff_kwargs(self.info, bigtiff=self.bigtiff)
         if self.compression is None:
             self._array = tifffile.memmap(self.temp_path, shape=self.info.shape, dtype=self.info.dtype, **kwargs)
+            reserve_space(self.temp_path)
         else:
             self._scratch = self.temp_path.with_name(self.temp_path.name + ".scratch")
             self._array = np.memmap(self._scratch, dtype=self.info.dtype, mode="w+", shape=self.info.shape)
+            reserve_space(self._scratch)
 
     def _write(self, z0: int, slab: np.ndarray) -> None:
         self._array[z0:z0 + slab.shape[0]] = slab
