@@ -533,12 +533,13 @@ class AmiraSource(VolumeSource):
         if self.encoding == "ascii":
             return self._decode_ascii()
         size = self.section.encoded_size or 0
+        available = self.path.stat().st_size - self._offset
+        if not 0 <= size <= available:  # checked before reading: a damaged size may be huge or negative
+            raise CorruptFileError(f"{self.path} is truncated or corrupt: the {self.encoding} data needs {size} "
+                                   f"bytes after the header, the file has {available}; copy or export it again")
         with open(self.path, "rb") as f:
             f.seek(self._offset)
             raw = f.read(size)
-        if len(raw) < size:
-            raise CorruptFileError(f"{self.path} is truncated: the {self.encoding} data needs {size} bytes "
-                                   f"after the header, the file has {len(raw)}; copy or export it again")
         data = self._expand(raw)
         return np.frombuffer(data, self._file_dtype).reshape(self.info.shape)
 
@@ -632,6 +633,9 @@ def _section_nbytes(section: DataSection | None, header: AmiraHeader, path: Path
         raise FormatError(f"{path}: cannot skip an undeclared or unknown data section to reach the lattice; "
                           "save the volume alone from Avizo")
     if section.encoded_size is not None:
+        if section.encoded_size < 0:
+            raise CorruptFileError(f"{path}: data section @{section.index} declares a negative size "
+                                   f"({section.encoded_size}); the file is corrupt")
         return section.encoded_size
     count = int(np.prod(header.defines.get(section.location, (0,))))
     return count * section.components * np.dtype(READ_TYPES[section.type_name]).itemsize
