@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SCAN_FOLDER_ALIAS = "_Scan"  # a folder with this name takes its parent's name (BONe's layout)
 PATCH_MULTIPLE = 32
+PASS_VOXELS = 1 << 22  # voxels per slab of the checking pass (bounds its temporary memory)
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -165,9 +166,15 @@ def _check_label_slab(slab: np.ndarray, z0: int, where: str) -> np.ndarray:
     return slab.astype(np.int64, copy=False)
 
 
-def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 16) -> LabelSummary:
+def pass_slices(shape) -> int:
+    """Slices per slab of a streamed pass: about 4 M voxels."""
+    return max(1, PASS_VOXELS // (int(shape[1]) * int(shape[2])))
+
+
+def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) -> LabelSummary:
     """Stream ``source`` once: check the values and count classes and per-slice foreground."""
     nz, ny, nx = source.shape
+    slab_slices = slab_slices or pass_slices(source.shape)
     counts = np.zeros(256, np.int64)
     fg = (np.zeros(nz, np.int64), np.zeros(ny, np.int64), np.zeros(nx, np.int64))
     for z0 in range(0, nz, slab_slices):
@@ -205,7 +212,7 @@ def open_scan(spec: ScanSpec, index: int = 0) -> Scan:
     image, labels = _open_pair(spec)
     try:
         summary = summarize_labels(labels, where=f"scan {spec.name} ({spec.labels})")
-        stats = scan_stats(image)
+        stats = scan_stats(image, slab_slices=pass_slices(image.shape))
     finally:
         image.close()  # BoundedSources reopen on the next read: nothing stays mapped meanwhile
         labels.close()

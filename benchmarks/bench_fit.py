@@ -1,0 +1,259 @@
+"""DLFit benchmarks: input-pipeline overhead, peak memory on large scans, real-data fit/predict.
+
+    python benchmarks/bench_fit.py pipeline   # training steps/s vs forward+backward on pre-made tensors
+    python benchmarks/bench_fit.py memory     # peak RSS training on 4 x 1 GB scans (.npy and HDF5)
+    python benchmarks/bench_fit.py real       # fit on lhdl_Ti_2923, predict lhdl_3155, bone IoU (weak label)
+
+Each part prints one JSON line of figures (and writes it to --json when given). Results are
+recorded in benchmarks/results_fit.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent
+log = logging.getLogger("bench_fit")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. input pipeline overhead
+def _phantom_scans(folder: Path, count: int, shape) -> list[tuple[Path, Path]]:
+    from bone_avizo.phantom import PhantomConfig, make_phantom
+
+    pairs = []
+    for seed in range(count):
+        image, labels = make_phantom(PhantomConfig(shape=shape, seed=seed))
+        np.save(folder / f"p{seed}.npy", image.array)
+        np.save(folder / f"p{seed}_labels.npy", labels.array)
+        pairs.append((folder / f"p{seed}.npy", folder / f"p{seed}_labels.npy"))
+    return pairs
+
+
+class _PairedTimer:
+    """Progress callback of the real training loop: after each training step it runs one step of the
+    same model, loss and optimiser on tensors made once, so both are timed under the same load."""
+
+    def __init__(self, run, config):
+        import torch
+
+        self.run = run
+        n = config.batch_size * config.patches_per_slice
+        self.images = torch.randn(n, config.in_channels, config.patch_size, config.patch_size)
+        self.labels = torch.randint(0, run.plan.num_classes, (n, config.patch_size, config.patch_size))
+        self.train, self.premade = [], []
+        self.last = time.perf_counter()
+
+    def premade_step(self) -> None:
+        run = self.run
+        run.optimizer.zero_grad(set_to_none=True)
+        run.loss_fn(run.model(self.images), self.labels).backward()
+        run.optimizer.step()
+
+    def __call__(self, done, total, message):
+        t0 = time.perf_counter()
+        self.train.append(t0 - self.last)
+        self.premade_step()
+        self.last = time.perf_counter()
+        self.premade.append(self.last - t0)
+
+
+def _paired_round(pairs, config, folder: Path) -> dict:
+    """Two epochs of the real loop (``_Run.train_epoch``); the second is timed step by step."""
+    from bone_avizo.fit.distributed import DistContext
+    from bone_avizo.fit.plan import make_plan
+    from bone_avizo.fit.trainer import _as_specs, _Run
+    from bone_avizo.progress import ProgressTracker
+
+    plan = make_plan(_as_specs(pairs), [], config)
+    run = _Run(plan, config, DistContext(), folder / "unused.safetensors", {})
+    try:
+        timer = _PairedTimer(run, config)
+        for epoch in range(2):
+            timer.train, timer.premade = [], []
+            timer.last = time.perf_counter()
+            run.train_epoch(epoch, ProgressTracker(run.batches, "bench", timer))
+    finally:
+        run.close()
+    train, premade = statistics.mean(timer.train), statistics.mean(timer.premade)
+    return {"num_workers": config.num_workers, "premade_steps_per_s": round(1 / premade, 4),
+            "training_steps_per_s": round(1 / train, 4), "ratio": round(premade / train, 3),
+            "steps_timed": len(timer.train)}
+
+
+def bench_pipeline(args) -> dict:
+    from bone_avizo.config import FitConfig
+
+    folder = Path(tempfile.mkdtemp(prefix="bench_fit_pipe_"))
+    try:
+        pairs = _phantom_scans(folder, 2, (48, 256, 256))
+        figures = {"model": "unet/resnet18", "patch": args.patch, "batch": f"{args.batch} slices x 4 patches",
+                   "in_channels": 3, "augment": "BONe + noise", "rounds": []}
+        for workers in (0, 1):
+            config = FitConfig(patch_size=args.patch, batch_size=args.batch, steps_per_epoch=args.steps, epochs=2,
+                               val_fraction=0.0, in_channels=3, num_workers=workers, plot=False,
+                               extra_augment=("noise",))
+            figures["rounds"].append(_paired_round(pairs, config, folder))
+        return figures
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. memory on large scans
+def _write_large(path: Path, shape, seed: int, *, labels: bool) -> None:
+    """A (z, y, x) uint8 volume written slab by slab: smooth-ish noise, or labels 0/1/2 of it."""
+    from bone_avizo.io import create_writer
+    from bone_avizo.volume import VolumeInfo
+
+    info = VolumeInfo(shape, np.uint8, name=path.stem)
+    rng = np.random.default_rng(seed)
+    base = rng.integers(1, 255, shape[1:], dtype=np.uint8)
+    with create_writer(path, info, overwrite=True) as writer:
+        for z0 in range(0, shape[0], 64):
+            n = min(64, shape[0] - z0)
+            slab = np.roll(base, z0, axis=1)[None].repeat(n, 0)
+            slab = (slab // 86).astype(np.uint8) if labels else slab
+            writer.write_slab(z0, slab)
+
+
+def bench_memory(args) -> dict:
+    folder = Path(args.workdir or tempfile.mkdtemp(prefix="bench_fit_mem_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = (args.slices, 1024, 1024)
+    try:
+        pairs = []
+        for k, ext in enumerate((".npy", ".npy", ".h5", ".h5")):
+            image, labels = folder / f"scan{k}{ext}", folder / f"scan{k}_labels{ext}"
+            _write_large(image, shape, k, labels=False)
+            _write_large(labels, shape, k, labels=True)
+            pairs.append((str(image), str(labels)))
+        gb = sum(os.path.getsize(p) for pair in pairs for p in pair) / 1e9
+        figures = {"scans": 4, "scan_shape": list(shape), "formats": ".npy (memory-mapped) x2, HDF5 x2",
+                   "data_on_disk_GB": round(gb, 2), "runs": []}
+        for batch in (2, 4):
+            child = [sys.executable, __file__, "memory-child", "--pairs", json.dumps(pairs), "--batch", str(batch),
+                     "--out", str(folder / "m.safetensors")]
+            t0 = time.perf_counter()
+            done = subprocess.run(child, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-3000:])
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            run.update(seconds=round(time.perf_counter() - t0, 1))
+            figures["runs"].append(run)
+        return figures
+    finally:
+        if not args.keep:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _vm_hwm_gib() -> float:
+    """Peak resident set of this process so far (GiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def memory_child(args) -> None:
+    import torch  # noqa: F401  (imported first: the baseline includes the libraries)
+
+    from bone_avizo.config import FitConfig
+    from bone_avizo.fit import fit_model
+
+    after_imports = _vm_hwm_gib()
+    pairs = json.loads(args.pairs)
+    config = FitConfig(encoder_depth=3, decoder_channels=(16, 16, 16), patch_size=256, batch_size=args.batch,
+                       steps_per_epoch=20, epochs=1, val_fraction=0.25, val_slices=4, in_channels=3, plot=False)
+    result = fit_model(pairs, config, output=args.out, overwrite=True)
+    print(json.dumps({"batch": f"{args.batch} slices x 4 patches of 256 px, 3 channels (2.5D)",
+                      "model": "unet/resnet18 encoder_depth 3, decoder (16,16,16)",
+                      "train_scans": result.metadata.training["train_scans"],
+                      "val_scans": result.metadata.training["val_scans"],
+                      "peak_rss_after_imports_GiB": round(after_imports, 3),
+                      "peak_rss_GiB": round(_vm_hwm_gib(), 3)}))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. real data
+def bench_real(args) -> dict:
+    import torch
+
+    from bone_avizo.config import FitConfig, PredictConfig
+    from bone_avizo.fit import fit_model
+    from bone_avizo.models import load_model
+    from bone_avizo.predict import predict_volume
+
+    sys.path.insert(0, str(ROOT))
+    import reference_labels
+
+    folder = Path(args.workdir or tempfile.mkdtemp(prefix="bench_fit_real_"))
+    reference_labels.main(["--out", str(folder)])
+    refs = json.loads((folder / "reference_labels.json").read_text())
+    config = FitConfig(patch_size=args.patch, batch_size=args.batch, steps_per_epoch=args.steps, epochs=args.epochs,
+                       val_fraction=0.0, class_names=("background", "bone"), plot=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model_path = folder / "lhdl_ti_2923.safetensors"
+    t0 = time.perf_counter()
+    fit = fit_model([(folder / "lhdl_ti_2923.npy", folder / "lhdl_ti_2923_labels.npy")], config,
+                    output=model_path, overwrite=True)
+    fit_s = time.perf_counter() - t0
+    image = np.load(folder / "lhdl_3155.npy")
+    ref = np.load(folder / "lhdl_3155_labels.npy")
+    pred = predict_volume(image, load_model(model_path), PredictConfig(backend="torch"))
+    labels = pred.labels.array
+    inter = np.logical_and(labels == 1, ref == 1).sum()
+    union = np.logical_or(labels == 1, ref == 1).sum()
+    # the classical pipeline applied to the prediction's input, for scale: Otsu vs itself is 1.0;
+    # a plain global threshold at the training scan's Otsu value shows how different the scans are
+    smooth = reference_labels.ndimage.gaussian_filter(image.astype(np.float32), 1.0)
+    cross = smooth > refs["lhdl_ti_2923"]["otsu_threshold"]
+    cross_iou = np.logical_and(cross, ref == 1).sum() / np.logical_or(cross, ref == 1).sum()
+    return {"train": "lhdl_Ti_2923_D_1 (495x257x257)", "test": "lhdl_3155_D_4_bc (200x200x200)",
+            "model": f"unet/resnet18, patch {args.patch}, batch {args.batch}x4, {args.epochs} epochs x "
+                     f"{args.steps} steps", "fit_seconds": round(fit_s, 1),
+            "final_train_loss": round(fit.history[-1]["train_loss"], 4),
+            "predict_seconds": round(pred.seconds, 1), "bone_iou_vs_weak_reference": round(float(inter / union), 4),
+            "bone_fraction_pred": round(float((labels == 1).mean()), 4),
+            "bone_fraction_ref": round(float((ref == 1).mean()), 4),
+            "threshold_from_training_scan_iou": round(float(cross_iou), 4), "workdir": str(folder)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("part", choices=("pipeline", "memory", "real", "memory-child"))
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=4, help="slices per batch (x 4 patches)")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--slices", type=int, default=1000, help="memory part: slices of 1024 x 1024 per scan")
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--keep", action="store_true", help="memory part: keep the generated files")
+    parser.add_argument("--pairs", default=None)
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.part != "memory-child" else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.part == "memory-child":
+        memory_child(args)
+        return 0
+    figures = {"pipeline": bench_pipeline, "memory": bench_memory, "real": bench_real}[args.part](args)
+    text = json.dumps(figures)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
