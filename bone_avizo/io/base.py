@@ -198,6 +198,10 @@ class VolumeWriter(ABC):
     def _save_done(self, z_end: int) -> None:
         """Persist that slices 0..z_end-1 are complete (resumable writers only)."""
 
+    def _before_commit(self) -> None:
+        """Last changes to the temporary output before it is closed and renamed (e.g. dropping the
+        resume point); OSError here is reported like a failed write."""
+
     # -- public API ----------------------------------------------------------------------
     def write_slab(self, z0: int, slab: np.ndarray) -> None:
         """Write slab (n, y, x) at z0; the dtype is cast to the writer's dtype when safe."""
@@ -215,13 +219,18 @@ class VolumeWriter(ABC):
     def mark_done(self, z_end: int) -> None:
         """Record that slices 0..z_end-1 are complete (a resume point for resumable formats)."""
         self.done_slices = max(self.done_slices, z_end)
-        self._save_done(self.done_slices)
+        try:
+            self._save_done(self.done_slices)
+        except OSError as exc:
+            raise OutputWriteError(f"writing {self.path} failed after slice {z_end - 1}: {exc.strerror or exc}; "
+                                   "check free disk space") from exc
 
     def commit(self) -> Path:
         """Close and rename the temporary output to the final path."""
         if self._closed:
             return self.path
         try:
+            self._before_commit()
             self._close()
             self._closed = True
             replace_path(self.temp_path, self.path)

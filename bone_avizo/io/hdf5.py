@@ -221,10 +221,9 @@ class Hdf5Writer(VolumeWriter):
             self._file = self._ds = None
             file.close()
 
-    def commit(self) -> Path:
-        if not self._closed and self._ds is not None:
+    def _before_commit(self) -> None:
+        if self._ds is not None:
             del self._ds.attrs[DONE_ATTR]  # a finished file needs no resume point
-        return super().commit()
 
 
 FORMATS = {

@@ -245,10 +245,9 @@ class ZarrWriter(VolumeWriter):
     def _close(self) -> None:
         self._array = None
 
-    def commit(self) -> Path:
-        if not self._closed and self._array is not None:
+    def _before_commit(self) -> None:
+        if self._array is not None:
             del self._array.attrs[DONE_ATTR]
-        return super().commit()
 
 
 FORMATS = {
