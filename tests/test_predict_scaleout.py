@@ -67,7 +67,11 @@ def files(tmp_path_factory):
                          arch_options=options)
     model_path = save_model(folder / "m.safetensors", model, meta)
     scan_path = save_volume(Volume(scan((10, 40, 52)), voxel_size=0.02), folder / "scan.h5")
-    return folder, model_path, scan_path
+    common = ["--model", model_path, "--input", scan_path, "--backend", "torch", "--slab-slices", "3",
+              "--threads", "1"]
+    single = folder / "single.h5"
+    assert subprocess.run(_cli(*common, "--output", single), env=_env(), capture_output=True).returncode == 0
+    return folder, common, load_volume(single).array
 
 
 def _cli(*args):
@@ -83,32 +87,26 @@ def _env(**extra):
 
 def test_two_ranks_without_rendezvous_equal_one_process(files):
     """Two processes with RANK/WORLD_SIZE (as SLURM or a scheduler would start them), file barrier."""
-    folder, model, scan_path = files
-    common = ["--model", model, "--input", scan_path, "--backend", "torch", "--slab-slices", "3", "--threads", "1"]
-    single = folder / "single.h5"
-    assert subprocess.run(_cli(*common, "--output", single), env=_env(), capture_output=True).returncode == 0
+    folder, common, single = files
     ranked = folder / "ranked.h5"
     procs = [subprocess.Popen(_cli(*common, "--output", ranked), env=_env(RANK=str(r), WORLD_SIZE="2"),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (1, 0)]
     outs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1].decode()[-2000:] for o in outs]
-    np.testing.assert_array_equal(load_volume(ranked).array, load_volume(single).array)
+    np.testing.assert_array_equal(load_volume(ranked).array, single)
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith("ranked")) == [
         "ranked.h5", "ranked.h5.config.json"]
 
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_equal_one_process(files):
-    folder, model, scan_path = files
-    common = ["--model", model, "--input", scan_path, "--backend", "torch", "--slab-slices", "3", "--threads", "1"]
-    single = folder / "single_t.h5"
-    assert subprocess.run(_cli(*common, "--output", single), env=_env(), capture_output=True).returncode == 0
+    folder, common, single = files
     out = folder / "torchrun.h5"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
            "bone_avizo.standalone", "predict", *map(str, common), "--output", str(out)]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    np.testing.assert_array_equal(load_volume(out).array, load_volume(single).array)
+    np.testing.assert_array_equal(load_volume(out).array, single)
 
 
 def test_several_ranks_refuse_fusion_and_in_memory_output(monkeypatch):
