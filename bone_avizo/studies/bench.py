@@ -67,11 +67,12 @@ class Cell:
 
 @dataclass(frozen=True)
 class BenchGrid:
-    """A checked grid: its cells (arch-major order), the common fit and prediction options, the study options."""
+    """A checked grid: its cells (arch-major order), the common fit options, the prediction options
+    (device and threads default to the fit's) and the study options."""
 
     cells: tuple[Cell, ...]
     fit: FitConfig
-    predict: PredictConfig | None
+    predict: PredictConfig
     options: Any  # BenchConfig
 
     def axes(self) -> dict[str, list]:
@@ -130,7 +131,7 @@ def load_grid(source: str | Path | Mapping[str, Any], *, options=None) -> BenchG
     predict = grid.get("predict")
     if predict is not None and not isinstance(predict, Mapping):
         raise ConfigError("grid: 'predict' must be a mapping of PredictConfig options, e.g. {\"backend\": \"torch\"}")
-    predict = PredictConfig.from_dict(predict) if predict is not None else None
+    predict = PredictConfig.from_dict({"device": fit.device, "threads": fit.threads, **(predict or {})})
     if options is None:
         options = BenchConfig.from_dict({p.name: grid[p.name] for p in BENCH_SPEC if p.name in grid})
     cells = tuple(Cell(a, e, p) for a, e, p in itertools.product(archs, encoders, patches))

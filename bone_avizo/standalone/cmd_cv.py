@@ -1,0 +1,131 @@
+"""``cv``: scan-level k-fold cross-validation with replicates (train each fold, score its held-out scans).
+
+    python -m bone_avizo.standalone cv --images a.tif b.tif c.tif d.tif e.tif --labels a_l.tif ... \\
+        --folds 5 --replicates 3 --output cv_study --epochs 25 --patch-size 256
+    python -m bone_avizo.standalone cv ... --output cv_study          # rerun: finished folds are skipped
+    torchrun --nproc_per_node 4 -m bone_avizo.standalone cv ...       # folds spread over 4 processes
+    python -m bone_avizo.standalone cv --output cv_study --merge-only # summarise what the ranks wrote
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from bone_avizo.config import FIT_SPEC, FitConfig, PredictConfig, load_config_file
+from bone_avizo.errors import ConfigError
+from bone_avizo.standalone.common import parse_options
+from bone_avizo.standalone.progressbar import progress_bar
+from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
+
+HELP = "k-fold cross-validation over scans: train every fold, score its held-out scans (IoU)"
+log = logging.getLogger(__name__)
+
+STUDY_FIT_SPEC = tuple(p for p in FIT_SPEC if p.name not in ("folds", "fold"))
+
+
+def add_scan_arguments(group, prefix: str = "", what: str = "scans") -> None:
+    """--<prefix>images / --<prefix>labels: parallel lists of image and label volumes."""
+    group.add_argument(f"--{prefix}images", nargs="+", metavar="VOLUME", default=[],
+                       help=f"{what}: files in any supported format or folders of TIFF slices")
+    group.add_argument(f"--{prefix}labels", nargs="+", metavar="VOLUME", default=[],
+                       help=f"label volumes of the {what} (classes 0..N-1), one per image, same order")
+
+
+def add_study_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The inputs/outputs every study command has; returns the group for more inputs."""
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("--image-option", action="append", metavar="KEY=VALUE",
+                    help="reader option for the scans, e.g. dataset=/volume for HDF5")
+    io.add_argument("--label-option", action="append", metavar="KEY=VALUE",
+                    help="reader option for the label volumes")
+    io.add_argument("--output", required=True, metavar="DIR",
+                    help="study folder: one folder per task (model, logs, result) and the merged tables")
+    io.add_argument("--overwrite", action="store_true",
+                    help="replace a study of other options in --output (a rerun of the same study resumes)")
+    io.add_argument("--predict-option", action="append", metavar="KEY=VALUE",
+                    help="prediction option for scoring the test scans, e.g. backend=torch or tta=flips "
+                         "(default: the fit's device and threads)")
+    ranks = parser.add_argument_group("ranks (torchrun)")
+    ranks.add_argument("--no-merge", action="store_true",
+                       help="run this rank's tasks only; merge later with --merge-only")
+    ranks.add_argument("--merge-only", action="store_true",
+                       help="train nothing: merge the finished task results in --output into the tables")
+    ranks.add_argument("--wait-timeout", type=float, default=0.0, metavar="SECONDS",
+                       help="how long rank 0 waits for the other ranks' results before merging (0: no limit)")
+    return io
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    io = add_study_arguments(parser)
+    add_scan_arguments(io)
+    io.add_argument("--image-folders", metavar="DIR", help="BONe's layout: a folder holding one folder of "
+                    "TIFF slices per scan (a folder named _Scan takes its parent's name)")
+    io.add_argument("--mask-folders", metavar="DIR", help="BONe's layout: the parallel folder of mask folders")
+    from bone_avizo.studies.cv import CV_SPEC
+
+    add_spec_arguments(parser, CV_SPEC + STUDY_FIT_SPEC)
+
+
+def scan_specs(images, labels, args: argparse.Namespace, what: str = "scans"):
+    from bone_avizo.fit import pair_specs
+
+    if not images and not labels:
+        return []
+    if not images or not labels:
+        raise ConfigError(f"{what}: give both the images and the labels ({len(images)} images, {len(labels)} "
+                          "label volumes)")
+    return pair_specs(images, labels, image_options=parse_options(args.image_option, "--image-option"),
+                      label_options=parse_options(args.label_option, "--label-option"))
+
+
+def _scans(args: argparse.Namespace):
+    from bone_avizo.fit import discover_scan_folders
+
+    scans = scan_specs(args.images, args.labels, args)
+    if bool(args.image_folders) != bool(args.mask_folders):
+        raise ConfigError("--image-folders and --mask-folders go together; give both")
+    if args.image_folders:
+        scans += discover_scan_folders(args.image_folders, args.mask_folders)
+    if not scans:
+        raise ConfigError("no scans: give --images and --labels (or --image-folders/--mask-folders)")
+    return scans
+
+
+def predict_config(args: argparse.Namespace, fit: FitConfig, file_values: dict | None = None) -> PredictConfig:
+    """Prediction options: the fit's device and threads <- the config file's 'predict' <- --predict-option."""
+    values = {"device": fit.device, "threads": fit.threads}
+    section = (file_values or {}).get("predict") or {}
+    if not isinstance(section, dict):
+        raise ConfigError("the config file's 'predict' must be a mapping of prediction options")
+    values.update(section)
+    values.update(parse_options(args.predict_option, "--predict-option"))
+    return PredictConfig.from_dict(values)
+
+
+def report(result, table, label: str) -> int:
+    """Print the merged table and the files written (rank 0), or what this rank did."""
+    if result.summary is None:
+        print(f"{label}: ran {len(result.tasks_run)} task(s) ({', '.join(result.tasks_run) or 'none'}) in "
+              f"{result.output}; rank 0 merges (or run with --merge-only)")
+        return 0
+    print(table(result.summary), end="")
+    for path in result.paths.values():
+        print(f"wrote {path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from bone_avizo.studies.cv import CVConfig, merge_cv, run_cv, summary_table
+
+    if args.merge_only:
+        return report(merge_cv(Path(args.output)), summary_table, "cv")
+    file_values = load_config_file(args.config) if args.config else {}
+    fit = config_from_args(FitConfig, args, folds=0, fold=0)
+    options = config_from_args(CVConfig, args)
+    predict = predict_config(args, fit, file_values)
+    with progress_bar("cv") as bar:
+        result = run_cv(_scans(args), fit, options, output=Path(args.output), predict=predict,
+                        overwrite=args.overwrite, merge=not args.no_merge, wait_timeout_s=args.wait_timeout,
+                        progress=bar)
+    return report(result, summary_table, "cv")
