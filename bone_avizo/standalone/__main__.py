@@ -31,7 +31,13 @@ def _available_commands() -> dict[str, object]:
 
 
 class _OneLineErrorParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (the flag, what is wrong, where to look) and exit 2."""
+    """argparse whose usage errors are one line (the flag, what is wrong, where to look) and exit 2.
+
+    Abbreviated flags are refused: a flag added later must not change what a user's script means."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -49,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _available_commands().items():
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
-        cmd.set_defaults(_run=module.run)
+        cmd.set_defaults(_run=module.run, _parser=cmd)
     return parser
 
 
@@ -93,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # reported by the command's parser, whose --help lists its flags
+            args._parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as exc:  # argparse already printed its one-line usage error
         return int(exc.code or 0) if exc.code in (0, None) else 2
     with _logging_to_stderr(args.verbose, args.quiet):

@@ -21,17 +21,30 @@ def wants_bar() -> bool:
     return bool(isatty and isatty()) and logging.getLogger("bone_avizo").isEnabledFor(logging.INFO)
 
 
+def _console_loggers() -> list[logging.Logger]:
+    """bone_avizo's and the root logger, where they print to the terminal (the CLI's handlers)."""
+    return [logger for logger in (logging.getLogger("bone_avizo"), logging.getLogger())
+            if any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+                   for h in logger.handlers)]
+
+
+def _not_info(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.INFO
+
+
 @contextmanager
 def progress_bar(label: str):
     """Yield a progress callback ``(done, total, message) -> None``: tqdm on a TTY, silent otherwise.
 
     A new phase of the work (its total changes, or its count starts again) restarts the bar, so
-    the ETA is that of the current phase."""
+    the ETA is that of the current phase. While the bar is drawn, log messages are printed above
+    it, and the core's periodic progress lines are left out (the bar shows the same)."""
     if not wants_bar():
         yield _silent
         return
     try:
         from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
     except ImportError:
         yield _silent
         return
@@ -43,7 +56,11 @@ def progress_bar(label: str):
         bar.set_description(f"{label}: {message}", refresh=False)
         bar.update(done - bar.n)
 
+    progress_log = logging.getLogger("bone_avizo.progress")
+    progress_log.addFilter(_not_info)
     try:
-        yield update
+        with logging_redirect_tqdm(_console_loggers(), tqdm_class=tqdm):
+            yield update
     finally:
+        progress_log.removeFilter(_not_info)
         bar.close()
