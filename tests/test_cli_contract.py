@@ -3,6 +3,7 @@ one-line refusals of bad input with exit code 2 naming the flag, progress bars a
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -324,3 +325,24 @@ def test_verbosity_flags_set_the_log_levels_for_one_command(flags, package_level
     assert ("DEBUG bone_avizo.test: a debug message" in err) == (package_level == logging.DEBUG)
     assert ("INFO bone_avizo.test: an info message" in err) == (package_level <= logging.INFO)
     assert logging.getLogger().level == root_before and logging.getLogger("bone_avizo").handlers == []
+
+
+# -- resolved configuration files ---------------------------------------------------------------------
+def test_phantom_records_its_options_and_the_record_reproduces_it(tmp_path, capsys):
+    first = ["--output", tmp_path / "a.tif", "--labels", tmp_path / "a_labels.tif"]
+    assert main(["-q", "phantom", *map(str, first), "--shape", "7", "32", "29", "--seed", "5", "--noise", "0.2"]) == 0
+    record = tmp_path / "a.tif.config.json"
+    options = json.loads(record.read_text())["options"]
+    assert (options["shape"], options["seed"], options["noise"]) == ([7, 32, 29], 5, 0.2)
+    again = ["--output", tmp_path / "b.tif", "--labels", tmp_path / "b_labels.tif", "--config", record]
+    assert main(["-q", "phantom", *map(str, again)]) == 0
+    assert (tmp_path / "a.tif").read_bytes() == (tmp_path / "b.tif").read_bytes()
+
+
+def test_iou_records_its_inputs_and_options_beside_the_report(tiny, tmp_path, capsys):
+    report = tmp_path / "iou.json"
+    assert main(["iou", "--prediction", tiny["labels1"], "--reference", tiny["labels2"], "--report", str(report),
+                 "--num-classes", "3"]) == 0
+    record = json.loads((tmp_path / "iou.json.config.json").read_text())
+    assert record["command"] == "iou" and record["options"]["num_classes"] == 3
+    assert record["inputs"] == [{"prediction": tiny["labels1"], "reference": tiny["labels2"], "roi": None}]

@@ -6,12 +6,13 @@ import dataclasses
 import logging
 from pathlib import Path
 
+from bone_avizo import __version__
 from bone_avizo.config import IOU_SPEC, IoUConfig
 from bone_avizo.errors import ConfigError, OutputWriteError
 from bone_avizo.io import open_volume
 from bone_avizo.metrics import IoUResult, compute_iou, format_table, pool_results
 from bone_avizo.metrics.report import write_csv, write_json, write_slice_csv
-from bone_avizo.standalone.common import existing_path, parse_options
+from bone_avizo.standalone.common import existing_path, parse_options, resolved_config_path, write_json_atomic
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -87,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     written = []
     if args.report:
         written.append(write_json(result, args.report))
+        write_json_atomic(resolved_config_path(Path(args.report)), {
+            "command": "iou", "version": __version__, "inputs": [r.inputs for r in results],
+            "options": config.to_dict()})
     if args.csv:
         written.append(write_csv(result, args.csv))
     if args.slice_csv:

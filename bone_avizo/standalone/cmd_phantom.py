@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bone_avizo import __version__
 from bone_avizo.phantom import PHANTOM_SPEC, PhantomConfig, write_phantom
-from bone_avizo.standalone.common import int_in_range, output_path
+from bone_avizo.standalone.common import int_in_range, output_path, resolved_config_path, write_json_atomic
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -38,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
     with progress_bar("phantom") as bar:
         image, labels = write_phantom(config, *outputs, overwrite=args.overwrite, slab_slices=args.slab_slices,
                                       progress=bar)
+    write_json_atomic(resolved_config_path(image), {"command": "phantom", "version": __version__,
+                                                    "output": str(image), "labels": str(labels),
+                                                    "options": config.to_dict()})
     z, y, x = config.shape
     print(f"phantom {z}x{y}x{x} (z, y, x) {config.dtype}, seed {config.seed}: image {image}, labels {labels}",
           file=sys.stdout)
