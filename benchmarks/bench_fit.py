@@ -160,7 +160,11 @@ def bench_memory(args) -> dict:
 
 
 def _vm_hwm_gib() -> float:
-    """Peak resident set of this process so far (GiB)."""
+    """Peak resident set of this process so far (GiB): VmHWM, which starts afresh at exec (ru_maxrss of a
+    child also carries the RSS its parent had when it forked)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024 ** 2
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
 
 

@@ -14,7 +14,7 @@ from bone_avizo.data.sampling import SliceReader, SliceRef, crop_positions, even
 from bone_avizo.data.scans import (ScanSpec, check_patch_fits, discover_scan_folders, open_scans, pair_specs,
                                    resolve_num_classes, scan_name)
 from bone_avizo.data.split import fraction_split, kfold_splits, make_split
-from bone_avizo.errors import ConfigError, InputFileError, LabelError, ShapeMismatchError
+from bone_avizo.errors import ConfigError, InputFileError, InvalidVolumeError, LabelError, ShapeMismatchError
 from bone_avizo.io.base import ArraySource
 
 
@@ -31,6 +31,14 @@ def _scan(tmp_path, name, shape=(5, 40, 48), value=None, labels=None, seed=0):
 
 
 # ---- scans and checks -------------------------------------------------------------------------
+def test_nan_voxels_are_refused(tmp_path):
+    image = np.ones((5, 40, 48), np.float32)
+    image[3, 2, 2] = np.inf
+    spec = ScanSpec(_save(tmp_path / "i.npy", image), _save(tmp_path / "l.npy", np.zeros((5, 40, 48), np.uint8)))
+    with pytest.raises(InvalidVolumeError, match=r"i contains NaN or infinite values \(the first in slice z=3\)"):
+        open_scans([spec])
+
+
 def test_open_scans_summarises_labels(tmp_path):
     labels = np.zeros((5, 40, 48), np.uint8)
     labels[2, 3:5, 7] = 2
@@ -83,8 +91,14 @@ def test_patch_must_fit_and_the_error_suggests_a_size(tmp_path):
 def test_pair_specs_and_names(tmp_path):
     with pytest.raises(ConfigError, match="2 image volume.*1 label"):
         pair_specs(["a.npy", "b.npy"], ["c.npy"])
-    specs = pair_specs(["x/a.tif", "y/a.tif"], ["x/l.tif", "y/l.tif"])
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        for name in ("a.tif", "l.tif"):
+            (tmp_path / folder / name).write_bytes(b"")
+    specs = pair_specs([tmp_path / "x/a.tif", tmp_path / "y/a.tif"], [tmp_path / "x/l.tif", tmp_path / "y/l.tif"])
     assert [s.name for s in specs] == ["a", "a_2"]
+    with pytest.raises(InputFileError, match="--val-labels: .*nope.tif does not exist"):
+        pair_specs([tmp_path / "x/a.tif"], [tmp_path / "nope.tif"], flags=("--val-images", "--val-labels"))
     folder = tmp_path / "Mouse1" / "_Scan"
     folder.mkdir(parents=True)
     assert scan_name(folder) == "Mouse1"
@@ -286,3 +300,20 @@ def test_bounded_source_reopens_and_returns_copies(tmp_path):
     np.testing.assert_array_equal(source.read_plane(2, 3), vol[:, :, 3])
     source.close()
     np.testing.assert_array_equal(source.read_region(slice(1, 3), slice(0, 4), slice(5, 6)), vol[1:3, 0:4, 5:6])
+
+
+def test_worker_processes_give_the_same_batches(tmp_path):
+    specs = _tagged_specs(tmp_path, [10, 20])
+    stats = [NormStats(0.0, 1.0, 0.0, 255.0, 1)] * 2
+    settings = PatchSettings(patch_size=32, patches_per_slice=2, context=3, normalization="minmax", seed=3)
+    dataset = PatchDataset(specs, stats, settings, augmenter=Augmenter("minmax", extras=("noise", "scale")))
+    refs = slices_of(0, (6, 40, 40), [0]) + slices_of(1, (6, 40, 40), [0])
+    sampler = EpochSampler(refs, seed=3, steps=3, batch_size=2)
+    batches = {}
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=2, sampler=sampler, collate_fn=collate_patches,
+                                             num_workers=workers)
+        batches[workers] = list(loader)
+    for (a_img, a_lab), (b_img, b_lab) in zip(batches[0], batches[2]):
+        assert torch.equal(a_img, b_img) and torch.equal(a_lab, b_lab)
+    assert len(batches[2]) == 3

@@ -212,3 +212,18 @@ def test_loss_parsing():
     assert parse_loss("focal-tversky") == [(1.0, "focal_tversky")]
     with pytest.raises(ConfigError, match="jaccard, dice"):
         parse_loss("bce")
+
+
+def test_a_failed_checkpoint_write_is_an_output_error(tmp_path, monkeypatch):
+    import errno
+
+    from bone_avizo.errors import OutputWriteError
+    from bone_avizo.fit.checkpoint import save_checkpoint
+
+    def full(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OutputWriteError, match="cannot write checkpoint .*c.ckpt: No space left on device"):
+        save_checkpoint(tmp_path / "c.ckpt", {"epoch": 1})
+    assert not list(tmp_path.iterdir())

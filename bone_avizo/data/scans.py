@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bone_avizo.data.normalize import NormStats, scan_stats
-from bone_avizo.errors import ConfigError, InputFileError, LabelError, ShapeMismatchError
+from bone_avizo.data.normalize import NormStats, StatsAccumulator
+from bone_avizo.errors import ConfigError, InputFileError, InvalidVolumeError, LabelError, ShapeMismatchError
 from bone_avizo.data.lazy import BoundedSource
 from bone_avizo.io.base import VolumeSource
 
@@ -65,11 +65,17 @@ def scan_name(path: str | os.PathLike) -> str:
 
 
 def pair_specs(images: Sequence[str | os.PathLike], labels: Sequence[str | os.PathLike], *,
-               image_options: dict | None = None, label_options: dict | None = None) -> list[ScanSpec]:
-    """ScanSpecs from parallel lists of image and label paths; names made unique."""
+               image_options: dict | None = None, label_options: dict | None = None,
+               flags: tuple[str, str] = ("--images", "--labels")) -> list[ScanSpec]:
+    """ScanSpecs from parallel lists of image and label paths; names made unique. A missing path is
+    an InputFileError naming its option (``flags``: the names of the image and label options)."""
     if len(images) != len(labels):
         raise ConfigError(f"{len(images)} image volume(s) but {len(labels)} label volume(s); give one label "
                           "volume per image volume, in the same order")
+    for paths, flag in zip((images, labels), flags):
+        for path in paths:
+            if not Path(path).exists():
+                raise InputFileError(f"{flag}: {path} does not exist; check the path")
     specs = [ScanSpec(i, l, image_options=dict(image_options or {}), label_options=dict(label_options or {}))
              for i, l in zip(images, labels)]
     return unique_names(specs)
@@ -191,6 +197,20 @@ def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) 
     return LabelSummary(max_label, counts, fg)
 
 
+def image_stats(source: VolumeSource, *, where: str) -> NormStats:
+    """Normalisation statistics over voxels > 0 (streamed), refusing NaN or infinite voxels."""
+    acc = StatsAccumulator()
+    step = pass_slices(source.shape)
+    for z0 in range(0, source.shape[0], step):
+        slab = source.read_slab(z0, min(source.shape[0], z0 + step))
+        if slab.dtype.kind == "f" and not np.isfinite(slab).all():
+            first = z0 + int(np.flatnonzero(~np.isfinite(slab).reshape(slab.shape[0], -1).all(1))[0])
+            raise InvalidVolumeError(f"{where} contains NaN or infinite values (the first in slice z={first}); "
+                                     "replace them (e.g. numpy.nan_to_num) before training")
+        acc.add(slab)
+    return acc.result()
+
+
 def _open_pair(spec: ScanSpec) -> tuple[VolumeSource, VolumeSource]:
     image = BoundedSource(spec.image, **spec.image_options)
     try:
@@ -212,7 +232,7 @@ def open_scan(spec: ScanSpec, index: int = 0) -> Scan:
     image, labels = _open_pair(spec)
     try:
         summary = summarize_labels(labels, where=f"scan {spec.name} ({spec.labels})")
-        stats = scan_stats(image, slab_slices=pass_slices(image.shape))
+        stats = image_stats(image, where=spec.name)
     finally:
         image.close()  # BoundedSources reopen on the next read: nothing stays mapped meanwhile
         labels.close()

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bone_avizo.errors import ConfigError, CorruptFileError, InputFileError
+from bone_avizo.errors import ConfigError, CorruptFileError, InputFileError, OutputWriteError
 from bone_avizo.io.base import partial_path, remove_path, replace_path
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,23 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     try:
         torch.save(dict(state, checkpoint_version=CHECKPOINT_VERSION), temp)
         replace_path(temp, path)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+        remove_path(temp)
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _disk_reason(exc)
+        raise OutputWriteError(f"cannot write checkpoint {path}: {reason}; check the folder's permissions "
+                               "and free space") from exc
     except BaseException:
         remove_path(temp)
         raise
     return path
+
+
+def _disk_reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    for known in ("No space left on device", "Permission denied", "Disk quota exceeded"):
+        if known.lower() in text.lower():
+            return known
+    return text[:200]
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -49,11 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser, FIT_SPEC)
 
 
-def _specs(images, labels, args):
+def _specs(images, labels, args, flags=("--images", "--labels")):
     from bone_avizo.fit import pair_specs
 
     return pair_specs(images, labels, image_options=parse_options(args.image_option, "--image-option"),
-                      label_options=parse_options(args.label_option, "--label-option")) if images or labels else []
+                      label_options=parse_options(args.label_option, "--label-option"),
+                      flags=flags) if images or labels else []
 
 
 def _inputs(args: argparse.Namespace):
@@ -64,7 +65,7 @@ def _inputs(args: argparse.Namespace):
         raise ConfigError("--image-folders and --mask-folders go together; give both")
     if args.image_folders:
         train += discover_scan_folders(args.image_folders, args.mask_folders)
-    validation = _specs(args.val_images, args.val_labels, args)
+    validation = _specs(args.val_images, args.val_labels, args, ("--val-images", "--val-labels"))
     return train, validation
 
 
