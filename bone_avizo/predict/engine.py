@@ -25,8 +25,8 @@ from bone_avizo.config import Plane, PredictConfig
 from bone_avizo.data.context import check_context, context_indices, halo
 from bone_avizo.data.normalize import NormStats, normalize, scan_stats
 from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
-from bone_avizo.io import create_writer
-from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path
+from bone_avizo.io import create_writer, detect_format, get_format
+from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend, resolve_device
 from bone_avizo.predict.fusion import FusionBuffer
@@ -216,6 +216,34 @@ def _quantise(probabilities: torch.Tensor, scale: int = 255) -> torch.Tensor:
     return out.to(torch.uint8) if scale <= 255 else out.to(torch.int32)
 
 
+def _finished_outputs(paths: list[Path]) -> set[Path]:
+    """When resuming: the outputs a killed run had already finished (it was killed between committing its
+    outputs, or after committing them all). They are kept as they are, if every other output of the job is
+    still a resumable partial one; otherwise an existing output is refused as usual."""
+    if not all(get_format(detect_format(p, for_writing=True)).writer.resumable for p in paths):
+        return set()
+    finished = {p for p in paths if p.exists() and not partial_path(p).exists()}
+    pending = [p for p in paths if partial_path(p).exists()]
+    return finished if len(finished) + len(pending) == len(paths) else set()
+
+
+class _KeptOutput:
+    """A finished output of the run being resumed: nothing is written to it, commit leaves it as it is."""
+
+    def __init__(self, path: Path, info: VolumeInfo):
+        self.path, self.info, self.done_slices = path, info, info.shape[0]
+        log.info("resuming: %s is already complete", path)
+
+    def write_slab(self, z0: int, slab: np.ndarray) -> None:
+        pass
+
+    def mark_done(self, z_end: int) -> None:
+        pass
+
+    def commit(self) -> Path:
+        return self.path
+
+
 class _Outputs:
     """The label writer and optional probability writers, opened before any work is done."""
 
@@ -231,16 +259,18 @@ class _Outputs:
             self.probs = [stack.enter_context(MemoryWriter(prob_info.with_(name=f"{info.name}_prob_{n}")))
                           for n in plan.class_names] if plan.config.probabilities else []
             return
-        self.labels = stack.enter_context(create_writer(self.output, label_info, overwrite=overwrite,
-                                                        resume=resume))
-        self.probs = []
         if plan.config.probabilities:
-            for name in plan.class_names:
-                path = probability_path(self.output, name)
-                self.probability_paths.append(path)
-                self.probs.append(stack.enter_context(create_writer(
-                    path, prob_info.with_(name=f"{info.name}_prob_{name}"), overwrite=overwrite,
-                    resume=resume)))
+            self.probability_paths = [probability_path(self.output, name) for name in plan.class_names]
+        kept = _finished_outputs([self.output, *self.probability_paths]) if resume else set()
+
+        def writer(path: Path, path_info: VolumeInfo):
+            if path in kept:
+                return _KeptOutput(path, path_info)
+            return stack.enter_context(create_writer(path, path_info, overwrite=overwrite, resume=resume))
+
+        self.labels = writer(self.output, label_info)
+        self.probs = [writer(path, prob_info.with_(name=f"{info.name}_prob_{name}"))
+                      for path, name in zip(self.probability_paths, plan.class_names)]
 
     @property
     def done_slices(self) -> int:
