@@ -125,7 +125,7 @@ def _marker_bar(log_fd: int, step_delay: float):
     return progress_bar
 
 
-def _child_main(argv: list[str], log_path: str, step_delay: float) -> None:
+def _child_main(argv: list[str], log_path: str, step_delay: float, prepare) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
@@ -136,6 +136,8 @@ def _child_main(argv: list[str], log_path: str, step_delay: float) -> None:
     from bone_avizo.standalone.__main__ import main
 
     cmd_fit.progress_bar = cmd_predict.progress_bar = _marker_bar(fd, step_delay)
+    if prepare is not None:
+        prepare()
     try:
         code = main(argv)
     except BaseException:  # noqa: BLE001 - a child must never return into the test runner
@@ -145,12 +147,12 @@ def _child_main(argv: list[str], log_path: str, step_delay: float) -> None:
     os._exit(code)
 
 
-def start_cli_child(argv: list[str], log_path: Path, *, step_delay: float = 0.0):
+def start_cli_child(argv: list[str], log_path: Path, *, step_delay: float = 0.0, prepare=None):
     """The CLI in a forked child process (this process's imports are reused, so it starts in
-    milliseconds) with stdout and stderr appended to ``log_path``; returns the Process (kill() sends
-    SIGKILL)."""
+    milliseconds) with stdout and stderr appended to ``log_path``; ``prepare()`` runs in the child first.
+    Returns the Process (kill() sends SIGKILL)."""
     process = multiprocessing.get_context("fork").Process(
-        target=_child_main, args=([str(a) for a in argv], str(log_path), step_delay), daemon=True)
+        target=_child_main, args=([str(a) for a in argv], str(log_path), step_delay, prepare), daemon=True)
     process.start()
     return process
 

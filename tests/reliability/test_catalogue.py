@@ -332,6 +332,11 @@ def output_exists(ctx):
     return ctx.predict(ctx.scan())
 
 
+def resume_onto_older_output(ctx):
+    write_scan(ctx.path("labels.h5"), seed=9)
+    return ctx.predict(ctx.scan(), "--resume", "--probabilities", output="labels.h5")
+
+
 def output_folder_missing(ctx):
     return ctx.predict(ctx.scan(), output="no/such/folder/labels.tif")
 
@@ -648,6 +653,9 @@ CATALOGUE: tuple[Row, ...] = (
     Row("output-exists", "predict", "an output that already exists (no --overwrite)",
         "output <dir>/labels.tif already exists; choose another name or allow overwriting (--overwrite)",
         output_exists),
+    Row("resume-onto-older-output", "predict", "--resume onto an existing output that no partial job goes with",
+        "output <dir>/labels.h5 already exists; choose another name or allow overwriting (--overwrite)",
+        resume_onto_older_output),
     Row("output-folder-missing", "predict", "an output in a folder that does not exist",
         "--output: folder <dir>/no/such/folder does not exist; create it first",
         output_folder_missing),
