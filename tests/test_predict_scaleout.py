@@ -118,3 +118,22 @@ def test_several_ranks_refuse_fusion_and_in_memory_output(monkeypatch):
     with pytest.raises(ConfigError, match="one process"):
         predict_volume(scan(), fake_loaded(), PredictConfig(backend="torch", planes=("xy", "xz")),
                        output="/tmp/never.h5")
+
+
+def test_file_barrier_accepts_only_this_jobs_markers_and_stops_on_a_failed_rank(tmp_path, monkeypatch):
+    from bone_avizo.errors import BoneAvizoError
+    from bone_avizo.predict.distributed import barrier, marker
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    parts = [tmp_path / "out.h5.part0of2.h5", tmp_path / "out.h5.part1of2.h5"]
+    marker(parts[0], "done").write_text("job-a")
+    marker(parts[1], "done").write_text("job-b")  # left by another job
+    with pytest.raises(BoneAvizoError, match="did not finish"):
+        barrier(Ranks(0, 2), parts, fingerprint="job-a", timeout_s=1.0)
+    marker(parts[1], "failed").write_text("OutputWriteError: disk full")
+    with pytest.raises(BoneAvizoError, match="another rank failed.*disk full"):
+        barrier(Ranks(0, 2), parts, fingerprint="job-a", timeout_s=30.0)
+    marker(parts[1], "failed").unlink()
+    marker(parts[1], "done").write_text("job-a")
+    barrier(Ranks(0, 2), parts, fingerprint="job-a", timeout_s=1.0)
+    barrier(Ranks(1, 2), [], fingerprint="job-a")  # other ranks do not wait without a rendezvous

@@ -30,8 +30,9 @@ from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_ou
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend, resolve_device
 from bone_avizo.predict.fusion import FusionBuffer
-from bone_avizo.predict.distributed import (PartWriter, barrier, current_ranks, merge_parts, owned_blocks,
-                                            part_path, remove_parts)
+from bone_avizo.predict.backends import weights_digest
+from bone_avizo.predict.distributed import (PartWriter, barrier, current_ranks, job_fingerprint, merge_parts,
+                                            owned_blocks, part_path, remove_parts)
 from bone_avizo.predict.parallel import map_blocks
 from bone_avizo.predict.streams import BackgroundWriter
 from bone_avizo.predict.tiling import Tiler, TileGrid
@@ -106,6 +107,7 @@ class _Plan:
             check_context(source.shape[PLANE_AXIS[plane]], self.context)
         self.tile = config.tile_size or int(meta.patch_size)
         self.ranks = current_ranks()
+        self.model_digest = ""  # set for ranked jobs: part files name the weights they came from
         self.devices = self._devices(config)
         self.device = self.devices[0]
         self.backend = self._backend_name(config.backend)
@@ -301,6 +303,8 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
     loaded = _load(model)
     plan = _Plan(source, loaded, config)
     _check_job(plan, output, overwrite)
+    if plan.ranks.distributed:
+        plan.model_digest = weights_digest(loaded.module)
     start = time.perf_counter()
     with ExitStack() as stack, _torch_threads(config.threads):
         outputs = None if plan.ranks.rank else _Outputs(stack, source.info, plan, output, overwrite=overwrite,
@@ -426,8 +430,11 @@ def _predict_ranked(source, plan: _Plan, stats, backends, outputs: _Outputs | No
     """This rank's blocks into its part file; then rank 0 merges every part into the output."""
     ranks = plan.ranks
     blocks = _blocks(source.shape[0], plan.slab_images(Plane.XY, source.dtype.itemsize))
+    fingerprint = job_fingerprint(plan.model_digest, {k: v for k, v in plan.config.to_dict().items()
+                                                      if k != "resume"},
+                                  source.info.shape, str(source.info.dtype), stats.to_dict(), blocks)
     part = PartWriter(part_path(output, ranks), source.shape, plan.num_classes,
-                      probabilities=plan.config.probabilities, resume=plan.config.resume)
+                      probabilities=plan.config.probabilities, resume=plan.config.resume, fingerprint=fingerprint)
     try:
         todo = [b for b in owned_blocks(blocks, ranks) if b not in part.done]
         log.info("rank %d of %d: %d of %d blocks to predict", ranks.rank, ranks.world, len(todo), len(blocks))
@@ -436,9 +443,10 @@ def _predict_ranked(source, plan: _Plan, stats, backends, outputs: _Outputs | No
             part.write(block, labels, quantised)
             tracker.advance((block[1] - block[0]) * ranks.world)
         part.finish()
-    finally:
-        part.close()
-    barrier(ranks, [part_path(output, ranks, r) for r in range(ranks.world)])
+    except BaseException as exc:
+        part.fail(exc)
+        raise
+    barrier(ranks, [part_path(output, ranks, r) for r in range(ranks.world)], fingerprint=fingerprint)
     if outputs is not None:
         merge_parts(output, ranks, blocks, outputs.write)
 

@@ -7,6 +7,7 @@ import logging
 from bone_avizo import __version__
 from bone_avizo.config import PREDICT_SPEC, PredictConfig
 from bone_avizo.io import open_volume
+from bone_avizo.predict.distributed import current_ranks
 from bone_avizo.standalone.common import (existing_path, output_path, parse_options, resolved_config_path,
                                           write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         with progress_bar("predict") as bar:
             result = predict_volume(source, loaded, config, output=args.output,
                                     overwrite=args.overwrite, progress=bar)
+    if current_ranks().rank:  # under torchrun/SLURM, rank 0 reports for the job
+        return 0
     write_json_atomic(resolved_config_path(result.output), {
         "command": "predict", "version": __version__, "model": str(model_path), "input": str(input_path),
         "output": str(result.output), "options": config.to_dict(),
