@@ -134,6 +134,7 @@ def throughput(args) -> dict:
 def _engine_variants(args):
     common = dict(device=args.device)
     yield "default", PredictConfig(**common)
+    yield "tile=patch 256", PredictConfig(tile_size=256, **common)
     if args.device == "cpu":
         yield "backend=torch", PredictConfig(backend="torch", **common)
         yield "bf16 (torch)", PredictConfig(backend="torch", precision="bf16", **common)
@@ -222,11 +223,14 @@ def seams(args) -> dict:
     whole_tile = -(-max(volume.shape[1:]) // 32) * 32
     whole = predict_volume(volume, loaded, PredictConfig(tile_size=whole_tile, backend="torch")).labels.array
     rows = {}
-    for blend in ("gaussian", "cosine", "constant"):
-        for overlap in (0.0, 0.25, 0.5):
-            cfg = PredictConfig(blend=blend, overlap=overlap, backend="torch")
-            tiled = predict_volume(volume, loaded, cfg).labels.array
-            rows[f"{blend}, overlap {overlap}"] = float((tiled != whole).mean())
+    patch = loaded.metadata.patch_size
+    for tile in (0, patch):
+        for blend in ("gaussian", "cosine", "constant"):
+            for overlap in (0.0, 0.25, 0.5):
+                cfg = PredictConfig(tile_size=tile, blend=blend, overlap=overlap, backend="torch")
+                result = predict_volume(volume, loaded, cfg)
+                name = f"tile {result.tile}{' (auto)' if tile == 0 else ' (patch)'}, {blend}, overlap {overlap}"
+                rows[name] = float((result.labels.array != whole).mean())
     return {"benchmark": "predict-seams", "model": str(args.model), "input": str(args.input),
             "patch": loaded.metadata.patch_size, "whole_slice_tile": whole_tile,
             "disagreement_fraction": rows, "machine": machine(), "date": time.strftime("%Y-%m-%d")}

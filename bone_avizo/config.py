@@ -198,8 +198,10 @@ class TTA(StrEnum):
 # ---------------------------------------------------------------------------------------------
 # DLPred
 PREDICT_SPEC: tuple[Param, ...] = (
-    Param("tile_size", int, 0, "tile edge in pixels (default: the model's training patch size)",
-          min=32, max=4096, multiple_of=32, zero_means="the model's patch size", group="tiling"),
+    Param("tile_size", int, 0, "tile edge in pixels; larger tiles see more context and overlap less",
+          min=32, max=4096, multiple_of=32,
+          zero_means="auto: whole slices up to 1024 px, else the tile in [max(patch, 512), 1024] that "
+                     "computes the fewest pixels", group="tiling"),
     Param("overlap", float, 0.25, "fraction of a tile shared with its neighbour", min=0.0, max=0.9,
           group="tiling"),
     Param("blend", str, "gaussian", "blending window for overlapping tiles",

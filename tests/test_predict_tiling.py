@@ -57,3 +57,14 @@ def test_gaussian_window_decays_towards_edges():
     w = blend_window(64, 64, "gaussian").numpy()
     assert w[32, 32] > w[32, 8] > w[32, 0]
     np.testing.assert_allclose(w, w.T)
+
+
+def test_auto_tile_prefers_whole_slices_and_fewest_computed_pixels():
+    from bone_avizo.predict.tiling import auto_tile
+    assert auto_tile(512, 512, 256, 0.25) == 512
+    assert auto_tile(1000, 700, 256, 0.25) == 1024  # one tile covers the slice
+    tile = auto_tile(2048, 2048, 256, 0.25)
+    assert 512 <= tile <= 1024 and tile % 32 == 0
+    cost = TileGrid.build(2048, 2048, tile, 0.25).tile_pixels
+    assert all(cost <= TileGrid.build(2048, 2048, t, 0.25).tile_pixels for t in range(512, 1025, 32))
+    assert auto_tile(300, 300, 768, 0.25) == 768  # never below the training patch

@@ -35,7 +35,7 @@ from bone_avizo.predict.distributed import (PartWriter, barrier, current_ranks, 
                                             owned_blocks, part_path, remove_parts)
 from bone_avizo.predict.parallel import map_blocks
 from bone_avizo.predict.streams import BackgroundWriter
-from bone_avizo.predict.tiling import Tiler, TileGrid
+from bone_avizo.predict.tiling import Tiler, TileGrid, auto_tile
 from bone_avizo.progress import ProgressCallback, ProgressTracker
 from bone_avizo.volume import Volume, VolumeInfo
 
@@ -105,7 +105,7 @@ class _Plan:
         self.planes = tuple(dict.fromkeys(Plane(p) for p in config.planes))
         for plane in self.planes:
             check_context(source.shape[PLANE_AXIS[plane]], self.context)
-        self.tile = config.tile_size or int(meta.patch_size)
+        self.patch_size = int(meta.patch_size)
         self.ranks = current_ranks()
         self.model_digest = ""  # set for ranked jobs: part files name the weights they came from
         self.devices = self._devices(config)
@@ -133,11 +133,17 @@ class _Plan:
                 pass
         return "torch"
 
+    def tile(self, plane: Plane) -> int:
+        """The config's tile size, or the automatic one for this plane's image size."""
+        if self.config.tile_size:
+            return self.config.tile_size
+        return auto_tile(*self.image_shape(plane), self.patch_size, self.config.overlap)
+
     def batch_size(self, plane: Plane) -> int:
         if self.config.batch_size:
             return self.config.batch_size
         h, w = self.image_shape(plane)
-        grid = TileGrid.build(h, w, self.tile, self.config.overlap)
+        grid = TileGrid.build(h, w, self.tile(plane), self.config.overlap)
         return max(1, BATCH_PIXELS[self.device.type] // (grid.tile_h * grid.tile_w))
 
     def image_shape(self, plane: Plane) -> tuple[int, int]:
@@ -180,7 +186,7 @@ class _PlanePredictor:
         self.n = plan.shape[self.axis]
         self.stats = stats
         self.halo = halo(plan.context)
-        self.tiler = Tiler(backend, tile=plan.tile, overlap=plan.config.overlap, blend=plan.config.blend,
+        self.tiler = Tiler(backend, tile=plan.tile(plane), overlap=plan.config.overlap, blend=plan.config.blend,
                            batch_size=plan.batch_size(plane), num_classes=plan.num_classes)
 
     def read(self, source: VolumeSource, block: tuple[int, int]) -> tuple[int, np.ndarray]:
@@ -331,7 +337,7 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
     return PredictionResult(
         labels=labels if output is None else None, output=Path(output) if output is not None else None,
         probability_outputs=outputs.probability_paths if outputs else [], stats=stats, seconds=seconds,
-        voxels_per_second=voxels / seconds, tile=plan.tile, batch_size=plan.batch_size(plan.planes[0]),
+        voxels_per_second=voxels / seconds, tile=plan.tile(plan.planes[0]), batch_size=plan.batch_size(plan.planes[0]),
         slab_slices=plan.slab_images(plan.planes[0], source.dtype.itemsize), backend=plan.backend,
         device=",".join(str(d) for d in plan.devices), probabilities=probabilities if output is None else [])
 

@@ -127,3 +127,25 @@ class Tiler:
                 norm[y:y + grid.tile_h, x:x + grid.tile_w] += window
             self._norms = {key: norm}
         return self._norms[key]
+
+
+AUTO_TILE_MIN = 512
+AUTO_TILE_MAX = 1024
+
+
+def auto_tile(height: int, width: int, patch_size: int, overlap: float) -> int:
+    """The inference tile for (height, width) images when none is given.
+
+    Networks here are fully convolutional, so tiles may be larger than the training patch: larger
+    tiles see more context (fewer disagreements with whole-slice prediction) and overlap less.
+    Among multiples of 32 in [max(patch, 512), 1024] the tile that computes the fewest pixels for
+    this image size wins; ties go to the larger tile. Images up to 1024 px are one tile.
+    """
+    low = max(patch_size, AUTO_TILE_MIN)
+    high = max(low, min(AUTO_TILE_MAX, _ceil_to(max(height, width), ALIGN)))
+    best, best_cost = low, None
+    for tile in range(low, high + 1, ALIGN):
+        cost = TileGrid.build(height, width, tile, overlap).tile_pixels
+        if best_cost is None or cost <= best_cost:
+            best, best_cost = tile, cost
+    return best
