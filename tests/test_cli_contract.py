@@ -203,8 +203,6 @@ def test_bench_refuses_bad_input(tiny, tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="bone_avizo.fit.pair_specs reports a missing scan without the flag "
-                   "('missing.npy does not exist'); expected '--images: ... does not exist'")
 @pytest.mark.parametrize("command", ["fit", "cv"])
 def test_a_missing_scan_is_reported_with_its_flag(command, tiny, tmp_path, capsys):
     subcommand_parser(command)

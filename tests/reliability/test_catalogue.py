@@ -776,7 +776,7 @@ CATALOGUE: tuple[Row, ...] = (
     Row("fit-nan-image", "fit", "a training scan with a NaN slice",
         "scan2 contains NaN or infinite values (the first in slice z=2); replace them (e.g. "
         "numpy.nan_to_num) before training",
-        fit_nan_image, bug="fit: NaN/inf voxels in a training scan are not refused (they reach the loss)"),
+        fit_nan_image),
     Row("fit-unknown-arch", "fit", "--arch unet3000",
         "unknown architecture 'unet3000'; valid architectures: unet, unetplusplus, fpn, pspnet, "
         "deeplabv3, deeplabv3plus, linknet, manet, pan, upernet, segformer, dpt",
@@ -825,8 +825,7 @@ CATALOGUE: tuple[Row, ...] = (
     Row("fit-disk-full-checkpoint", "fit", "a disk that fills up while the checkpoint is written",
         "cannot write checkpoint <dir>/m.safetensors.ckpt: No space left on device; check the folder's "
         "permissions and free space",
-        fit_disk_full_checkpoint, keeps=("m.safetensors",),
-        bug="fit: an OSError while writing the checkpoint is not an OutputWriteError (exit 1, internal error)"),
+        fit_disk_full_checkpoint, keeps=("m.safetensors",)),
     # the Avizo face
     Row("avizo-pickle-code", "avizo", "BONeDLPred with a .pth whose pickle would create a file",
         "refused to load <dir>/evil.pth: it holds Python objects other than tensors and plain data (it "
