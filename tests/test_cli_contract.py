@@ -344,3 +344,19 @@ def test_iou_records_its_inputs_and_options_beside_the_report(tiny, tmp_path, ca
     record = json.loads((tmp_path / "iou.json.config.json").read_text())
     assert record["command"] == "iou" and record["options"]["num_classes"] == 3
     assert record["inputs"] == [{"prediction": tiny["labels1"], "reference": tiny["labels2"], "roi": None}]
+
+
+def test_debug_adds_the_traceback_and_keeps_the_exit_code(tmp_path, capsys):
+    argv = ["export", "--model", str(tmp_path / "missing.safetensors"), "--output", str(tmp_path / "m.onnx")]
+    assert main(["--debug", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and "InputFileError" in err
+    assert err.strip().splitlines()[-1] == f"bone-avizo export: error: --model: {tmp_path}/missing.safetensors " \
+                                           "does not exist; check the path"
+
+
+def test_verbose_shows_the_options_a_command_runs_with(tmp_path, capsys):
+    argv = ["phantom", "--output", str(tmp_path / "p.npy"), "--labels", str(tmp_path / "l.npy"), "--shape", "7", "32",
+            "29", "--seed", "4"]
+    assert main(["-v", *argv]) == 0
+    assert re.search(r"^DEBUG .*PhantomConfig: \{'shape': \[7, 32, 29\], 'seed': 4,", capsys.readouterr().err, re.M)

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from contextlib import contextmanager
 
 from bone_avizo.errors import BoneAvizoError, Cancelled
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output: -v debug messages of bone_avizo, -vv also of the libraries it uses")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--debug", action="store_true", help="also print the traceback of an error (same exit code)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module in _available_commands().items():
@@ -115,8 +116,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"bone-avizo {args.command}: {exc}", file=sys.stderr)
         return 130
     except BoneAvizoError as exc:
-        if args.debug:
-            raise
+        if args.debug:  # the traceback, then the same message and exit code as without --debug
+            traceback.print_exc()
         print(f"bone-avizo {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -124,9 +125,9 @@ def _run(args: argparse.Namespace) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - last-resort handler of the CLI
         if args.debug:
-            raise
-        print(f"bone-avizo {args.command}: internal error: {type(exc).__name__}: {exc} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+            traceback.print_exc()
+        print(f"bone-avizo {args.command}: internal error: {type(exc).__name__}: {exc}"
+              + ("" if args.debug else " (run with --debug for the traceback)"), file=sys.stderr)
         return 1
 
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from bone_avizo.config import ConfigBase, Param, load_config_file
+
+log = logging.getLogger(__name__)
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser, spec: tuple[Param, ...]) -> None:
@@ -45,4 +48,6 @@ def config_from_args(config_cls: type[ConfigBase], args: argparse.Namespace, **o
         if value is not None:
             values[param.name] = value
     values.update(overrides)
-    return config_cls.from_dict(values)
+    config = config_cls.from_dict(values)
+    log.debug("%s: %s", config_cls.__name__, config.to_dict())
+    return config
