@@ -84,12 +84,12 @@ def synthetic_scan(shape, seed=0) -> np.ndarray:
         return (rng.normal(20000, 3000, shape)).clip(1, 65535).astype(np.uint16)
 
 
-def write_h5(path: Path, shape, *, slab=16, seed=0) -> None:
+def write_h5(path: Path, shape, *, slab=16, seed=0, compression="gzip") -> None:
     """A uint16 HDF5 scan written slab by slab (bounded memory); repeated structure, varied noise."""
     info = VolumeInfo(tuple(shape), np.uint16, voxel_size=(0.02, 0.02, 0.02), name=path.stem)
     base = synthetic_scan((min(slab, shape[0]), *shape[1:]), seed=seed)
     rng = np.random.default_rng(seed)
-    with create_writer(path, info, overwrite=True) as writer:
+    with create_writer(path, info, overwrite=True, compression=compression) as writer:
         for z0 in range(0, shape[0], slab):
             n = min(slab, shape[0] - z0)
             noise = rng.integers(0, 64, (n, *shape[1:]), dtype=np.uint16)
@@ -189,7 +189,7 @@ def memory(args) -> dict:
             shape = (max(1, voxels // (side * side)), side, side)
             src = Path(tmp) / f"scan_{gb}.h5"
             t = time.perf_counter()
-            write_h5(src, shape)
+            write_h5(src, shape, compression="none")
             made = time.perf_counter() - t
             for planes in args.planes:
                 cmd = [sys.executable, __file__, "_memory_case", str(src), str(Path(tmp) / "out.h5"), planes]
@@ -263,7 +263,8 @@ def main(argv=None) -> int:
     p.add_argument("--monai-batch", type=int, default=8)
     p = sub.add_parser("memory")
     p.add_argument("--gb", type=float, nargs="+", default=[1.0, 4.0])
-    p.add_argument("--planes", nargs="+", default=["xy", "xy+xz+yz"])
+    p.add_argument("--planes", nargs="+", default=["xy", "xy+xz+yz"],
+                   help="plane sets to run for every size (xy+xz+yz = three-plane fusion)")
     for name in ("seams", "agreement"):
         p = sub.add_parser(name)
         p.add_argument("--model", required=True)
