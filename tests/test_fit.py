@@ -227,3 +227,16 @@ def test_a_failed_checkpoint_write_is_an_output_error(tmp_path, monkeypatch):
     with pytest.raises(OutputWriteError, match="cannot write checkpoint .*c.ckpt: No space left on device"):
         save_checkpoint(tmp_path / "c.ckpt", {"epoch": 1})
     assert not list(tmp_path.iterdir())
+
+
+def test_resume_before_the_first_checkpoint_starts_afresh(phantoms, tmp_path):
+    from bone_avizo.errors import InputFileError
+
+    config = FitConfig(**{**TINY, "epochs": 1, "val_fraction": 0.34})
+    with pytest.raises(InputFileError, match="no checkpoint"):
+        fit_model(phantoms, config, output=tmp_path / "never.safetensors", resume=True)
+    with pytest.raises(Cancelled):
+        fit_model(phantoms, config, output=tmp_path / "m.safetensors", progress=lambda d, t, m: True)
+    assert not checkpoint_path(tmp_path / "m.safetensors").exists()
+    result = fit_model(phantoms, config, output=tmp_path / "m.safetensors", resume=True)
+    assert [r["epoch"] for r in result.history] == [1]

@@ -68,11 +68,15 @@ class RunLog:
             return None
         return SummaryWriter(str(self.paths["tensorboard"]))
 
+    def start(self) -> None:
+        """Mark a fresh run as started: empty history files (see :func:`started_without_epochs`)."""
+        self.epoch([])
+
     def epoch(self, history: Sequence[dict[str, Any]]) -> None:
         """Record the history up to the epoch just finished."""
         _write_text(self.paths["csv"], history_csv(history, self.class_names))
         _write_text(self.paths["json"], json.dumps(list(history), indent=1) + "\n")
-        if self._tb is not None:
+        if self._tb is not None and history:
             row = history[-1]
             for key, value in _flat(row, self.class_names).items():
                 if isinstance(value, (int, float)) and key != "epoch":
@@ -85,6 +89,16 @@ class RunLog:
         if self.plot and history:
             return plot_curves(history, self.paths["png"], self.class_names)
         return None
+
+
+def started_without_epochs(model_path: Path) -> bool:
+    """True when a run writing ``model_path`` started but finished no epoch (its JSON history is an
+    empty list): such a run, killed before its first checkpoint, can be started afresh."""
+    path = log_paths(Path(model_path))["json"]
+    try:
+        return path.is_file() and json.loads(path.read_text(encoding="utf-8")) == []
+    except (OSError, ValueError):
+        return False
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: Path, class_names: Sequence[str]) -> Path | None:

@@ -34,7 +34,7 @@ from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError, OutputExistsError
 from bone_avizo.fit import checkpoint as ckpt
 from bone_avizo.fit.distributed import DistContext, init_distributed, shutdown
-from bone_avizo.fit.logs import RunLog, log_paths
+from bone_avizo.fit.logs import RunLog, log_paths, started_without_epochs
 from bone_avizo.fit.losses import build_loss
 from bone_avizo.fit.network import build_network, check_architecture
 from bone_avizo.fit.optim import build_optimizer, build_scheduler
@@ -293,6 +293,9 @@ def fit_model(train: Sequence, config: FitConfig | None = None, *, output, valid
     config = config or FitConfig()
     output = Path(output)
     check_architecture(config)
+    if resume and not ckpt.checkpoint_path(output).exists() and started_without_epochs(output):
+        log.warning("the run writing %s was interrupted before its first checkpoint: starting it afresh", output)
+        resume, overwrite = False, True
     _check_outputs(output, resume=resume, overwrite=overwrite)
     saved = ckpt.load_checkpoint(ckpt.checkpoint_path(output)) if resume else None
     if saved is not None:
@@ -339,6 +342,8 @@ def _train(run: _Run, saved: dict | None, progress: ProgressCallback | None) -> 
         log.info("resuming after epoch %d of %d", run.start_epoch, config.epochs)
     runlog = RunLog(run.output, run.plan.class_names, tensorboard=config.tensorboard,
                     plot=config.plot) if ctx.is_main else None
+    if runlog is not None and saved is None:
+        runlog.start()
     tracker = ProgressTracker(max(1, (config.epochs - run.start_epoch) * run.batches), "training", progress)
     start = time.perf_counter()
     meta = None

@@ -81,12 +81,12 @@ def _config(args: argparse.Namespace, saved: dict | None) -> FitConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bone_avizo.fit import fit_model, resume_inputs
+    from bone_avizo.fit import checkpoint_path, fit_model, resume_inputs
 
     output = Path(args.output)
     train, validation = _inputs(args)
     saved = None
-    if args.resume:
+    if args.resume and (checkpoint_path(output).exists() or not train):
         saved_train, saved_val, saved = resume_inputs(output)
         if not train:
             train, validation = saved_train, saved_val

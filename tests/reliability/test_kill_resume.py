@@ -199,8 +199,6 @@ def test_fit_killed_at_random_points_resumes_bit_identical(fit_setup, tmp_path):
     assert any(epoch < 3 for epoch in epochs_before), "no run was resumed part-way: the test proved nothing"
 
 
-@pytest.mark.xfail(strict=True, reason="fit: --resume after a kill before the first checkpoint fails "
-                   "('no checkpoint to resume from'); it should start the run afresh")
 def test_fit_killed_before_its_first_checkpoint_resumes(fit_setup, tmp_path):
     argv_for, reference = fit_setup
     output = tmp_path / "m.safetensors"
