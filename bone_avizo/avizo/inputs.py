@@ -91,14 +91,18 @@ def field_or_file(connection: Any, file_port: Any, what: str) -> Iterator[Any]:
         yield source
 
 
-def derived_name(name: str, suffix: str) -> str:
-    """The name of a result made from the object ``name``: ``scan.am`` -> ``scan.<suffix>``."""
+def volume_stem(name: str) -> str:
+    """An object name without its volume file suffix: ``scan.am`` -> ``scan``."""
     stem = str(name)
     for known in VOLUME_SUFFIXES:
         if stem.lower().endswith(known) and len(stem) > len(known):
-            stem = stem[: -len(known)]
-            break
-    return f"{stem}.{suffix}"
+            return stem[: -len(known)]
+    return stem
+
+
+def derived_name(name: str, suffix: str) -> str:
+    """The name of a result made from the object ``name``: ``scan.am`` -> ``scan.<suffix>``."""
+    return f"{volume_stem(name)}.{suffix}"
 
 
 class ModelCache:

@@ -126,6 +126,11 @@ def _is_checked(toggle: Any) -> bool:
     return toggle.checked == checked if checked is not None else bool(toggle.checked)
 
 
+def toggle_checked(toggle: Any) -> bool:
+    """True when a toggle of an HxPortToggleList is ticked (``Toggle.CHECKED`` or a truthy value)."""
+    return _is_checked(toggle)
+
+
 def write_port(port: Any, param: Param, value: Any) -> None:
     """Show ``value`` (validated by ``param``) in ``port``."""
     value = param.convert(value)
