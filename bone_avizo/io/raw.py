@@ -159,6 +159,8 @@ def _field(fields: dict, key: str, path: Path, count: int | None = None, default
         numbers = [float(p) for p in parts]
     except ValueError as exc:
         raise CorruptFileError(f"{path}: {key} = {value!r} is not numeric") from exc
+    if not numbers or not all(np.isfinite(numbers)):
+        raise CorruptFileError(f"{path}: {key} = {value!r} is not a finite number; fix the header")
     if count is not None and len(numbers) != count:
         raise InvalidVolumeError(f"{path}: {key} has {len(numbers)} values, expected {count} (a 3-D image)")
     return numbers
@@ -216,13 +218,13 @@ def open_mhd(path: str | os.PathLike) -> VolumeSource:
 def _compressed(path: Path, header: int, geometry: dict) -> ArraySource:
     stored = file_dtype(geometry.pop("dtype"), geometry.pop("byte_order"))
     shape = geometry.pop("shape")
+    needed = int(np.prod(shape)) * stored.itemsize
     with open(path, "rb") as fh:
         fh.seek(max(header, 0))
-        try:
-            raw = zlib.decompress(fh.read())
+        try:  # at most one byte more than the volume needs: damaged data cannot fill the memory
+            raw = zlib.decompressobj().decompress(fh.read(), needed + 1)
         except zlib.error as exc:
             raise CorruptFileError(f"{path}: compressed data cannot be decompressed ({exc})") from exc
-    needed = int(np.prod(shape)) * stored.itemsize
     if len(raw) != needed:
         raise CorruptFileError(f"{path} decompresses to {len(raw)} bytes but shape {shape} {stored.name} needs "
                                f"{needed}; the file is truncated or its header is wrong")
