@@ -35,7 +35,8 @@ from bone_avizo.errors import ConfigError
 RADIO_MAX_CHOICES = 3
 _INT_LIMIT = 2**31 - 1
 _FLOAT_LIMIT = 1e30
-_ACRONYMS = {"gb": "GB", "tta": "TTA", "cpu": "CPU", "gpu": "GPU", "cuda": "CUDA", "iou": "IoU", "id": "ID"}
+_ACRONYMS = {"gb": "GB", "tta": "TTA", "cpu": "CPU", "gpu": "GPU", "cuda": "CUDA", "iou": "IoU", "id": "ID",
+              "lr": "LR", "amp": "AMP", "tensorboard": "TensorBoard"}
 
 
 class PortKind(StrEnum):

@@ -70,8 +70,8 @@ def check_pair(scan: Any, labels: Any, label_port: Any) -> None:
     if not is_label_field(labels):
         raise MissingInputError(
             f"{labels.name} in the {_title(label_port)} port is not a label field; connect the label field made "
-            f"for {scan.name} (a mask opened as a grey-value field: make it a label field with Convert Image Type, "
-            "or choose its file in Label files)")
+            f"for {scan.name} (a mask opened as a grey-value field: convert it to a label field, or choose its "
+            "file in Label files)")
     scan_shape, label_shape = tuple(scan.get_array().shape), tuple(labels.get_array().shape)
     if scan_shape != label_shape:
         raise ShapeMismatchError(
