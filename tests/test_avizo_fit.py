@@ -186,8 +186,10 @@ def test_a_wrong_axis_order_changes_the_weights(avizo_model, monkeypatch, tmp_pa
     assert any(not torch.equal(swapped[key], right[key]) for key in right)
 
 
-def test_files_on_disk_and_ticked_validation_pairs(world, tmp_path):
-    """Training scans from files, a connected pair ticked for validation only."""
+def test_files_on_disk_and_ticked_validation_pairs(world, tmp_path, monkeypatch):
+    """Training scans from files, a connected pair ticked for validation only; in an Avizo that
+    cannot make spreadsheets the history is text only."""
+    monkeypatch.delitem(world.hx_object_factory._types, "HxSpreadSheet")
     images, labels = write_phantoms(tmp_path)
     module = dlfit(world, tmp_path / "bone.safetensors", pairs=1)
     module.image_files.filenames = [str(images[1])]
@@ -198,6 +200,9 @@ def test_files_on_disk_and_ticked_validation_pairs(world, tmp_path):
     assert errors_and_warnings(world) == []
     training = load_model(tmp_path / "bone.safetensors").metadata.training
     assert (training["train_scans"], training["val_scans"]) == (["scan1"], ["scan0"])
+    assert "no spreadsheet" in module.history.text and "bone.safetensors.history.csv" in module.history.text
+    assert module.history.text.startswith("epoch") and set(world.hx_project.objects) == {
+        "scan0.am", "scan0.labels", "BONeDLFit"}
 
 
 def test_stop_keeps_nothing_of_the_run_and_the_previous_model(world, tmp_path):
