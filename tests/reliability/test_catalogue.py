@@ -6,18 +6,19 @@ For every row the test checks, through the face the row names:
   the message window and nothing added to (or left in) the project;
 - every file that existed before is byte-identical afterwards (the inputs, and an existing output);
 - no new file or folder is left (no final output, no ``.partial``), except the row's ``keeps``
-  (a resumable partial output, or the best-so-far model file of an interrupted training run).
+  (a resumable partial output; the best-so-far model file and the history logs of a training run that
+  had started).
 
 A row with ``bug`` set is a known open bug: its test is an expected failure (strict) naming it.
+``<...>`` in a message stands for words that are not ours or not fixed (a library's error text, a
+temporary folder's random name).
 """
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import shutil
 import struct
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,10 +30,11 @@ import tifffile
 import torch
 
 import fake_hx
-from bone_avizo.config import PREDICT_SPEC
+from bone_avizo.avizo import config_to_ports
+from bone_avizo.config import PREDICT_SPEC, FitConfig
 from test_avizo_modules import HXSCRIPTS, add_field
 
-from .helpers import (CLASSES, FIT_FLAGS, PREDICT_FLAGS, SimulatedDisk, cli_error, fit_argv, scan_array,
+from .helpers import (FIT_FLAGS, FIT_OPTIONS, PREDICT_FLAGS, SimulatedDisk, cli_error, fit_argv, scan_array,
                       tree_state, write_scan, write_tiny_model)
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
@@ -123,6 +125,28 @@ def dlpred(model: Path, scan: np.ndarray):
         module.ports.threads.texts[0].value = 1
         return module
     return prepare
+
+
+def dlfit(pairs, output: Path):
+    """BONeDLFit with the (image, labels) arrays (z, y, x) connected as pairs, tiny options, ``output`` chosen."""
+    def prepare(world):
+        fields = []
+        for k, (image, labels) in enumerate(pairs):
+            fields.append((world.create_field(np.asfortranarray(image.T), name=f"scan{k}.am"),
+                           world.create_field(np.asfortranarray(labels.T), label=True, name=f"scan{k}.labels")))
+        module = fake_hx.load_pyscro(HXSCRIPTS / "BONeDLFit.pyscro", world.hx_project, connect=fields[0][0])
+        for k, (scan, labels) in enumerate(fields):
+            if k:
+                module.ports[f"image{k + 1}"].connect(scan)
+            module.ports["labels" if k == 0 else f"labels{k + 1}"].connect(labels)
+        config_to_ports(FitConfig(**FIT_OPTIONS, epochs=1), module)
+        module.output.filenames = str(output)
+        return module
+    return prepare
+
+
+def _phantom_arrays(ctx) -> list:
+    return [(np.load(image), np.load(labels)) for image, labels in ctx.pairs]
 
 
 def iou_module(prediction: np.ndarray, reference: np.ndarray, *, num_classes: int = 0):
@@ -547,6 +571,20 @@ def avizo_needs_more_slices(ctx):
     return Avizo(dlpred(model, scan_array((3, 13, 29))))
 
 
+def avizo_fit_nan_scan(ctx):
+    pairs = _phantom_arrays(ctx)
+    image = pairs[1][0].astype(np.float32)
+    image[3] = np.nan
+    pairs[1] = (image, pairs[1][1])
+    return Avizo(dlfit(pairs, ctx.path("bone.safetensors")))
+
+
+def avizo_fit_disk_full(ctx):
+    action = Avizo(dlfit(_phantom_arrays(ctx), ctx.path("bone.safetensors")))
+    ctx.full_disk(free=5000)
+    return action
+
+
 def avizo_iou_label_beyond_classes(ctx):
     labels = (scan_array() % 3).astype(np.uint8)
     return Avizo(iou_module(labels, labels, num_classes=2))
@@ -566,9 +604,12 @@ class Row:
     bad: str       # the bad input, in words (the docs table's second column)
     message: str   # exactly what the user reads; <dir> is the row's folder, <...> a library's own words
     setup: Callable[[Ctx], object]
-    keeps: tuple[str, ...] = ()  # new files that may stay (resumable partials, best-so-far model)
+    keeps: tuple[str, ...] = ()  # new files that may stay (resumable partials, best-so-far model, logs)
     bug: str | None = None       # a known open bug: the test is a strict expected failure
 
+
+# a training run that has started keeps its (empty) history: it marks a fresh run that --resume restarts
+FIT_LOGS = ("m.safetensors.history.csv", "m.safetensors.history.json")
 
 CATALOGUE: tuple[Row, ...] = (
     # io: damaged or unusual input files (through `predict --input`)
@@ -641,8 +682,8 @@ CATALOGUE: tuple[Row, ...] = (
         "quotes: line 1 column 2 (char 1)",
         config_file_broken),
     Row("bad-tile-size", "predict", "--tile-size 50 (not a multiple of 32)",
-        "tile_size (--tile-size): '50' is not valid; expected 32..4096, a multiple of 32, 0 = the model's"
-        " patch size",
+        "tile_size (--tile-size): '50' is not valid; expected 32..4096, a multiple of 32, 0 = auto: whole "
+        "slices up to 1024 px, else the tile in [max(patch, 512), 1024] that computes the fewest pixels",
         bad_tile_size),
     Row("resume-fused", "predict", "--resume with two planes",
         "--resume works for single-plane (xy) prediction; rerun without --resume",
@@ -821,11 +862,11 @@ CATALOGUE: tuple[Row, ...] = (
     Row("fit-disk-full-model", "fit", "a full disk when the first model file is written",
         "cannot write model file <dir>/m.safetensors: No space left on device; check the folder's "
         "permissions and free space",
-        fit_disk_full_model),
+        fit_disk_full_model, keeps=FIT_LOGS),
     Row("fit-disk-full-checkpoint", "fit", "a disk that fills up while the checkpoint is written",
         "cannot write checkpoint <dir>/m.safetensors.ckpt: No space left on device; check the folder's "
         "permissions and free space",
-        fit_disk_full_checkpoint, keeps=("m.safetensors",)),
+        fit_disk_full_checkpoint, keeps=("m.safetensors", *FIT_LOGS)),
     # the Avizo face
     Row("avizo-pickle-code", "avizo", "BONeDLPred with a .pth whose pickle would create a file",
         "refused to load <dir>/evil.pth: it holds Python objects other than tensors and plain data (it "
@@ -844,6 +885,13 @@ CATALOGUE: tuple[Row, ...] = (
         "the volume has 3 slices along the slicing axis but the 2.5D model needs stacks of 5; use a "
         "larger volume or a 2D model",
         avizo_needs_more_slices),
+    Row("avizo-fit-nan-scan", "avizo", "BONeDLFit: a float scan with a NaN slice",
+        "scan1.am contains 1920 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before segmenting",
+        avizo_fit_nan_scan),
+    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk when the scans are staged beside the model",
+        "cannot create <dir>/.bone.safetensors.<...>.fitting/scans/0_image.npy.partial: No space left on device; "
+        "check the folder's permissions and free space",
+        avizo_fit_disk_full),
     Row("avizo-iou-classes", "avizo", "BONeIoU: labels 0..2 with num_classes 2",
         "reference holds labels up to 2 (the largest, first at z=0, y=0, x=0) but num_classes is 2 "
         "(labels 0..1); set --num-classes 3 or fix the labels",

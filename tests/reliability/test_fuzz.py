@@ -29,7 +29,7 @@ from bone_avizo.predict.tiling import Tiler
 from bone_avizo.volume import Volume
 from fakes import PointwiseNet
 
-EXAMPLES = int(os.environ.get("BONE_AVIZO_FUZZ_EXAMPLES", "60"))  # raise it for a deeper search
+EXAMPLES = int(os.environ.get("BONE_AVIZO_FUZZ_EXAMPLES", "40"))  # raise it for a deeper search
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -126,22 +126,26 @@ def test_amira_random_bytes(folder, data, magic):
     read_or_refuse(path)
 
 
+def write_amira(path: Path, file) -> Path:
+    """Write the drawn file and check that it reads back as written."""
+    array, names, options = file
+    save_volume(Volume(array, class_names=names), path, overwrite=True, **options)
+    assert np.array_equal(read_or_refuse(path), array)
+    return path
+
+
 @FUZZ
 @given(file=amira_files(), data=st.data())
 def test_amira_valid_header_corrupted_payload(folder, file, data):
-    array, names, options = file
-    path = save_volume(Volume(array, class_names=names), folder / "valid.am", overwrite=True, **options)
-    original = path.read_bytes()
-    assert np.array_equal(read_or_refuse(path), array)
-    path.write_bytes(mutate(original, data.draw))
+    path = write_amira(folder / "valid.am", file)
+    path.write_bytes(mutate(path.read_bytes(), data.draw))
     read_or_refuse(path)
 
 
 @FUZZ
 @given(file=amira_files(), data=st.data())
 def test_amira_random_header_values(folder, file, data):
-    array, names, options = file
-    path = save_volume(Volume(array, class_names=names), folder / "header.am", overwrite=True, **options)
+    path = write_amira(folder / "header.am", file)
     path.write_bytes(header_numbers(path.read_bytes(), data.draw))
     read_or_refuse(path)
 
