@@ -29,6 +29,7 @@ from typing import Any, Sequence
 from bone_avizo.config import ConfigBase, FitConfig, Param, PredictConfig, make_config
 from bone_avizo.data.split import kfold_splits
 from bone_avizo.errors import ConfigError
+from bone_avizo.fit.network import check_architecture
 from bone_avizo.progress import ProgressCallback
 from bone_avizo.studies import report
 from bone_avizo.studies.run import (absolute_specs, check_inner_split, score_task, selection_inputs,
@@ -111,6 +112,7 @@ def run_cv(scans: Sequence, fit: FitConfig | None = None, options: CVConfig | No
     if fit.folds:
         raise ConfigError("give the number of folds as the study's option (CVConfig.folds / --folds), not as a "
                           "fit option")
+    check_architecture(fit)
     specs = absolute_specs(as_specs(scans))
     info, fit, predict = placed(fit, predict)
     tasks = cv_tasks(specs, fit, options, predict)

@@ -175,7 +175,7 @@ def train_task(folder: Path, train: Sequence[ScanSpec], validation: Sequence[Sca
     model = folder / MODEL_FILE
     ckpt = checkpoint_path(model)
     complete = ckpt.is_file() and model.is_file() and _checkpoint_complete(ckpt, config)
-    with PeakMemory(config.device) as peak, single_process_env():
+    with PeakMemory(config.device) as peak:
         if not complete:
             resume = ckpt.is_file()
             if resume:
@@ -341,6 +341,8 @@ def run_tasks(output: Path, tasks: Sequence[Task], work: Callable[[Task, Path], 
             continue
         log.info("task %s (%d of %d) on rank %d", task.name, task.index + 1, len(tasks), info.rank)
         folder = open_task_folder(output, task)
-        save_result(output, task, work(task, folder))
+        with single_process_env():  # the task trains and predicts alone in this process
+            result = work(task, folder)
+        save_result(output, task, result)
         done.append(task.name)
     return done

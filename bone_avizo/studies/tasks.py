@@ -73,8 +73,9 @@ def rank_info() -> RankInfo:
 
 @contextmanager
 def single_process_env() -> Iterator[None]:
-    """Hide the torchrun variables while one task trains, so that it trains alone in this process
-    (a study spreads whole tasks over ranks instead of splitting each task's batches)."""
+    """Hide the torchrun (and SLURM) ranks while one task runs, so that it trains and predicts alone in
+    this process (a study spreads whole tasks over ranks instead of splitting each task's batches
+    or volumes): RANK=0, WORLD_SIZE=1, LOCAL_RANK=0 take precedence over SLURM's variables."""
     saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     os.environ.update({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"})
     try:
@@ -252,6 +253,8 @@ def wait_for_results(output: Path, tasks: Sequence[Task], *, timeout_s: float = 
     otherwise StudyIncompleteError names the tasks still missing."""
     start = time.monotonic()
     last_log = start
+    if timeout_s:
+        poll_s = min(poll_s, max(timeout_s / 10, 0.01))
     while True:
         missing = missing_tasks(output, tasks)
         if not missing:
