@@ -207,6 +207,7 @@ class Hdf5Writer(VolumeWriter):
 
     def _save_done(self, z_end: int) -> None:
         with _write_errors_as_oserror():
+            self._file.flush()  # the slices first: a kill between the flushes must not record unwritten ones
             self._ds.attrs[DONE_ATTR] = z_end
             self._file.flush()
 
