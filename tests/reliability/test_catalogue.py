@@ -930,3 +930,22 @@ def test_bad_input(row: Row, tmp_path, tiny_model, phantom_pairs, monkeypatch):
     after = tree_state(folder)
     assert {k: after.get(k) for k in before} == before, "an input or an existing output was changed"
     assert sorted(set(after) - set(before)) == sorted(row.keeps), "something was left behind"
+
+
+def doc_rows() -> list[tuple[str, str, str, str]]:
+    """The catalogue table of docs/reliability.md as (id, area, bad input, message) rows."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text.split("\n## The bad-input catalogue\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        if not line.startswith("| ") or line.startswith(("| id |", "|---")):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+        assert len(cells) == 4 and cells[3].startswith("`` ") and cells[3].endswith(" ``"), line
+        rows.append((cells[0], cells[1], cells[2], cells[3][3:-3]))
+    return rows
+
+
+def test_the_docs_table_mirrors_the_catalogue():
+    assert doc_rows() == [(row.id, row.area, row.bad, row.message) for row in CATALOGUE]
+    assert len({row.id for row in CATALOGUE}) == len(CATALOGUE) >= 30
