@@ -243,12 +243,7 @@ class VolumeWriter(ABC):
 
     def _discard(self) -> None:
         """After a failed open or commit: close quietly and remove what a resume cannot use."""
-        if not self._closed:
-            try:
-                self.abort()
-            except Exception:  # noqa: BLE001 - the original error is the one to report
-                log.debug("closing %s after an error failed", self.temp_path, exc_info=True)
-        self._closed = True
+        self.abort()
         if not self.resume:
             remove_path(self.temp_path)
 
@@ -258,6 +253,8 @@ class VolumeWriter(ABC):
             return
         try:
             self._close()
+        except Exception:  # noqa: BLE001 - an abort follows an error (or a cancel): that one is reported
+            log.debug("closing %s while discarding it failed", self.temp_path, exc_info=True)
         finally:
             self._closed = True
             if not self.resume:

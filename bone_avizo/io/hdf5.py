@@ -220,7 +220,8 @@ class Hdf5Writer(VolumeWriter):
                 file.flush()  # h5py only prints errors of closing, so flush first (dataset still open)
         finally:
             self._file = self._ds = None
-            file.close()
+            with _write_errors_as_oserror():
+                file.close()
 
     def _before_commit(self) -> None:
         if self._ds is not None:
