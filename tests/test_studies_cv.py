@@ -8,9 +8,9 @@ import pytest
 
 from bone_avizo.config import FitConfig, IoUConfig, PredictConfig
 from bone_avizo.errors import Cancelled, ConfigError, InputFileError, OutputExistsError
-from bone_avizo.phantom import PhantomConfig, make_phantom
 from bone_avizo.studies import CVConfig, StudyIncompleteError, merge_cv, run_cv
 from bone_avizo.studies.tasks import read_json
+from test_studies_tasks import no_rank_env, write_phantoms  # noqa: F401 - fixture
 
 TINY = FitConfig(encoder_depth=3, decoder_channels=(8, 8, 8), patch_size=32, batch_size=2, steps_per_epoch=2,
                  patches_per_slice=2, val_slices=2, epochs=1, plot=False, device="cpu")
@@ -18,23 +18,14 @@ PREDICT = PredictConfig(backend="torch", device="cpu")
 
 
 @pytest.fixture(autouse=True)
-def one_process(monkeypatch):
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
-        monkeypatch.delenv(key, raising=False)
-    return monkeypatch
+def one_process(no_rank_env):
+    return no_rank_env
 
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory):
     """Four 6 x 64 x 64 phantom scans (Bone-Pores labels) as .npy pairs."""
-    folder = tmp_path_factory.mktemp("cv_scans")
-    pairs = []
-    for seed in range(4):
-        image, labels = make_phantom(PhantomConfig(shape=(6, 64, 64), seed=seed))
-        np.save(folder / f"scan{seed}.npy", image.array)
-        np.save(folder / f"scan{seed}_labels.npy", labels.array)
-        pairs.append((folder / f"scan{seed}.npy", folder / f"scan{seed}_labels.npy"))
-    return pairs
+    return write_phantoms(tmp_path_factory.mktemp("cv_scans"), (6, 64, 64), range(4))
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bone_avizo.config import FitConfig
 from bone_avizo.errors import ConfigError, OutputExistsError
+from bone_avizo.phantom import PhantomConfig, make_phantom
 from bone_avizo.studies import StudyIncompleteError
 from bone_avizo.studies.report import csv_text, describe, flat_scores, text_table
 from bone_avizo.studies.run import PeakMemory, confusion_scores, pooled_confusion, selection_inputs
@@ -25,9 +27,21 @@ def _plan(**changes):
 
 @pytest.fixture
 def no_rank_env(monkeypatch):
+    """No torchrun or SLURM rank in the environment (the study tests import this fixture)."""
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
+
+
+def write_phantoms(folder, shape, seeds, prefix="scan") -> list[tuple[Path, Path]]:
+    """Phantom scans (Bone-Pores labels) as .npy (image, labels) pairs in ``folder``."""
+    pairs = []
+    for seed in seeds:
+        image, labels = make_phantom(PhantomConfig(shape=shape, seed=seed))
+        pairs.append((folder / f"{prefix}{seed}.npy", folder / f"{prefix}{seed}_labels.npy"))
+        np.save(pairs[-1][0], image.array)
+        np.save(pairs[-1][1], labels.array)
+    return pairs
 
 
 def test_rank_info_from_torchrun_variables(no_rank_env):

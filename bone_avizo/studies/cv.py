@@ -22,7 +22,6 @@ The study resumes fold by fold and spreads folds over torchrun ranks (see
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -54,11 +53,7 @@ CV_SPEC: tuple[Param, ...] = (
 )
 
 
-class _CVConfigBase(ConfigBase):
-    pass
-
-
-CVConfig = make_config("CVConfig", CV_SPEC, "Options of a cross-validation study.", base=_CVConfigBase)
+CVConfig = make_config("CVConfig", CV_SPEC, "Options of a cross-validation study.", base=ConfigBase)
 CVConfig.__module__ = __name__
 
 

@@ -115,7 +115,7 @@ def boxplot_png(path: str | os.PathLike, groups: dict[str, Sequence[float | None
     fig = _figure(1.6 + 1.3 * len(groups), 4.2)
     ax = fig.subplots()
     labels = list(groups)
-    data = [[v for v in groups[k] if v is not None] for k in labels]
+    data = [[v for v in groups[k] if v is not None] or [float("nan")] for k in labels]
     ax.boxplot(data, showmeans=True, widths=0.5)
     ax.set_xticks(range(1, len(labels) + 1), labels)
     jitter = np.random.default_rng(0)
