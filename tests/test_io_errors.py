@@ -113,3 +113,12 @@ def test_bad_options_are_config_errors(tmp_path):
     raises_one_line(ConfigError, create_writer, tmp_path / "v.h5", info, compression="zip", match="gzip")
     raises_one_line(ConfigError, open_volume, tmp_path / "r.raw", shape=(2, 5, 10), dtype="uint8",
                     byte_order="middle", match="little")
+
+
+def test_unknown_reader_or_writer_option_is_a_config_error(tmp_path):
+    path = save_volume(Volume(np.zeros((2, 3, 4), np.uint8)), tmp_path / "v.tif")
+    with pytest.raises(ConfigError, match="dataset are not valid for reading tiff"):
+        open_volume(path, dataset="/x")
+    with pytest.raises(ConfigError, match="compresion are not valid for writing hdf5.*compression"):
+        create_writer(tmp_path / "o.h5", VolumeInfo((2, 3, 4), np.uint8), compresion="gzip")
+    assert not (tmp_path / "o.h5.partial").exists()

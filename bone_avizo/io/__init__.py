@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bone_avizo.errors import InputFileError
+from bone_avizo.errors import ConfigError, InputFileError
 from bone_avizo.io.base import ArraySource, VolumeSource, VolumeWriter
 from bone_avizo.io.registry import FORMAT_MODULES, Format, detect_format, get_format
 from bone_avizo.volume import Volume, VolumeInfo
@@ -25,7 +25,23 @@ def open_volume(path: str | os.PathLike, *, format: str | None = None, **options
     if not path.exists():
         raise InputFileError(f"{path} does not exist; check the path")
     fmt = get_format(format or detect_format(path))
+    _check_options(fmt.open, options, f"reading {fmt.name}")
     return fmt.open(path, **options)
+
+
+def _check_options(function, options: dict, what: str) -> None:
+    """Refuse keyword options ``function`` does not take, naming the ones it does."""
+    import inspect
+
+    params = inspect.signature(function).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [name for name, p in params.items() if p.kind == p.KEYWORD_ONLY or
+             (p.kind == p.POSITIONAL_OR_KEYWORD and name not in ("path", "self"))]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"option(s) {', '.join(unknown)} are not valid for {what}; valid options: "
+                          f"{', '.join(valid) or 'none'}")
 
 
 def load_volume(path: str | os.PathLike, **options) -> Volume:
@@ -38,6 +54,7 @@ def create_writer(path: str | os.PathLike, info: VolumeInfo, *, overwrite: bool 
                   resume: bool = False, format: str | None = None, **options) -> VolumeWriter:
     """A writer for ``path`` in the format of its extension (or ``format``)."""
     fmt = get_format(format or detect_format(path, for_writing=True))
+    _check_options(fmt.writer.__init__, options, f"writing {fmt.name}")
     return fmt.writer(path, info, overwrite=overwrite, resume=resume, **options)
 
 
