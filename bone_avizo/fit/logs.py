@@ -123,8 +123,13 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, class_names: Sequ
             ax_iou.plot(epochs, [(r.get("val_iou") or [None] * len(class_names))[k] for r in history],
                         linestyle="--", label=f"IoU {name}")
         ax_iou.legend(fontsize="small")
+    else:
+        ax_iou.text(0.5, 0.5, "no validation scans", ha="center", va="center", transform=ax_iou.transAxes)
     ax_iou.set_xlabel("epoch")
     ax_iou.set_ylabel("validation IoU")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax_loss, ax_iou):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     temp = partial_path(path)
     fig.savefig(temp, format="png", dpi=100)
