@@ -182,7 +182,8 @@ def progress_done(log_path: Path) -> int:
 class SimulatedDisk:
     """A disk with ``free`` bytes left for files under ``folder``: Python file writes, block
     reservations (``os.posix_fallocate``), h5py dataset writes and ``torch.save`` into the folder fail
-    with OSError(ENOSPC) once they would exceed it, after writing what still fits.
+    with OSError(ENOSPC) once they would exceed it, after writing what still fits; once it is full,
+    flushing an HDF5 file in the folder fails as h5py reports it (RuntimeError naming errno 28).
 
     Install with :meth:`install` (a pytest monkeypatch undoes it). Memory-mapped writes cannot be
     intercepted; the writers that use them reserve their blocks first, which is what fails here.
@@ -209,6 +210,15 @@ class SimulatedDisk:
             return original_setitem(dataset, key, value)
 
         monkeypatch.setattr(h5py.Dataset, "__setitem__", h5_setitem)
+        original_flush = h5py.File.flush
+
+        def h5_flush(file):
+            if self.inside(file.filename) and self.used >= self.free:  # as h5py words it
+                raise RuntimeError("Unable to synchronously flush file (file write failed: errno = 28, error "
+                                   "message = 'No space left on device')")
+            return original_flush(file)
+
+        monkeypatch.setattr(h5py.File, "flush", h5_flush)
         original_save = torch.save
 
         def torch_save(obj, f, *args, **kwargs):

@@ -406,6 +406,12 @@ def disk_full_hdf5_resumable(ctx):
     return action
 
 
+def disk_full_hdf5_several_outputs(ctx):
+    action = ctx.predict(ctx.scan(), "--slab-slices", "2", "--probabilities", output="labels.h5")
+    ctx.full_disk(free=3 * 2 * 13 * 29)
+    return action
+
+
 def disk_full_amira(ctx):
     action = ctx.predict(ctx.scan(), "--slab-slices", "2", output="labels.am")
     ctx.full_disk(free=1500)
@@ -713,11 +719,14 @@ CATALOGUE: tuple[Row, ...] = (
         "and free space",
         disk_full_tiff),
     Row("disk-full-hdf5", "predict", "a disk that fills up after the first slab of an HDF5 output",
-        "writing <dir>/labels.h5 failed at slice 2: No space left on device; check free disk space",
+        "writing <dir>/labels.h5 failed after slice 1: No space left on device; check free disk space",
         disk_full_hdf5),
     Row("disk-full-hdf5-resume", "predict", "the same with --resume: the partial output stays to be resumed",
-        "writing <dir>/labels.h5 failed at slice 2: No space left on device; check free disk space",
+        "writing <dir>/labels.h5 failed after slice 1: No space left on device; check free disk space",
         disk_full_hdf5_resumable, keeps=("labels.h5.partial",)),
+    Row("disk-full-hdf5-maps", "predict", "a disk that fills up while writing labels and probability maps to HDF5",
+        "writing <dir>/labels_prob_pores.h5 failed at slice 0: No space left on device; check free disk space",
+        disk_full_hdf5_several_outputs),
     Row("disk-full-am", "predict", "a disk that fills up while writing an AmiraMesh output",
         "writing <dir>/labels.am failed at slice 2: No space left on device; check free disk space",
         disk_full_amira),
