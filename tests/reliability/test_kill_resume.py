@@ -174,7 +174,7 @@ def fit_setup(tmp_path_factory, phantom_pairs):
 
 def kill_fit_child(argv_for, output: Path, log: Path, rng: random.Random, *, after_checkpoint: bool) -> None:
     """Start fit in a child, wait for a random progress marker (and the first checkpoint), kill it."""
-    child = start_cli_child(argv_for(output), log, step_delay=0.05)
+    child = start_cli_child(argv_for(output), log, step_delay=0.03)
     total = 3 * 2  # epochs x steps
     stop_at = rng.randint(2, total - 1) if after_checkpoint else 1
     ready = lambda: progress_done(log) >= stop_at and (  # noqa: E731
