@@ -76,7 +76,8 @@ def test_predict_killed_at_random_points_resumes_bit_identical(predict_setup, tm
     resumed_after = []
     for seed in SEEDS:
         rng = random.Random(seed)
-        output, log = tmp_path / f"labels{seed}.h5", tmp_path / f"child{seed}.log"
+        suffix = (".h5", ".zarr")[seed % 2]
+        output, log = tmp_path / f"labels{seed}{suffix}", tmp_path / f"child{seed}.log"
         child = start_cli_child(argv_for(output), log, step_delay=0.02)
         stop_at = rng.randint(1, total - 6)
         assert wait_for(lambda: progress_done(log) >= stop_at, process=child), log.read_text()
