@@ -101,7 +101,10 @@ def main(argv=None) -> int:
         f"Machine: {machine.get('cpu', '?')}, {machine.get('cores', '?')} cores, torch {machine.get('torch', '?')} "
         f"with 2 threads, shared with other developers' test runs while the study ran (load average "
         f"{timings.get('load_average_at_start', '?')} at the start, {timings.get('load_average_at_end', '?')} at "
-        f"the end, for 2 cores). Wall time: cv {timings.get('cv', '?')} s, bench {timings.get('bench', '?')} s.\n",
+        f"the end, for 2 cores). Wall time: cv {timings.get('cv', '?')} s, bench {timings.get('bench', '?')} s, "
+        f"{timings.get('total_this_run', '?')} s in all"
+        + (f" ({timings['cpu_seconds_this_run']} CPU seconds)" if "cpu_seconds_this_run" in timings else "")
+        + ".\n",
         "## Scans\n", _scans_section(),
         "The two classes are background (0) and bone (1): the phantoms' pores are merged into background "
         "so that phantoms and real crops share one label scheme. The real crops' references are a "

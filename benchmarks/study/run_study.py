@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
 import sys
 import time
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
         copy_results(work, name)
         timings_path.write_text(json.dumps(timings, indent=2) + "\n")
     timings["total_this_run"] = round(time.perf_counter() - start, 1)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    timings["cpu_seconds_this_run"] = round(usage.ru_utime + usage.ru_stime, 1)
     timings["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     timings_path.write_text(json.dumps(timings, indent=2) + "\n")
     from make_report import main as make_report
