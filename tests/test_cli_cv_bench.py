@@ -13,7 +13,7 @@ from test_studies_tasks import no_rank_env, write_phantoms  # noqa: F401 - fixtu
 
 TINY = ["--encoder-depth", "3", "--decoder-channels", "8", "8", "8", "--patch-size", "32", "--batch-size", "2",
         "--steps-per-epoch", "1", "--patches-per-slice", "2", "--val-slices", "2", "--epochs", "1", "--no-plot",
-        "--device", "cpu", "--predict-option", "backend=torch"]
+        "--device", "cpu", "--num-classes", "3", "--predict-option", "backend=torch"]
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def scans(tmp_path_factory):
 def _grid(tmp_path, **changes):
     grid = {"arch": ["unet"], "encoder": ["resnet18"], "patch_size": [32],
             "fit": {"encoder_depth": 3, "batch_size": 2, "steps_per_epoch": 1, "patches_per_slice": 2,
-                    "epochs": 1, "plot": False, "device": "cpu"}, "predict": {"backend": "torch"}}
+                    "epochs": 1, "plot": False, "device": "cpu", "num_classes": 3}, "predict": {"backend": "torch"}}
     grid.update(changes)
     path = tmp_path / "grid.json"
     path.write_text(json.dumps(grid))
@@ -96,7 +96,7 @@ def test_bench_runs_one_cell(scans, tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["bench", "--config", _grid(tmp_path, arch=["unet", "unetplusplus"], encoder=["mit_b0"],
                                             fit={"batch_size": 2, "steps_per_epoch": 1, "patches_per_slice": 2,
-                                                 "epochs": 1, "plot": False}),
+                                                 "epochs": 1, "plot": False, "num_classes": 3}),
                  "--images", *images[:2], "--labels", *labels[:2], "--test-images", images[2],
                  "--test-labels", labels[2], "--output", str(out), "--selection", "last"])
     printed = capsys.readouterr().out

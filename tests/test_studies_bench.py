@@ -95,7 +95,7 @@ def test_a_tiny_grid_trains_scores_and_skips(scans, tmp_path):
     for column in ("cell", "arch", "encoder", "patch_size", "status", "reason", "mean_iou", "iou_class_2", "params",
                    "gflops_patch", "train_seconds", "predict_voxels_per_s", "train_peak_vram_gb"):
         assert column in header
-    assert result.paths["scans_csv"].read_text().splitlines()[1].startswith("unet_mit_b0_p32,unet,mit_b0,32,b2,")
+    assert result.paths["scans_csv"].read_text().splitlines()[1].startswith("unet_mit_b0_p32,unet,mit_b0,32,b22,")
     assert result.paths["png"].read_bytes()[:4] == b"\x89PNG"
     assert run_bench(grid, scans[:2], scans[2:], output=tmp_path / "bench").tasks_run == []
 
