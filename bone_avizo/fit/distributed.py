@@ -57,6 +57,19 @@ class DistContext:
         dist.broadcast_object_list(holder, src=0)
         return holder[0]
 
+    def sync_buffers(self, module: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (batch-norm running statistics).
+
+        DDP broadcasts buffers at the start of each forward pass, so after the last training step of
+        an epoch each rank holds statistics updated by its own batch; validation and the saved model
+        must use one set."""
+        if self.distributed:
+            for buffer in module.buffers():
+                moved = buffer.data.to(self.device) if self.device.type == "cuda" else buffer.data
+                dist.broadcast(moved, src=0)
+                if moved is not buffer.data:
+                    buffer.data.copy_(moved.to(buffer.device))
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

@@ -167,6 +167,7 @@ class _Run:
         return float(total[0] / max(total[1], 1.0))
 
     def validate(self) -> dict[str, Any]:
+        self.ctx.sync_buffers(self.net.module)  # every rank validates (and keeps) rank 0's statistics
         if self.validator is None:
             return {}
         cm = self.ctx.all_sum(self.validator.confusion(self.net.module))
