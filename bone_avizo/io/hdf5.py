@@ -8,6 +8,7 @@ slices are complete and the file is flushed each time it changes.
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import re
@@ -145,6 +146,43 @@ def hdf5_attrs(info: VolumeInfo) -> dict:
     return attrs
 
 
+def _recoverable(ds: h5py.Dataset, done: int) -> int:
+    """Make a partial dataset safe to continue after slice ``done`` and return where to continue.
+
+    A process killed while HDF5 rewrote a compressed chunk can leave that chunk undecodable, and
+    HDF5 reads a chunk back before writing part of it. So the chunks past the resume point are reset
+    to zeros (written directly, never read), and if the chunk layer holding the resume point does not
+    decode, it is reset too and the work continues at the start of that layer."""
+    depth = ds.chunks[0]
+    start = done - done % depth
+    if done > start:
+        try:
+            ds[start:done]
+        except OSError:
+            log.warning("%s: slices %d..%d are damaged; continuing at slice %d", ds.file.filename, start,
+                        done - 1, start)
+            done = start
+    first = start + depth if done > start else start
+    offsets = [ds.id.get_chunk_info(i).chunk_offset for i in range(ds.id.get_num_chunks())]
+    stale = [offset for offset in offsets if offset[0] >= first]
+    if stale:
+        mask, zeros = _zero_chunk(ds)
+        for offset in stale:
+            ds.id.write_direct_chunk(offset, zeros, mask)
+    return done
+
+
+def _zero_chunk(ds: h5py.Dataset) -> tuple[int, bytes]:
+    """(filter mask, stored bytes) of an all-zero chunk of ``ds``: same shape, type and filters."""
+    with h5py.File(io.BytesIO(), "w") as scratch:
+        zero = scratch.create_dataset("zero", shape=ds.chunks, dtype=ds.dtype, chunks=ds.chunks,
+                                      compression=ds.compression, compression_opts=ds.compression_opts,
+                                      shuffle=ds.shuffle, fillvalue=0)
+        zero[...] = 0
+        scratch.flush()
+        return zero.id.read_direct_chunk((0,) * ds.ndim)
+
+
 @contextmanager
 def _write_errors_as_oserror():
     """h5py reports some failed writes (a full disk while flushing or closing) as RuntimeError with the
@@ -199,7 +237,7 @@ class Hdf5Writer(VolumeWriter):
             raise ShapeMismatchError(f"{where}: dataset {self.dataset!r} is {found}, expected "
                                      f"{self.info.shape} {self.info.dtype}; delete it or write without resume")
         self._ds = ds
-        self.done_slices = int(ds.attrs.get(DONE_ATTR, 0))
+        self.done_slices = _recoverable(ds, int(ds.attrs.get(DONE_ATTR, 0)))
         log.info("resuming %s after %d completed slices", self.path, self.done_slices)
 
     def _write(self, z0: int, slab: np.ndarray) -> None:
