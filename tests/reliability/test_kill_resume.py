@@ -25,7 +25,9 @@ from safetensors.torch import load_file
 from bone_avizo.config import FitConfig
 from bone_avizo.errors import Cancelled
 from bone_avizo.fit import checkpoint_path, fit_model, load_checkpoint
-from bone_avizo.io import load_volume
+from bone_avizo.io import create_writer, load_volume
+from bone_avizo.io.base import partial_path
+from bone_avizo.volume import VolumeInfo
 
 from .helpers import (FIT_OPTIONS, PREDICT_FLAGS, fit_argv, progress_done, run_cli, scan_array, start_cli_child,
                       wait_for)
@@ -267,3 +269,43 @@ def test_fit_resumes_with_the_augmentations_in_another_order(phantom_pairs, tmp_
     result = fit_model(phantom_pairs, FitConfig(**FIT_OPTIONS, epochs=2, extra_augment=("gamma", "noise")),
                        output=output, resume=True)
     assert [row["epoch"] for row in result.history] == [1, 2]
+
+
+
+def _damage_chunks(path: Path, layers: set[int]) -> int:
+    """Flip bytes inside the stored chunks of dataset 'data' whose first slice is in ``layers``, as a kill
+    while HDF5 rewrote them can leave them; returns how many chunks were damaged."""
+    import h5py
+
+    with h5py.File(path, "r") as fh:
+        ds = fh["data"]
+        infos = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+    raw = bytearray(path.read_bytes())
+    damaged = [info for info in infos if info.chunk_offset[0] in layers]
+    for info in damaged:
+        for k in range(info.byte_offset + 8, info.byte_offset + min(info.size, 40)):
+            raw[k] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    return len(damaged)
+
+
+@pytest.mark.parametrize("damaged, resumes_at", [({16}, 16), ({32}, 20)],
+                         ids=["the layer of the resume point", "a later layer"])
+def test_hdf5_chunks_damaged_by_a_kill_are_recovered_on_resume(tmp_path, damaged, resumes_at):
+    """A partial HDF5 output of a (40, 300, 280) volume (chunks 16 x 256 x 256) records 20 slices done;
+    slices up to 36 were flushed too when the process was killed while HDF5 rewrote chunks. Resuming
+    recomputes what does not decode and ends with the right volume."""
+    expected = np.random.default_rng(0).integers(0, 200, (40, 300, 280)).astype(np.uint8)
+    info, output = VolumeInfo(expected.shape, np.uint8), tmp_path / "labels.h5"
+    writer = create_writer(output, info, resume=True)
+    writer.write_slab(0, expected[:20])
+    writer.mark_done(20)
+    writer.write_slab(20, expected[20:36])
+    writer._file.flush()
+    writer._close()
+    assert _damage_chunks(partial_path(output), damaged) == 4
+    with create_writer(output, info, resume=True) as writer:
+        assert writer.done_slices == resumes_at
+        writer.write_slab(resumes_at, expected[resumes_at:])
+        writer.mark_done(40)
+    assert np.array_equal(load_volume(output).array, expected)
