@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bone_avizo._memory import bound_heap
 from bone_avizo.config import Plane, PredictConfig
 from bone_avizo.data.context import check_context, context_indices, halo
 from bone_avizo.data.normalize import NormStats, normalize, scan_stats
@@ -305,6 +306,7 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
     :mod:`bone_avizo.predict.distributed`); every rank returns, rank 0 writes the output.
     """
     config = config or PredictConfig()
+    bound_heap()
     source = _as_source(source)
     loaded = _load(model)
     plan = _Plan(source, loaded, config)
