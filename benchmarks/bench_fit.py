@@ -85,12 +85,18 @@ def _paired_round(pairs, config, folder: Path) -> dict:
             timer.train, timer.premade = [], []
             timer.last = time.perf_counter()
             run.train_epoch(epoch, ProgressTracker(run.batches, "bench", timer))
+        run.sampler.set_epoch(2)
+        t0 = time.perf_counter()
+        batches = sum(1 for _ in run.loader)  # the input pipeline alone, one epoch
+        data = (time.perf_counter() - t0) / batches
     finally:
         run.close()
     train, premade = statistics.mean(timer.train), statistics.mean(timer.premade)
+    ratios = [p / t for p, t in zip(timer.premade, timer.train)]
     return {"num_workers": config.num_workers, "premade_steps_per_s": round(1 / premade, 4),
             "training_steps_per_s": round(1 / train, 4), "ratio": round(premade / train, 3),
-            "steps_timed": len(timer.train)}
+            "median_step_ratio": round(statistics.median(ratios), 3), "steps_timed": len(timer.train),
+            "input_pipeline_ms_per_batch": round(data * 1000, 1)}
 
 
 def bench_pipeline(args) -> dict:
