@@ -63,7 +63,7 @@ class TorchBackend:
             tiles = tiles.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), self._autocast():
             out = self.module(tiles)
-        return out.float()
+        return out.float().contiguous()  # channels_last outputs make the tile merge strided and slow
 
     def _autocast(self):
         if self.precision == "fp32":
