@@ -43,6 +43,7 @@ from bone_avizo.volume import Volume, VolumeInfo
 log = logging.getLogger(__name__)
 
 PLANE_AXIS = {Plane.XY: 0, Plane.XZ: 1, Plane.YZ: 2}
+TEMPORARIES = 2.5  # measured peak RSS per image in a block / the sum of the arrays named in slab_images
 BATCH_PIXELS = {"cpu": 1 << 19, "cuda": 1 << 22}  # tile pixels per forward pass when batch_size is auto
 
 
@@ -160,6 +161,7 @@ class _Plan:
         k, c = self.num_classes, self.context
         passes = 2 if self.config.tta != "none" else 1
         per_image = h * w * (in_itemsize + 4 * (c + 1) + 4 * k * (2 + passes) + 2 * k + 1 + k)
+        per_image *= TEMPORARIES  # copies and queues in flight, measured on 2048 x 2048 slices
         budget = self.config.memory_limit_gb * (1 << 30) * 0.5
         return int(max(1, min(n, budget // per_image)))
 
