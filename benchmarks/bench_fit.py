@@ -44,15 +44,12 @@ def _phantom_scans(folder: Path, count: int, shape) -> list[tuple[Path, Path]]:
 
 class _PairedTimer:
     """Progress callback of the real training loop: after each training step it runs one step of the
-    same model, loss and optimiser on tensors made once, so both are timed under the same load."""
+    same model, loss and optimiser on one batch made once beforehand (real crops, so the compute is
+    the same), and both are timed under the same machine load."""
 
-    def __init__(self, run, config):
-        import torch
-
+    def __init__(self, run, batch):
         self.run = run
-        n = config.batch_size * config.patches_per_slice
-        self.images = torch.randn(n, config.in_channels, config.patch_size, config.patch_size)
-        self.labels = torch.randint(0, run.plan.num_classes, (n, config.patch_size, config.patch_size))
+        self.images, self.labels = batch  # one real batch, made once before timing
         self.train, self.premade = [], []
         self.last = time.perf_counter()
 
@@ -80,7 +77,8 @@ def _paired_round(pairs, config, folder: Path) -> dict:
     plan = make_plan(_as_specs(pairs), [], config)
     run = _Run(plan, config, DistContext(), folder / "unused.safetensors", {})
     try:
-        timer = _PairedTimer(run, config)
+        run.sampler.set_epoch(1000)
+        timer = _PairedTimer(run, next(iter(run.loader)))
         for epoch in range(2):
             timer.train, timer.premade = [], []
             timer.last = time.perf_counter()
