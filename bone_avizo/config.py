@@ -367,6 +367,9 @@ class _FitConfigBase(ConfigBase):
             raise ConfigError(f"planes (--planes): {self.planes} repeats a plane; give distinct planes")
         if self.min_lr > self.lr:
             raise ConfigError(f"min_lr (--min-lr) {self.min_lr} is above lr (--lr) {self.lr}")
+        # the extras are applied in a fixed order whatever order they are named in: one spelling
+        object.__setattr__(self, "extra_augment",
+                           tuple(a for a in FIT_EXTRA_AUGMENTATIONS if a in self.extra_augment))
 
 
 FitConfig = make_config("FitConfig", FIT_SPEC, "Options of DLFit (training).", base=_FitConfigBase)

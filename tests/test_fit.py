@@ -240,3 +240,8 @@ def test_resume_before_the_first_checkpoint_starts_afresh(phantoms, tmp_path):
     assert not checkpoint_path(tmp_path / "m.safetensors").exists()
     result = fit_model(phantoms, config, output=tmp_path / "m.safetensors", resume=True)
     assert [r["epoch"] for r in result.history] == [1]
+
+
+def test_extra_augmentations_have_one_spelling():
+    a = FitConfig(extra_augment=("noise", "gamma", "noise"))
+    assert a.extra_augment == ("gamma", "noise") == FitConfig(extra_augment="gamma,noise").extra_augment

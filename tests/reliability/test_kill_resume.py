@@ -258,9 +258,6 @@ def kill_cli_process(argv: list, log: Path, *, started, delay: float) -> bool:
             process.wait()
 
 
-@pytest.mark.xfail(strict=True, reason="fit: --resume compares --extra-augment as an ordered list, so the same "
-                   "augmentations given in another order are refused ('the options differ'), though the order "
-                   "does not change training")
 def test_fit_resumes_with_the_augmentations_in_another_order(phantom_pairs, tmp_path):
     output = tmp_path / "m.safetensors"
     with pytest.raises(Cancelled):
