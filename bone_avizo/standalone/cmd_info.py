@@ -13,7 +13,8 @@ from bone_avizo.standalone.common import existing_path, parse_options
 HELP = "show a model's metadata (arch, encoder, classes, training scans, ...) or a volume's shape and voxel size"
 
 MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
-_TRAINING_SHOWN = ("train_scans", "val_scans", "epochs", "loss", "optimizer", "lr", "best_val_score",
+_TRAINING_SHOWN = ("train_scans", "val_scans", "epochs", "loss", "criterion", "optimizer", "lr", "learning_rate",
+                   "best_val_score",
                    "best_epoch", "seed", "flops_G", "param_count", "peak_ram_GB", "peak_vram_GB",
                    "wall_time_sec", "version", "created", "source")
 
