@@ -44,6 +44,18 @@ class Ranks:
     def distributed(self) -> bool:
         return self.world > 1
 
+    @property
+    def world_size(self) -> int:
+        return self.world
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, index: int) -> bool:
+        """True when item ``index`` (a block, a study task) is this rank's: ``index % world == rank``."""
+        return index % self.world == self.rank
+
 
 def current_ranks() -> Ranks:
     """From torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else SLURM's SLURM_PROCID / SLURM_NTASKS /
@@ -58,7 +70,7 @@ def current_ranks() -> Ranks:
 
 def owned_blocks(blocks: list[Block], ranks: Ranks) -> list[Block]:
     """The blocks rank r predicts: every W-th, starting at r."""
-    return blocks[ranks.rank::ranks.world]
+    return [b for i, b in enumerate(blocks) if ranks.owns(i)]
 
 
 def part_path(output: Path, ranks: Ranks, rank: int | None = None) -> Path:

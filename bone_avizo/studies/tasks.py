@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 from bone_avizo import __version__
 from bone_avizo.errors import BoneAvizoError, ConfigError, OutputExistsError, OutputWriteError
 from bone_avizo.metrics.report import write_text_atomic
+from bone_avizo.predict.distributed import Ranks, current_ranks
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +40,12 @@ class StudyIncompleteError(BoneAvizoError):
     """Some tasks of a study have no result yet (merge too early, or a rank failed)."""
 
 
-@dataclass(frozen=True)
-class RankInfo:
-    """This process's place in a torchrun job: rank, world size and local rank (one GPU each)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def owns(self, index: int) -> bool:
-        """True when task ``index`` is this rank's (``index % world_size == rank``)."""
-        return index % self.world_size == self.rank
+# one rank type for prediction and studies: rank, world size, local rank, is_main, owns(index)
+RankInfo = Ranks
 
 
 def rank_info() -> RankInfo:
     """This process's rank from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (or SLURM's), else one process."""
-    from bone_avizo.predict.distributed import current_ranks
-
     try:
         ranks = current_ranks()
     except ValueError:
@@ -68,7 +54,7 @@ def rank_info() -> RankInfo:
     if ranks.world < 1 or not 0 <= ranks.rank < ranks.world:
         raise ConfigError(f"rank {ranks.rank} and world size {ranks.world} do not fit: the rank must be "
                           "0 .. world size - 1")
-    return RankInfo(ranks.rank, ranks.world, ranks.local_rank)
+    return ranks
 
 
 @contextmanager
