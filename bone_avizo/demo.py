@@ -15,8 +15,9 @@ import numpy as np
 
 from bone_avizo.config import IoUConfig, PredictConfig
 from bone_avizo.errors import ModelError
-from bone_avizo.io import open_volume, save_volume
+from bone_avizo.io import open_volume
 from bone_avizo.metrics import IoUResult, compute_iou, write_csv, write_json
+from bone_avizo.metrics.plot import save_png
 from bone_avizo.phantom import PhantomConfig, write_phantom
 from bone_avizo.predict import predict_volume
 from bone_avizo.progress import ProgressCallback
@@ -117,8 +118,8 @@ def write_preview(files: dict[str, Path], result: IoUResult) -> bool:
         axes[2].legend(loc="lower right")
     axes[2].set_title(f"per-slice IoU (mean IoU {result.mean_iou:.3f})")
     fig.tight_layout()
-    temp = files["preview"].with_name(files["preview"].name + ".partial.png")
-    fig.savefig(temp, dpi=100)
-    plt.close(fig)
-    os.replace(temp, files["preview"])
+    try:
+        save_png(fig, files["preview"], dpi=100)
+    finally:
+        plt.close(fig)
     return True

@@ -221,7 +221,21 @@ class NpySource(MappedSource):
 
 
 
-class NpyWriter(VolumeWriter):
+class MappedWriter(VolumeWriter):
+    """A writer whose temporary output is a numpy memmap held in ``self._array`` (set by ``_open``)."""
+
+    _array = None
+
+    def _write(self, z0: int, slab: np.ndarray) -> None:
+        self._array[z0:z0 + slab.shape[0]] = slab
+
+    def _close(self) -> None:
+        if self._array is not None:
+            self._array.flush()
+        self._array = None
+
+
+class NpyWriter(MappedWriter):
     """Writes ``.npy`` through ``numpy.lib.format.open_memmap`` on ``<name>.npy.partial``; on commit the
     ``<name>.npy.json`` sidecar (voxel size, origin, unit, name, class names) is written atomically first,
     then the array is renamed. Options: ``sidecar`` (default True)."""
@@ -237,14 +251,6 @@ class NpyWriter(VolumeWriter):
         self._array = np.lib.format.open_memmap(self.temp_path, mode="w+", dtype=self.info.dtype,
                                                 shape=self.info.shape)
         reserve_space(self.temp_path)
-
-    def _write(self, z0: int, slab: np.ndarray) -> None:
-        self._array[z0:z0 + slab.shape[0]] = slab
-
-    def _close(self) -> None:
-        if self._array is not None:
-            self._array.flush()
-            self._array = None
 
     def commit(self) -> Path:
         if not self._closed:

@@ -17,8 +17,8 @@ import numpy as np
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InputFileError, InvalidVolumeError,
                                OutputExistsError, UnsupportedDtypeError)
-from bone_avizo.io.base import ArraySource, VolumeSource, VolumeWriter, partial_path, remove_path, reserve_space
-from bone_avizo.io.npy import MappedSource, check_dtype, native_dtype, require_file
+from bone_avizo.io.base import ArraySource, VolumeSource, partial_path, remove_path, reserve_space
+from bone_avizo.io.npy import MappedSource, MappedWriter, check_dtype, native_dtype, require_file
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
 
@@ -99,7 +99,7 @@ def open_raw(path: str | os.PathLike, **options) -> VolumeSource:
     return RawSource(path, **options)
 
 
-class RawWriter(VolumeWriter):
+class RawWriter(MappedWriter):
     """Writes headerless raw data (z, y, x, C order) through a memmap of ``<name>.partial``; the voxel size
     is not stored (write .mhd to keep it). Option ``byte_order`` ('little' default or 'big')."""
 
@@ -117,14 +117,6 @@ class RawWriter(VolumeWriter):
             fh.truncate(offset + self.info.nbytes)
         reserve_space(path)
         return np.memmap(path, dtype=self.stored, mode="r+", offset=offset, shape=self.info.shape)
-
-    def _write(self, z0: int, slab: np.ndarray) -> None:
-        self._array[z0:z0 + slab.shape[0]] = slab
-
-    def _close(self) -> None:
-        if self._array is not None:
-            self._array.flush()
-        self._array = None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -58,6 +58,11 @@ def plot_slice_iou(result: IoUResult, path: str | os.PathLike, *, dpi: int = 120
         _panel(ax, scan, f"scan {i}: {scan.inputs.get('prediction')}  (mean IoU {mean:.4f})")
     axes[-1].set_xlabel("slice z")
     axes[0].legend(fontsize=7, loc="lower left", ncol=4)
+    return save_png(fig, path, dpi=dpi)
+
+
+def save_png(fig, path: str | os.PathLike, *, dpi: int = 120) -> Path:
+    """Write a matplotlib figure as PNG through a temporary name; OutputWriteError on failure."""
     path = Path(path)
     temp = partial_path(path)
     try:

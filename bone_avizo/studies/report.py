@@ -14,8 +14,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bone_avizo.errors import OutputWriteError
-from bone_avizo.io.base import partial_path, replace_path
+from bone_avizo.metrics.plot import save_png
 from bone_avizo.metrics.report import write_text_atomic
 
 
@@ -96,18 +95,6 @@ def _figure(width: float, height: float):
     return fig
 
 
-def _save(fig, path: str | os.PathLike, dpi: int = 120) -> Path:
-    path = Path(path)
-    temp = partial_path(path)
-    try:
-        fig.savefig(temp, format="png", dpi=dpi)
-        replace_path(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}; check the folder") from exc
-    return path
-
-
 def boxplot_png(path: str | os.PathLike, groups: dict[str, Sequence[float | None]],
                 points: dict[str, Sequence[float | None]], *, title: str, ylabel: str = "IoU") -> Path:
     """Boxes of ``groups`` (label -> values, e.g. IoU of each fold) with ``points`` (e.g. each scan's
@@ -130,7 +117,7 @@ def boxplot_png(path: str | os.PathLike, groups: dict[str, Sequence[float | None
     ax.set_title(title, fontsize=9)
     if any(points.values()):
         ax.legend(fontsize=7, loc="lower left")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _scatter_panel(ax, rows: Sequence[dict[str, Any]], x_key: str, xlabel: str) -> None:
@@ -162,4 +149,4 @@ def tradeoff_png(path: str | os.PathLike, rows: Sequence[dict[str, Any]], *, tit
     _scatter_panel(right, done, "predict_s_per_mvoxel", "prediction time, s per million voxels (measured)")
     left.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
