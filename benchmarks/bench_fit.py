@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -163,22 +162,14 @@ def bench_memory(args) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _vm_hwm_gib() -> float:
-    """Peak resident set of this process so far (GiB): VmHWM, which starts afresh at exec (ru_maxrss of a
-    child also carries the RSS its parent had when it forked)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024 ** 2
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
-
-
 def memory_child(args) -> None:
     import torch  # noqa: F401  (imported first: the baseline includes the libraries)
 
+    from bone_avizo._memory import peak_rss_bytes
     from bone_avizo.config import FitConfig
     from bone_avizo.fit import fit_model
 
-    after_imports = _vm_hwm_gib()
+    after_imports = peak_rss_bytes() / 1024 ** 3
     pairs = json.loads(args.pairs)
     config = FitConfig(encoder_depth=3, decoder_channels=(16, 16, 16), patch_size=256, batch_size=args.batch,
                        steps_per_epoch=20, epochs=1, val_fraction=0.25, val_slices=4, in_channels=3, plot=False)
@@ -188,7 +179,7 @@ def memory_child(args) -> None:
                       "train_scans": result.metadata.training["train_scans"],
                       "val_scans": result.metadata.training["val_scans"],
                       "peak_rss_after_imports_GiB": round(after_imports, 3),
-                      "peak_rss_GiB": round(_vm_hwm_gib(), 3)}))
+                      "peak_rss_GiB": round(peak_rss_bytes() / 1024 ** 3, 3)}))
 
 
 # ---------------------------------------------------------------------------------------------

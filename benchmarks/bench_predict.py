@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bone_avizo._memory import peak_rss_bytes
 from bone_avizo.config import PredictConfig
 from bone_avizo.data.normalize import normalize, scan_stats
 from bone_avizo.io import create_writer, open_volume
@@ -214,7 +214,7 @@ def _memory_case(src: str, out: str, planes: str) -> None:
     cfg = PredictConfig(backend="torch", planes=tuple(planes.split("+")))
     with open_volume(src) as source:
         result = predict_volume(source, tiny_model(), cfg, output=out, overwrite=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)  # KiB -> GiB
+    peak = peak_rss_bytes() / (1 << 30)  # VmHWM: ru_maxrss would include this parent's pages
     print(json.dumps({"peak_rss_gb": round(peak, 3), "mvoxel_per_s": result.voxels_per_second / 1e6,
                       "slab_slices": result.slab_slices}))
 

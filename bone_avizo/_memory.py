@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import resource
 import sys
 
 log = logging.getLogger(__name__)
@@ -32,3 +33,30 @@ def bound_heap() -> None:
             log.debug("mallopt(M_MMAP_THRESHOLD) was refused; memory use may grow with fragmentation")
     except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
         log.debug("malloc tuning not available on this C library")
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory in bytes.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory. Not
+    getrusage's ru_maxrss, which a process started by fork + exec inherits from its parent (a host
+    program or benchmark that launched it would be counted). Elsewhere ru_maxrss (bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak resident memory (Linux: VmHWM); False where not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False

@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bone_avizo._compat import StrEnum
+from bone_avizo._memory import peak_rss_bytes, reset_peak_rss
 from bone_avizo.config import FitConfig, IoUConfig, Param, PredictConfig
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
@@ -38,27 +39,6 @@ GIB = 1024 ** 3
 
 # ---------------------------------------------------------------------------------------------
 # peak memory of a phase
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak resident set size (Linux: VmHWM); False where not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _vm_hwm_bytes() -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 class PeakMemory:
     """Peak resident memory of this process and peak CUDA memory allocated by torch during a block.
 
@@ -94,7 +74,7 @@ class PeakMemory:
             import torch
 
             torch.cuda.reset_peak_memory_stats(cuda)
-        if not _reset_peak_rss() or _vm_hwm_bytes() is None:
+        if not reset_peak_rss():
             self._sampler = threading.Thread(target=self._sample, daemon=True)
             self._sampler.start()
         return self
@@ -105,7 +85,7 @@ class PeakMemory:
             self._sampler.join()
             peak = self._sampled
         else:
-            peak = _vm_hwm_bytes() or 0
+            peak = peak_rss_bytes()
         self.ram_gb = round(peak / GIB, 4) if peak else None
         cuda = self._cuda()
         if cuda is not None:
