@@ -2,11 +2,12 @@
 
 ``weights``: 'random' (seeded initialisation), 'imagenet' (the encoder's ImageNet weights, which
 must be in the local cache when offline: a clear ModelError otherwise), or the path of a model
-file (fine-tuning: its architecture, encoder and weights are used; its channels and classes must
-match the run's).
+file (fine-tuning: its architecture, encoder and weights are used; its classes must match the run's,
+and its input channels too, except that a 2D model can seed a 2.5D run: :func:`widen_to_stack`).
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,12 +49,69 @@ def arch_options(config, arch: str) -> dict:
 def _from_file(path: Path, config, num_classes: int) -> Network:
     loaded = load_model(path)
     meta = loaded.metadata
+    if meta.in_channels == 1 < config.in_channels and meta.num_classes == num_classes:
+        log.info("fine-tuning %s (%s/%s), widened from 2D to %d slices", path, meta.arch, meta.encoder,
+                 config.in_channels)
+        module = widen_to_stack(loaded.module, config.in_channels, source=path)
+        return Network(module.train(), meta.arch, meta.encoder, dict(meta.arch_options), str(path))
     if meta.in_channels != config.in_channels or meta.num_classes != num_classes:
         raise ConfigError(f"model file {path} takes {meta.in_channels} channel(s) and {meta.num_classes} classes, "
                           f"but this run has in_channels={config.in_channels} and {num_classes} classes; "
                           "fine-tune a model made for the same inputs and classes")
     log.info("fine-tuning %s (%s/%s)", path, meta.arch, meta.encoder)
     return Network(loaded.module.train(), meta.arch, meta.encoder, dict(meta.arch_options), str(path))
+
+
+def widen_to_stack(module: torch.nn.Module, channels: int, *, source: Path) -> torch.nn.Module:
+    """A 2D network (1 input channel) as a 2.5D one taking ``channels`` neighbouring slices.
+
+    The first convolution gets ``channels`` inputs: the centre slice keeps the trained weights, the
+    neighbours start at zero, so before fine-tuning the network predicts exactly what the 2D one did
+    on the centre slice. ConfigError when the network has no such convolution."""
+    parent, name, conv = _first_conv(module)
+    if conv is None or conv.in_channels != 1 or conv.groups != 1:
+        raise ConfigError(f"model file {source}: cannot widen its first convolution to {channels} slices; "
+                          "fine-tune with --in-channels 1 or start from random/imagenet weights")
+    wide = torch.nn.Conv2d(channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                           padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
+                           padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.weight[:, channels // 2] = conv.weight[:, 0]
+        if conv.bias is not None:
+            wide.bias.copy_(conv.bias)
+    original = copy.deepcopy(module)
+    setattr(parent, name, wide)
+    if not _same_on_centre(original, module, channels):
+        raise ConfigError(f"model file {source}: its first registered convolution is not the one that reads "
+                          "the image, so it cannot be widened to slices; fine-tune with --in-channels 1")
+    return module
+
+
+def _same_on_centre(flat: torch.nn.Module, wide: torch.nn.Module, channels: int) -> bool:
+    """Whether ``wide`` on a stack predicts what ``flat`` predicts on its centre slice (eval mode)."""
+    modes = flat.training, wide.training
+    flat.eval(), wide.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            device = next(wide.parameters()).device
+            stack = torch.randn(1, channels, PROBE_SIZE, PROBE_SIZE, device=device)
+            expected = flat(stack[:, channels // 2:channels // 2 + 1])
+            return bool(torch.allclose(wide(stack), expected, rtol=1e-4, atol=1e-5))
+    finally:
+        flat.train(modes[0]), wide.train(modes[1])
+
+
+def _first_conv(module: torch.nn.Module):
+    """(parent, attribute name, layer) of the first Conv2d the module holds, or (None, None, None)."""
+    for parent in module.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, torch.nn.Conv2d):
+                return parent, name, child
+            if any(isinstance(m, torch.nn.Conv2d) for m in child.modules()):
+                break  # the first conv lies below this child: descend into it next
+    return None, None, None
 
 
 def freeze_unused(module: torch.nn.Module, in_channels: int) -> int:
