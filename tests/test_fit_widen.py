@@ -1,18 +1,17 @@
 """A 2D model file seeds a 2.5D run: the first convolution is widened to the neighbouring slices."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from safetensors.torch import load_file
+from test_studies_tasks import write_phantoms
 
 from bone_avizo.config import FitConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.fit import fit_model
 from bone_avizo.fit.network import widen_to_stack
 from bone_avizo.models import build_model, load_model
-from bone_avizo.phantom import PhantomConfig, make_phantom
 
 TINY = dict(encoder_depth=3, decoder_channels=(8, 8, 8), patch_size=32, batch_size=2, steps_per_epoch=2,
             patches_per_slice=2, val_slices=2, plot=False, epochs=1)
@@ -43,14 +42,8 @@ def test_a_network_without_a_single_channel_first_convolution_is_refused(tmp_pat
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("widen")
-    pairs = []
-    for seed in range(3):
-        image, labels = make_phantom(PhantomConfig(shape=(6, 64, 64), seed=seed))
-        np.save(folder / f"scan{seed}.npy", image.array)
-        np.save(folder / f"scan{seed}_labels.npy", labels.array)
-        pairs.append((folder / f"scan{seed}.npy", folder / f"scan{seed}_labels.npy"))
-    return pairs
+    """Three 6 x 64 x 64 phantom scans as .npy (image, labels) pairs."""
+    return write_phantoms(tmp_path_factory.mktemp("widen"), (6, 64, 64), range(3))
 
 
 def test_fitting_a_2d_model_file_as_2_5d(scans, tmp_path):
