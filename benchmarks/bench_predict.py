@@ -147,6 +147,17 @@ def _engine_variants(args):
         yield "fp32", PredictConfig(backend="torch", precision="fp32", **common)
         yield "bf16", PredictConfig(backend="torch", precision="bf16", **common)
         yield "fp16 batch 64", PredictConfig(backend="torch", precision="fp16", batch_size=64, **common)
+        if _onnxruntime_cuda():
+            yield "backend=onnxruntime (CUDA provider)", PredictConfig(backend="onnxruntime", **common)
+
+
+def _onnxruntime_cuda() -> bool:
+    """Whether onnxruntime (onnxruntime-gpu) offers its CUDA execution provider here."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
 def _prepared(volume, loaded):
