@@ -1,53 +1,91 @@
-"""Single-process and torchrun (DistributedDataParallel) training context.
+"""Single-process and multi-process (DistributedDataParallel) training context.
 
-Under ``torchrun --nproc_per_node N [--nnodes M ...] -m bone_avizo.standalone fit ...`` the
-environment holds RANK, WORLD_SIZE and LOCAL_RANK; each process trains on its share of every
-epoch's slices, on the GPU of its LOCAL_RANK (NCCL) or on the CPU (gloo). Rank 0 alone writes
-the model, checkpoints and logs; metrics are summed over ranks with all_reduce.
+The ranks come from :func:`bone_avizo.predict.distributed.current_ranks` (one place for the
+environment mapping): torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or, when those are absent, SLURM's
+SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (``srun`` with one task per GPU, no torchrun). Under
+torchrun the process group is joined through torchrun's own rendezvous (``env://``); under SLURM
+through ``tcp://MASTER_ADDR:MASTER_PORT``, where MASTER_ADDR defaults to the first host of
+SLURM_NODELIST (or SLURM_JOB_NODELIST) and MASTER_PORT to ``15000 + SLURM_JOB_ID % 10000``.
+
+Each process trains on its share of every epoch's slices, on the GPU of its local rank (NCCL) or
+on the CPU (gloo). Rank 0 alone writes the model, checkpoints and logs; metrics are summed over
+ranks with all_reduce. Collectives wait at most the process-group timeout
+(``BONE_AVIZO_DIST_TIMEOUT`` seconds, default 1800); a lost rank then surfaces as one
+:class:`~bone_avizo.errors.BoneAvizoError` on the others instead of a hang.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
 
 import torch
 import torch.distributed as dist
 
-from bone_avizo.errors import ConfigError
+from bone_avizo.errors import BoneAvizoError, ConfigError
 from bone_avizo.predict.backends import resolve_device
+from bone_avizo.predict.distributed import Ranks, current_ranks, rank_launcher
 
 log = logging.getLogger(__name__)
+
+TIMEOUT_VARIABLE = "BONE_AVIZO_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800.0
+DEFAULT_PORT = 29500           # torch's default, when SLURM_JOB_ID is unknown
+SLURM_PORT_BASE = 15000        # MASTER_PORT = 15000 + SLURM_JOB_ID % 10000 (below Linux's ephemeral ports)
 
 
 @dataclass
 class DistContext:
-    """Where this process stands: rank, world size, device; ``initialised`` when a process group
-    was created here (and must be destroyed by :func:`shutdown`)."""
+    """Where this process stands: its ranks and device; ``initialised`` when a process group was
+    created here (and must be destroyed by :func:`shutdown`)."""
 
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+    ranks: Ranks = field(default_factory=Ranks)
     device: torch.device = torch.device("cpu")
     initialised: bool = False
 
     @property
+    def rank(self) -> int:
+        return self.ranks.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.ranks.world
+
+    @property
+    def local_rank(self) -> int:
+        return self.ranks.local_rank
+
+    @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return self.ranks.is_main
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        return self.ranks.distributed
 
-    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum of ``tensor`` over all ranks (in place; on the backend's device)."""
+    def _all_reduce(self, tensor: torch.Tensor, op) -> torch.Tensor:
         if self.distributed:
             moved = tensor.to(self.device) if self.device.type == "cuda" else tensor
-            dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+            dist.all_reduce(moved, op=op)
             if moved is not tensor:
                 tensor.copy_(moved.to(tensor.device))
         return tensor
+
+    def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum of ``tensor`` over all ranks (in place; on the backend's device)."""
+        return self._all_reduce(tensor, dist.ReduceOp.SUM)
+
+    def first_asking(self, asking: bool) -> int | None:
+        """The lowest rank for which ``asking`` is true (the same answer on every rank), None when
+        no rank asks. One all_reduce of one integer: every rank must call it at the same point."""
+        flag = torch.tensor([self.rank if asking else self.world_size], dtype=torch.int64)
+        first = int(self._all_reduce(flag, dist.ReduceOp.MIN)[0])
+        return first if first < self.world_size else None
 
     def broadcast_object(self, value):
         """Rank 0's ``value`` on every rank."""
@@ -75,37 +113,141 @@ class DistContext:
             dist.barrier()
 
 
-def _env_int(name: str, default: int) -> int:
+# -- SLURM rendezvous ---------------------------------------------------------------------------
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM host list in its compact form, without calling scontrol:
+    ``"node[01-04,07],gpu5"`` -> ``"node01"``, ``"rack[2-3]-n[8,9]"`` -> ``"rack2-n8"``,
+    ``"gpu5,node[1-2]"`` -> ``"gpu5"`` (zero padding is kept)."""
+    text = nodelist.strip()
+    depth, end = 0, len(text)
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if depth not in (0, 1):
+            break
+        if char == "," and depth == 0:
+            end = i
+            break
+    host = re.sub(r"\[([^\[\],-]+)[^\[\]]*\]", r"\1", text[:end])
+    if depth not in (0, 1) or not host or re.search(r"[\[\],\s]", host):
+        raise ConfigError(f"cannot read the first host of the SLURM node list {nodelist!r}; set MASTER_ADDR "
+                          "to the host of rank 0")
+    return host
+
+
+def slurm_rendezvous(env: Mapping[str, str] | None = None) -> tuple[str, int]:
+    """(address, port) of rank 0 for a SLURM job started without torchrun: MASTER_ADDR, else the
+    first host of SLURM_NODELIST / SLURM_JOB_NODELIST; MASTER_PORT, else ``15000 + SLURM_JOB_ID %
+    10000`` (29500 without a job id). Two training runs in one job on one node need distinct
+    MASTER_PORTs."""
+    env = os.environ if env is None else env
+    address = env.get("MASTER_ADDR")
+    if not address:
+        nodelist = env.get("SLURM_NODELIST") or env.get("SLURM_JOB_NODELIST")
+        if not nodelist:
+            raise ConfigError("SLURM_PROCID/SLURM_NTASKS are set but neither MASTER_ADDR nor SLURM_NODELIST is; "
+                              "set MASTER_ADDR to the host of rank 0")
+        address = first_host(nodelist)
+    return address, _port(env)
+
+
+def _port(env: Mapping[str, str]) -> int:
+    port, job = env.get("MASTER_PORT", ""), env.get("SLURM_JOB_ID", "")
+    if port:
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"environment variable MASTER_PORT={port!r} is not a port; set it to a free port "
+                              "(1-65535)")
+        return int(port)
+    if not job:
+        return DEFAULT_PORT
+    if not job.isdigit():
+        raise ConfigError(f"environment variable SLURM_JOB_ID={job!r} is not a number; set MASTER_PORT to a "
+                          "free port")
+    return SLURM_PORT_BASE + int(job) % 10000
+
+
+def dist_timeout_s(env: Mapping[str, str] | None = None) -> float:
+    """The process-group timeout: ``BONE_AVIZO_DIST_TIMEOUT`` seconds, default 1800 (30 min)."""
+    env = os.environ if env is None else env
+    text = env.get(TIMEOUT_VARIABLE)
+    if not text:
+        return DEFAULT_TIMEOUT_S
     try:
-        return int(os.environ.get(name, default))
+        value = float(text)
     except ValueError:
-        raise ConfigError(f"environment variable {name}={os.environ[name]!r} is not an integer") from None
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"environment variable {TIMEOUT_VARIABLE}={text!r} is not a positive number of seconds")
+    return value
 
 
-def init_distributed(device: str = "auto", *, timeout_s: float = 1800.0) -> DistContext:
-    """The context of this process; joins the torchrun process group when WORLD_SIZE > 1."""
-    world = _env_int("WORLD_SIZE", 1)
-    if world <= 1:
+# -- the process group --------------------------------------------------------------------------
+def _device(device: str, ranks: Ranks, launcher: str | None) -> torch.device:
+    if device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    count, index = torch.cuda.device_count(), ranks.local_rank
+    if index >= count:
+        if launcher != "slurm" or count != 1:
+            raise ConfigError(f"local rank {index} but only {count} GPU(s) on this node; start at most that many "
+                              "processes per node (--nproc_per_node, --ntasks-per-node)")
+        index = 0  # srun --gpus-per-task 1: each task sees its own GPU as cuda:0
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def init_distributed(device: str = "auto", *, timeout_s: float | None = None) -> DistContext:
+    """The context of this process; joins the process group when the launcher started several
+    (torchrun: its rendezvous; SLURM without torchrun: :func:`slurm_rendezvous`).
+    ``timeout_s`` defaults to :func:`dist_timeout_s`."""
+    ranks = current_ranks()
+    if not ranks.distributed:
         return DistContext(device=resolve_device(device))
-    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    use_cuda = device != "cpu" and torch.cuda.is_available()
-    if use_cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} GPU(s) on this "
-                              "node; start at most that many processes per node (--nproc_per_node)")
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+    launcher = rank_launcher()
+    dev = _device(device, ranks, launcher)
     initialised = False
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo",
-                                timeout=datetime.timedelta(seconds=timeout_s))
+        options = {"timeout": datetime.timedelta(seconds=timeout_s or dist_timeout_s())}
+        if launcher == "slurm":
+            address, port = slurm_rendezvous()
+            options.update(init_method=f"tcp://{address}:{port}", rank=ranks.rank, world_size=ranks.world)
+        elif "MASTER_ADDR" not in os.environ:
+            raise ConfigError("RANK/WORLD_SIZE are set but MASTER_ADDR is not; start the run with torchrun, or "
+                              "set MASTER_ADDR and MASTER_PORT")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **options)
         initialised = True
-    log.info("distributed training: rank %d of %d (local rank %d) on %s", rank, world, local_rank, dev)
-    return DistContext(rank, world, local_rank, dev, initialised)
+    log.info("distributed training: rank %d of %d (local rank %d, %s) on %s", ranks.rank, ranks.world,
+             ranks.local_rank, launcher, dev)
+    return DistContext(ranks, dev, initialised)
 
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.initialised and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# -- a lost rank ---------------------------------------------------------------------------------
+_LOST_PEER = ("connection closed by peer", "connection reset by peer", "timed out waiting", "gloo/transport")
+
+
+def is_lost_rank(exc: BaseException) -> bool:
+    """True for the errors a collective raises when another rank died or stopped answering (NCCL:
+    DistError; gloo: RuntimeError naming the closed connection or the timeout)."""
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(sign in text for sign in _LOST_PEER)
+
+
+@contextlib.contextmanager
+def lost_ranks_fail(ctx: DistContext, checkpoint: Path):
+    """Turn the error of a collective whose peer died (or did not answer within the timeout) into
+    one BoneAvizoError naming this rank and how to continue from ``checkpoint``."""
+    try:
+        yield
+    except Exception as exc:
+        if not ctx.distributed or isinstance(exc, BoneAvizoError) or not is_lost_rank(exc):
+            raise
+        detail = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(exc).split()))[:160]  # without gloo's source line
+        hint = (f"the last checkpoint {checkpoint} is intact: rerun the same command with --resume"
+                if checkpoint.exists() else "no epoch was checkpointed: rerun the same command")
+        raise BoneAvizoError(f"rank {ctx.rank} of {ctx.world_size}: another process of the training job died "
+                             f"or stopped answering ({type(exc).__name__}: {detail}); {hint}") from exc

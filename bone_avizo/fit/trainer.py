@@ -7,13 +7,15 @@ validation pass over the validation scans, cosine learning-rate annealing, and a
 an atomic checkpoint and logs. The best epoch's weights (highest mean IoU over all classes, BONe's
 score) go to the model file ``output`` with their metadata. ``resume=True`` continues from the
 checkpoint; with ``deterministic`` the result is bit-identical to an uninterrupted run.
-Under torchrun each process trains on its share of the slices (DistributedDataParallel).
+Under torchrun or SLURM's srun each process trains on its share of the slices
+(DistributedDataParallel); a cancel on any rank stops every rank at the next batch.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import datetime
+import gc
 import logging
 import os
 import resource
@@ -31,9 +33,9 @@ from bone_avizo.data.augment import Augmenter
 from bone_avizo.data.datasets import (EpochSampler, PatchDataset, PatchSettings, SliceSet, collate_patches,
                                       steps_for, worker_init)
 from bone_avizo.data.scans import ScanSpec
-from bone_avizo.errors import ConfigError, OutputExistsError
+from bone_avizo.errors import Cancelled, ConfigError, OutputExistsError
 from bone_avizo.fit import checkpoint as ckpt
-from bone_avizo.fit.distributed import DistContext, init_distributed, shutdown
+from bone_avizo.fit.distributed import DistContext, init_distributed, lost_ranks_fail, shutdown
 from bone_avizo.fit.logs import RunLog, log_paths, started_without_epochs
 from bone_avizo.fit.losses import build_loss
 from bone_avizo.fit.network import build_network, check_architecture
@@ -162,9 +164,24 @@ class _Run:
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
             total += torch.tensor([float(loss.detach()), 1.0], dtype=torch.float64)
-            tracker.advance(1, f"epoch {epoch + 1}/{self.config.epochs}")
+            self._step_done(tracker, f"epoch {epoch + 1}/{self.config.epochs}")
         self.ctx.all_sum(total)
         return float(total[0] / max(total[1], 1.0))
+
+    def _step_done(self, tracker: ProgressTracker, message: str) -> None:
+        """Report a finished batch. Under DDP the ranks agree after every batch whether one of them
+        was asked to stop (one all_reduce of one integer), and all raise the same Cancelled."""
+        try:
+            tracker.advance(1, message)
+            asked = False
+        except Cancelled:
+            if not self.ctx.distributed:
+                raise
+            asked = True
+        if self.ctx.distributed and (rank := self.ctx.first_asking(asked)) is not None:
+            raise Cancelled(f"training: cancelled by the user on rank {rank} at step {tracker.done}/{tracker.total}; "
+                            f"every rank stopped, the checkpoint of the last finished epoch is kept (continue with "
+                            "--resume)")
 
     def validate(self) -> dict[str, Any]:
         self.ctx.sync_buffers(self.net.module)  # every rank validates (and keeps) rank 0's statistics
@@ -251,9 +268,13 @@ class _Run:
             save_model(self.output, module, meta, overwrite=True)
         finally:
             module.load_state_dict(current)
+        log.info("rank %d wrote %s (best epoch %d)", self.ctx.rank, self.output, self.best_epoch)
         return meta
 
     def close(self) -> None:
+        if self.ctx.distributed:  # the DDP wrapper holds the process group: free it (and gloo's threads) now,
+            self.model = None     # not at interpreter exit, where they may abort the process
+            gc.collect()
         self.dataset.readers.close()
         if self.validator is not None:
             self.validator.slices.close()
@@ -309,12 +330,13 @@ def fit_model(train: Sequence, config: FitConfig | None = None, *, output, valid
     _set_determinism(config)
     ctx = init_distributed(config.device)
     try:
-        plan = make_plan(train, validation, config)
-        run = _Run(plan, config, ctx, output, inputs)
-        try:
-            return _train(run, saved, progress)
-        finally:
-            run.close()
+        with lost_ranks_fail(ctx, ckpt.checkpoint_path(output)):
+            plan = make_plan(train, validation, config)
+            run = _Run(plan, config, ctx, output, inputs)
+            try:
+                return _train(run, saved, progress)
+            finally:
+                run.close()
     finally:
         shutdown(ctx)
 

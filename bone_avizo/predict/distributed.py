@@ -20,11 +20,12 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Mapping
 
 import h5py
 import numpy as np
 
-from bone_avizo.errors import BoneAvizoError, OutputWriteError
+from bone_avizo.errors import BoneAvizoError, ConfigError, OutputWriteError
 from bone_avizo.io.base import remove_path
 
 log = logging.getLogger(__name__)
@@ -57,15 +58,47 @@ class Ranks:
         return index % self.world == self.rank
 
 
-def current_ranks() -> Ranks:
-    """From torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else SLURM's SLURM_PROCID / SLURM_NTASKS /
-    SLURM_LOCALID, else one process."""
-    env = os.environ
-    for rank, world, local in (("RANK", "WORLD_SIZE", "LOCAL_RANK"),
-                               ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")):
+# the launchers whose variables give the ranks, in order of precedence: rank, world size, local rank
+RANK_VARIABLES = {"torchrun": ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+                  "slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")}
+
+
+def rank_launcher(env: Mapping[str, str] | None = None) -> str | None:
+    """Whose variables give the ranks: ``"torchrun"`` (RANK + WORLD_SIZE; they take precedence),
+    ``"slurm"`` (SLURM_PROCID + SLURM_NTASKS, e.g. ``srun`` with one task per GPU), or None."""
+    env = os.environ if env is None else env
+    if ("RANK" in env) != ("WORLD_SIZE" in env):
+        given, missing = ("RANK", "WORLD_SIZE") if "RANK" in env else ("WORLD_SIZE", "RANK")
+        raise ConfigError(f"environment variable {given} is set but {missing} is not; set both (torchrun "
+                          "does) or neither")
+    for name, (rank, world, _) in RANK_VARIABLES.items():
         if rank in env and world in env:
-            return Ranks(int(env[rank]), int(env[world]), int(env.get(local, env[rank])))
-    return Ranks()
+            return name
+    return None
+
+
+def current_ranks(env: Mapping[str, str] | None = None) -> Ranks:
+    """From torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else SLURM's SLURM_PROCID / SLURM_NTASKS /
+    SLURM_LOCALID, else one process. ConfigError for values that are not integers or out of range."""
+    env = os.environ if env is None else env
+    launcher = rank_launcher(env)
+    if launcher is None:
+        return Ranks()
+    rank, world, local = RANK_VARIABLES[launcher]
+    ranks = Ranks(_env_int(env, rank), _env_int(env, world), _env_int(env, local if local in env else rank))
+    if ranks.world < 1 or not 0 <= ranks.rank < ranks.world or ranks.local_rank < 0:
+        raise ConfigError(f"environment variables {rank}={env[rank]}, {world}={env[world]}, "
+                          f"{local}={env.get(local, '(unset)')} are inconsistent: need 0 <= {rank} < {world} "
+                          f"and {local} >= 0; check the launcher's settings")
+    return ranks
+
+
+def _env_int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ConfigError(f"environment variable {name}={env[name]!r} is not an integer; check the launcher's "
+                          "settings") from None
 
 
 def owned_blocks(blocks: list[Block], ranks: Ranks) -> list[Block]:

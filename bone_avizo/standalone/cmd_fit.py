@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
 from bone_avizo import __version__
 from bone_avizo.config import FIT_SPEC, FitConfig
 from bone_avizo.errors import ConfigError
+from bone_avizo.predict.distributed import current_ranks
 from bone_avizo.standalone.common import parse_options, resolved_config_path, write_json_atomic
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if not train:
         raise ConfigError("no training scans: give --images and --labels (or --image-folders/--mask-folders)")
     config = _config(args, saved)
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = current_ranks().is_main  # torchrun or SLURM: rank 0 reports for the job
     with progress_bar("fit") as bar:
         result = fit_model(train, config, output=output, validation=validation, resume=args.resume,
                            overwrite=args.overwrite, progress=bar if main else None)
