@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 from bone_avizo.config import FitConfig
 from bone_avizo.errors import BoneAvizoError, ConfigError
 from bone_avizo.fit import checkpoint_path, load_checkpoint
-from bone_avizo.fit.distributed import (DistContext, dist_timeout_s, first_host, is_lost_rank, lost_ranks_fail,
-                                        slurm_rendezvous)
+from bone_avizo.fit.distributed import (DistContext, dist_timeout_s, first_host, init_distributed, is_lost_rank,
+                                        lost_ranks_fail, slurm_rendezvous)
 from bone_avizo.models import load_model
 from bone_avizo.phantom import PhantomConfig, make_phantom
 from bone_avizo.predict.distributed import Ranks, current_ranks, rank_launcher
@@ -123,6 +123,20 @@ def test_process_group_timeout_is_configurable():
     for bad in ("0", "-5", "ten"):
         with pytest.raises(ConfigError, match="BONE_AVIZO_DIST_TIMEOUT"):
             dist_timeout_s({"BONE_AVIZO_DIST_TIMEOUT": bad})
+
+
+def test_a_missing_rank_stops_the_start_after_the_timeout(monkeypatch):
+    """One process of two (as a fit started in an sbatch script outside srun): rank 0 waits for rank 1 at
+    most BONE_AVIZO_DIST_TIMEOUT seconds, then stops with one error."""
+    for name in LAUNCH_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in dict(SLURM_PROCID="0", SLURM_NTASKS="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                            BONE_AVIZO_DIST_TIMEOUT="1").items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(BoneAvizoError, match=r"rank 0 of 2: the process group did not form within 1 s .*1/2 clients "
+                                             r"joined.*start all 2 processes"):
+        init_distributed("cpu")
+    assert not torch.distributed.is_initialized()
 
 
 def test_a_lost_rank_becomes_one_clear_error(tmp_path):

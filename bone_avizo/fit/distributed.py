@@ -212,7 +212,13 @@ def init_distributed(device: str = "auto", *, timeout_s: float | None = None) ->
         elif "MASTER_ADDR" not in os.environ:
             raise ConfigError("RANK/WORLD_SIZE are set but MASTER_ADDR is not; start the run with torchrun, or "
                               "set MASTER_ADDR and MASTER_PORT")
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **options)
+        try:
+            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", **options)
+        except dist.DistError as exc:
+            raise BoneAvizoError(f"rank {ranks.rank} of {ranks.world}: the process group did not form within "
+                                 f"{options['timeout'].total_seconds():.0f} s ({type(exc).__name__}: "
+                                 f"{_one_line(exc)}); start all {ranks.world} processes (srun, torchrun) and check "
+                                 "MASTER_ADDR/MASTER_PORT") from exc
         initialised = True
     log.info("distributed training: rank %d of %d (local rank %d, %s) on %s", ranks.rank, ranks.world,
              ranks.local_rank, launcher, dev)
@@ -246,8 +252,13 @@ def lost_ranks_fail(ctx: DistContext, checkpoint: Path):
     except Exception as exc:
         if not ctx.distributed or isinstance(exc, BoneAvizoError) or not is_lost_rank(exc):
             raise
-        detail = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(exc).split()))[:160]  # without gloo's source line
+        detail = _one_line(exc)
         hint = (f"the last checkpoint {checkpoint} is intact: rerun the same command with --resume"
                 if checkpoint.exists() else "no epoch was checkpointed: rerun the same command")
         raise BoneAvizoError(f"rank {ctx.rank} of {ctx.world_size}: another process of the training job died "
                              f"or stopped answering ({type(exc).__name__}: {detail}); {hint}") from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first 160 characters of an error's text on one line, without gloo's source location."""
+    return re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(exc).split()))[:160]
