@@ -18,7 +18,6 @@ import datetime
 import gc
 import logging
 import os
-import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bone_avizo import __version__
+from bone_avizo._memory import peak_rss_bytes
 from bone_avizo.config import FitConfig
 from bone_avizo.data.augment import Augmenter
 from bone_avizo.data.datasets import (EpochSampler, PatchDataset, PatchSettings, SliceSet, collate_patches,
@@ -88,7 +88,7 @@ def _check_outputs(output: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def _peak_ram_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return peak_rss_bytes() / 1024 ** 3
 
 
 class _Run:
