@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bone_avizo.config import PredictConfig
 from bone_avizo.errors import ConfigError
-from bone_avizo.standalone.common import parse_options
-from bone_avizo.standalone.cmd_cv import add_scan_arguments, add_study_arguments, report, scan_specs
+from bone_avizo.standalone.common import parse_options, scan_pairs
+from bone_avizo.standalone.cmd_cv import add_scan_arguments, add_study_arguments, report
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
 HELP = "benchmark a grid of architectures, encoders and patch sizes: IoU, size, speed and memory per cell"
@@ -44,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("no grid: give --config GRID (a JSON/YAML file with arch, encoder and patch_size lists)")
     grid = load_grid(args.config, options=config_from_args(BenchConfig, args))
-    train = scan_specs(args.images, args.labels, args, "training scans")
-    tests = scan_specs(args.test_images, args.test_labels, args, "test scans")
+    train = scan_pairs(args.images, args.labels, args)
+    tests = scan_pairs(args.test_images, args.test_labels, args, ("--test-images", "--test-labels"))
     if not train or not tests:
         raise ConfigError("give training scans (--images/--labels) and test scans (--test-images/--test-labels)")
     if args.predict_option:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bone_avizo.config import FIT_SPEC, FitConfig, PredictConfig, load_config_file
 from bone_avizo.errors import ConfigError
-from bone_avizo.standalone.common import parse_options
+from bone_avizo.standalone.common import parse_options, training_scans
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -67,26 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser, CV_SPEC + STUDY_FIT_SPEC)
 
 
-def scan_specs(images, labels, args: argparse.Namespace, what: str = "scans"):
-    from bone_avizo.fit import pair_specs
-
-    if not images and not labels:
-        return []
-    if not images or not labels:
-        raise ConfigError(f"{what}: give both the images and the labels ({len(images)} images, {len(labels)} "
-                          "label volumes)")
-    return pair_specs(images, labels, image_options=parse_options(args.image_option, "--image-option"),
-                      label_options=parse_options(args.label_option, "--label-option"))
-
-
 def _scans(args: argparse.Namespace):
-    from bone_avizo.fit import discover_scan_folders
-
-    scans = scan_specs(args.images, args.labels, args)
-    if bool(args.image_folders) != bool(args.mask_folders):
-        raise ConfigError("--image-folders and --mask-folders go together; give both")
-    if args.image_folders:
-        scans += discover_scan_folders(args.image_folders, args.mask_folders)
+    scans = training_scans(args)
     if not scans:
         raise ConfigError("no scans: give --images and --labels (or --image-folders/--mask-folders)")
     return scans

@@ -3,7 +3,6 @@ or a BONe .pth checkpoint to a bone_avizo .safetensors model file."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from bone_avizo.errors import ConfigError
 from bone_avizo.standalone.common import existing_path, int_in_range, output_path

@@ -15,7 +15,7 @@ from bone_avizo import __version__
 from bone_avizo.config import FIT_SPEC, FitConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.predict.distributed import current_ranks
-from bone_avizo.standalone.common import parse_options, resolved_config_path, write_json_atomic
+from bone_avizo.standalone.common import resolved_config_path, scan_pairs, training_scans, write_json_atomic
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -49,23 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser, FIT_SPEC)
 
 
-def _specs(images, labels, args, flags=("--images", "--labels")):
-    from bone_avizo.fit import pair_specs
-
-    return pair_specs(images, labels, image_options=parse_options(args.image_option, "--image-option"),
-                      label_options=parse_options(args.label_option, "--label-option"),
-                      flags=flags) if images or labels else []
-
-
 def _inputs(args: argparse.Namespace):
-    from bone_avizo.fit import discover_scan_folders
-
-    train = _specs(args.images, args.labels, args)
-    if bool(args.image_folders) != bool(args.mask_folders):
-        raise ConfigError("--image-folders and --mask-folders go together; give both")
-    if args.image_folders:
-        train += discover_scan_folders(args.image_folders, args.mask_folders)
-    validation = _specs(args.val_images, args.val_labels, args, ("--val-images", "--val-labels"))
+    train = training_scans(args)
+    validation = scan_pairs(args.val_images, args.val_labels, args, ("--val-images", "--val-labels"))
     return train, validation
 
 

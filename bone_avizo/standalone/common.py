@@ -80,3 +80,27 @@ def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
 def resolved_config_path(output: Path) -> Path:
     """Where a run records its resolved configuration: ``<output>.config.json``."""
     return output.with_name(output.name + ".config.json")
+
+
+def scan_pairs(images, labels, args: argparse.Namespace, flags: tuple[str, str] = ("--images", "--labels")) -> list:
+    """ScanSpecs from parallel image and label paths with the --image-option / --label-option reader
+    options; [] when neither list is given. ``flags`` name the two options in error messages."""
+    from bone_avizo.data.scans import pair_specs
+
+    if not images and not labels:
+        return []
+    return pair_specs(images, labels, image_options=parse_options(args.image_option, "--image-option"),
+                      label_options=parse_options(args.label_option, "--label-option"), flags=flags)
+
+
+def training_scans(args: argparse.Namespace) -> list:
+    """The scans of --images/--labels followed by those found in --image-folders/--mask-folders
+    (BONe's layout: folders of TIFF slices with a parallel mask folder)."""
+    from bone_avizo.data.scans import discover_scan_folders
+
+    scans = scan_pairs(args.images, args.labels, args)
+    if bool(args.image_folders) != bool(args.mask_folders):
+        raise ConfigError("--image-folders and --mask-folders go together; give both")
+    if args.image_folders:
+        scans += discover_scan_folders(args.image_folders, args.mask_folders)
+    return scans
