@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from bone_avizo.config import IoUConfig, PredictConfig
-from bone_avizo.errors import ModelError
+from bone_avizo.errors import InvalidVolumeError, ModelError
 from bone_avizo.io import open_volume
 from bone_avizo.metrics import IoUResult, compute_iou, write_csv, write_json
 from bone_avizo.metrics.plot import save_png
+from bone_avizo.models import load_model
 from bone_avizo.phantom import PhantomConfig, write_phantom
 from bone_avizo.predict import predict_volume
 from bone_avizo.progress import ProgressCallback
@@ -62,6 +63,11 @@ def run_demo(folder: str | os.PathLike, *, model: str | os.PathLike | None = Non
     """Run the demo into ``folder`` (created if needed); returns what was written and the scores."""
     import time
 
+    loaded = load_model(model or default_model_path())
+    stack = loaded.metadata.context_slices
+    if shape[0] < stack:
+        raise InvalidVolumeError(f"the demo phantom has {shape[0]} slices but the model reads stacks of {stack} "
+                                 f"neighbouring slices; give --shape with Z >= {stack}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"scan": folder / "phantom_scan.tif", "reference": folder / "phantom_reference_labels.tif",
@@ -73,7 +79,7 @@ def run_demo(folder: str | os.PathLike, *, model: str | os.PathLike | None = Non
     seconds["phantom"] = time.perf_counter() - t
     t = time.perf_counter()
     with open_volume(files["scan"]) as scan:
-        predict_volume(scan, model or default_model_path(), predict_config or PredictConfig(),
+        predict_volume(scan, loaded, predict_config or PredictConfig(),
                        output=files["labels"], overwrite=overwrite, progress=progress)
     seconds["predict"] = time.perf_counter() - t
     with open_volume(files["labels"]) as pred, open_volume(files["reference"]) as ref:

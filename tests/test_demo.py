@@ -41,3 +41,21 @@ def test_demo_refuses_to_overwrite_an_earlier_demo(tmp_path):
 def test_full_size_demo_meets_the_model_card_figure(tmp_path):
     result = run_demo(tmp_path)
     assert result.iou.mean_iou > 0.9
+
+
+def test_demo_refuses_a_phantom_thinner_than_the_models_stack(tmp_path, capsys):
+    from bone_avizo.models import LoadedModel, load_model, save_model
+
+    loaded = load_model(default_model_path())
+    if loaded.metadata.context_slices == 1:  # a 2D model: make a 3-slice one from it
+        from bone_avizo.fit.network import widen_to_stack
+
+        module = widen_to_stack(loaded.module, 3, source=default_model_path())
+        wide = tmp_path / "wide.safetensors"
+        save_model(wide, module, loaded.metadata.with_(in_channels=3, context_slices=3))
+        loaded = LoadedModel(module, load_model(wide).metadata, wide, "bone_avizo")
+    stack = loaded.metadata.context_slices
+    out = tmp_path / "demo"
+    args = ["demo", "--output", str(out), "--shape", str(stack - 1), "64", "64", "--model", str(loaded.source_path)]
+    assert main(args) == 2
+    assert "--shape with Z >= " in capsys.readouterr().err and not out.exists()
