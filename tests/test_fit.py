@@ -245,3 +245,19 @@ def test_resume_before_the_first_checkpoint_starts_afresh(phantoms, tmp_path):
 def test_extra_augmentations_have_one_spelling():
     a = FitConfig(extra_augment=("noise", "gamma", "noise"))
     assert a.extra_augment == ("gamma", "noise") == FitConfig(extra_augment="gamma,noise").extra_augment
+
+
+def test_resuming_with_another_number_of_processes_warns(phantoms, tmp_path, caplog):
+    from bone_avizo.fit.checkpoint import save_checkpoint
+
+    config = FitConfig(**{**TINY, "epochs": 2})
+    with pytest.raises(Cancelled):
+        fit_model(phantoms, config, output=tmp_path / "m.safetensors",
+                  progress=lambda done, total, message: "epoch 2" in message)
+    path = checkpoint_path(tmp_path / "m.safetensors")
+    state = load_checkpoint(path)
+    assert state["world_size"] == 1
+    save_checkpoint(path, {**state, "world_size": 2})  # as if a 2-process run had written it
+    with caplog.at_level("WARNING", logger="bone_avizo.fit.trainer"):
+        fit_model(phantoms, config, output=tmp_path / "m.safetensors", resume=True)
+    assert "resuming a run of 2 process(es) with 1" in caplog.text

@@ -215,7 +215,7 @@ class _Run:
                 "epoch": epoch + 1, "history": copy.deepcopy(self.history), "best_epoch": self.best_epoch,
                 "best_score": self.best_score, "best_state": self.best_state, "seconds": seconds,
                 "config": self.config.to_dict(), "rng": ckpt.rng_state(), "split": self.plan.describe(),
-                "inputs": self.inputs}
+                "inputs": self.inputs, "world_size": self.ctx.world_size}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.net.module.load_state_dict(state["model"])
@@ -226,6 +226,11 @@ class _Run:
         self.history = list(state["history"])
         self.best_epoch, self.best_score = int(state["best_epoch"]), state["best_score"]
         self.best_state = state["best_state"]
+        saved_world = int(state.get("world_size", self.ctx.world_size))
+        if saved_world != self.ctx.world_size and self.ctx.is_main:
+            log.warning("resuming a run of %d process(es) with %d: training continues, but each epoch's slices "
+                        "are shared out differently, so the weights will not equal those of an uninterrupted run",
+                        saved_world, self.ctx.world_size)
         self.start_epoch, self.seconds_before = int(state["epoch"]), float(state["seconds"])
         ckpt.set_rng_state(state["rng"])
 
