@@ -255,12 +255,13 @@ def _park_rank_one(job, output: Path, tag: str, *, timeout_s: int = 120) -> list
     return procs
 
 
-def _check_failed_after_epoch_one(procs, job, output: Path, tag: str, cause: str) -> None:
-    """Rank 0 ended with one clear error; the checkpoint of epoch 1 is whole."""
+def _check_failed_after_epoch_one(procs, job, output: Path, tag: str, cause: str | tuple[str, ...]) -> None:
+    """Rank 0 ended with one clear error naming one of the ``cause`` texts (gloo words a dead peer
+    in several ways); the checkpoint of epoch 1 is whole."""
     code0, _, err0 = _finish(procs, job["folder"], tag)[0]
     assert code0 == 3, err0[-3000:]
     assert "BoneAvizoError: rank 0 of 2: another process of the training job died or stopped answering" in err0
-    assert cause in err0
+    assert any(text in err0 for text in ((cause,) if isinstance(cause, str) else cause)), err0[-3000:]
     assert f"{checkpoint_path(output)} is intact: rerun the same command with --resume" in err0
     state = load_checkpoint(checkpoint_path(output))
     assert state["epoch"] == 1 and [r["epoch"] for r in state["history"]] == [1]
@@ -271,7 +272,8 @@ def test_a_killed_rank_fails_the_job_with_the_checkpoint_intact(job, tmp_path):
     output = tmp_path / "killed.safetensors"
     procs = _park_rank_one(job, output, "killed")
     os.kill(procs[1].pid, signal.SIGKILL)  # rank 1 dies in epoch 2
-    _check_failed_after_epoch_one(procs, job, output, "killed", "Connection closed by peer")
+    _check_failed_after_epoch_one(procs, job, output, "killed", ("Connection closed by peer",
+                                                                "Connection reset by peer", "gloo/transport"))
     assert procs[1].returncode == -signal.SIGKILL
 
 
