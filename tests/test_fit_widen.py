@@ -58,3 +58,17 @@ def test_fitting_a_2d_model_file_as_2_5d(scans, tmp_path):
     assert tuned[first].shape[1] == 3
     torch.testing.assert_close(tuned[first][:, 1:2].float(), start[first].float(), rtol=0, atol=1e-5)
     assert float(tuned[first][:, [0, 2]].abs().max()) < 1e-5  # neighbours start at zero; lr ~ 0 keeps them
+
+
+def test_fit_cli_takes_the_stack_of_a_2_5d_model_file_unless_told(scans, tmp_path):
+    from bone_avizo.standalone.__main__ import main
+
+    wide = fit_model(scans, FitConfig(**TINY, in_channels=3), output=tmp_path / "wide.safetensors")
+    io = ["--images", *(str(i) for i, _ in scans), "--labels", *(str(lab) for _, lab in scans)]
+    small = ["--encoder-depth", "3", "--decoder-channels", "8", "8", "8", "--patch-size", "32", "--batch-size", "2",
+             "--steps-per-epoch", "1", "--patches-per-slice", "2", "--val-slices", "2", "--epochs", "1", "--no-plot"]
+    tuned = tmp_path / "tuned.safetensors"
+    assert main(["fit", *io, "--output", str(tuned), "--weights", str(wide.model_path), *small]) == 0
+    assert load_model(tuned).metadata.in_channels == 3
+    assert main(["fit", *io, "--output", str(tmp_path / "flat.safetensors"), "--weights", str(wide.model_path),
+                 "--in-channels", "1", *small]) == 2  # asked for 2D: the 3-slice file cannot start it

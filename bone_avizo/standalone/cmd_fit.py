@@ -57,13 +57,30 @@ def _inputs(args: argparse.Namespace):
 
 def _config(args: argparse.Namespace, saved: dict | None) -> FitConfig:
     if saved is None:
-        return config_from_args(FitConfig, args)
+        return _channels_of_the_weights(config_from_args(FitConfig, args), args)
     values = dict(saved)
     given = config_from_args(FitConfig, args).to_dict()
     for param in FIT_SPEC:
         if getattr(args, param.name, None) is not None:
             values[param.name] = given[param.name]
     return FitConfig.from_dict(values)
+
+
+def _channels_of_the_weights(config: FitConfig, args: argparse.Namespace) -> FitConfig:
+    """Fine-tuning a 2.5D model file without --in-channels: take the file's stack of slices (a 2D run
+    could not start from it)."""
+    from bone_avizo.models import load_model
+    from bone_avizo.models.modelfile import read_metadata
+
+    weights = Path(str(config.weights))
+    if args.in_channels is not None or config.in_channels != 1 or not weights.is_file():
+        return config
+    safetensors = weights.suffix.lower() == ".safetensors"
+    channels = (read_metadata(weights) if safetensors else load_model(weights).metadata).in_channels
+    if channels == 1:
+        return config
+    log.info("--in-channels %d, as the model file %s takes", channels, weights)
+    return FitConfig.from_dict({**config.to_dict(), "in_channels": channels})
 
 
 def run(args: argparse.Namespace) -> int:
