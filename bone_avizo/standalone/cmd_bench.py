@@ -16,8 +16,8 @@ from pathlib import Path
 
 from bone_avizo.config import PredictConfig
 from bone_avizo.errors import ConfigError
-from bone_avizo.standalone.common import parse_options, scan_pairs
-from bone_avizo.standalone.cmd_cv import add_scan_arguments, add_study_arguments, report
+from bone_avizo.standalone.common import add_scan_arguments, parse_options, scan_pairs
+from bone_avizo.standalone.cmd_cv import add_study_arguments, report
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
 HELP = "benchmark a grid of architectures, encoders and patch sizes: IoU, size, speed and memory per cell"

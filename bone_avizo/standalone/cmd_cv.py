@@ -14,7 +14,8 @@ from pathlib import Path
 
 from bone_avizo.config import FIT_SPEC, FitConfig, PredictConfig, load_config_file
 from bone_avizo.errors import ConfigError
-from bone_avizo.standalone.common import parse_options, training_scans
+from bone_avizo.standalone.common import (add_reader_option_arguments, add_scan_arguments, add_scan_folder_arguments,
+                                         parse_options, training_scans)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -24,21 +25,10 @@ log = logging.getLogger(__name__)
 STUDY_FIT_SPEC = tuple(p for p in FIT_SPEC if p.name not in ("folds", "fold"))
 
 
-def add_scan_arguments(group, prefix: str = "", what: str = "scans") -> None:
-    """--<prefix>images / --<prefix>labels: parallel lists of image and label volumes."""
-    group.add_argument(f"--{prefix}images", nargs="+", metavar="VOLUME", default=[],
-                       help=f"{what}: files in any supported format or folders of TIFF slices")
-    group.add_argument(f"--{prefix}labels", nargs="+", metavar="VOLUME", default=[],
-                       help=f"label volumes of the {what} (classes 0..N-1), one per image, same order")
-
-
 def add_study_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The inputs/outputs every study command has; returns the group for more inputs."""
     io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--image-option", action="append", metavar="KEY=VALUE",
-                    help="reader option for the scans, e.g. dataset=/volume for HDF5")
-    io.add_argument("--label-option", action="append", metavar="KEY=VALUE",
-                    help="reader option for the label volumes")
+    add_reader_option_arguments(io)
     io.add_argument("--output", required=True, metavar="DIR",
                     help="study folder: one folder per task (model, logs, result) and the merged tables")
     io.add_argument("--overwrite", action="store_true",
@@ -59,9 +49,7 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGr
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = add_study_arguments(parser)
     add_scan_arguments(io)
-    io.add_argument("--image-folders", metavar="DIR", help="BONe's layout: a folder holding one folder of "
-                    "TIFF slices per scan (a folder named _Scan takes its parent's name)")
-    io.add_argument("--mask-folders", metavar="DIR", help="BONe's layout: the parallel folder of mask folders")
+    add_scan_folder_arguments(io)
     from bone_avizo.studies.cv import CV_SPEC
 
     add_spec_arguments(parser, CV_SPEC + STUDY_FIT_SPEC)

@@ -15,7 +15,8 @@ from bone_avizo import __version__
 from bone_avizo.config import FIT_SPEC, FitConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.predict.distributed import current_ranks
-from bone_avizo.standalone.common import resolved_config_path, scan_pairs, training_scans, write_json_atomic
+from bone_avizo.standalone.common import (add_reader_option_arguments, add_scan_arguments, add_scan_folder_arguments,
+                                         resolved_config_path, scan_pairs, training_scans, write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -25,21 +26,13 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = parser.add_argument_group("inputs and outputs")
-    io.add_argument("--images", nargs="+", metavar="VOLUME", default=[],
-                    help="training scans: files in any supported format or folders of TIFF slices")
-    io.add_argument("--labels", nargs="+", metavar="VOLUME", default=[],
-                    help="label volumes (classes 0..N-1), one per --images entry, same order")
+    add_scan_arguments(io, what="training scans")
     io.add_argument("--val-images", nargs="+", metavar="VOLUME", default=[],
                     help="validation scans (otherwise a scan-level split of --images)")
     io.add_argument("--val-labels", nargs="+", metavar="VOLUME", default=[],
                     help="label volumes of the validation scans")
-    io.add_argument("--image-folders", metavar="DIR", help="BONe's layout: a folder holding one folder of "
-                    "TIFF slices per scan (a folder named _Scan takes its parent's name)")
-    io.add_argument("--mask-folders", metavar="DIR", help="BONe's layout: the parallel folder of mask folders")
-    io.add_argument("--image-option", action="append", metavar="KEY=VALUE",
-                    help="reader option for the scans, e.g. dataset=/volume for HDF5")
-    io.add_argument("--label-option", action="append", metavar="KEY=VALUE",
-                    help="reader option for the label volumes")
+    add_scan_folder_arguments(io)
+    add_reader_option_arguments(io)
     io.add_argument("--output", required=True, metavar="MODEL",
                     help="model file to write (.safetensors); checkpoint and logs go beside it")
     io.add_argument("--resume", action="store_true",

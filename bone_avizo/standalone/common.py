@@ -82,6 +82,29 @@ def resolved_config_path(output: Path) -> Path:
     return output.with_name(output.name + ".config.json")
 
 
+def add_scan_arguments(group, prefix: str = "", what: str = "scans") -> None:
+    """--<prefix>images / --<prefix>labels: parallel lists of image and label volumes."""
+    group.add_argument(f"--{prefix}images", nargs="+", metavar="VOLUME", default=[],
+                       help=f"{what}: files in any supported format or folders of TIFF slices")
+    group.add_argument(f"--{prefix}labels", nargs="+", metavar="VOLUME", default=[],
+                       help=f"label volumes of the {what} (classes 0..N-1), one per image, same order")
+
+
+def add_scan_folder_arguments(group) -> None:
+    """--image-folders / --mask-folders: BONe's folder layout (read by :func:`training_scans`)."""
+    group.add_argument("--image-folders", metavar="DIR", help="BONe's layout: a folder holding one folder of "
+                       "TIFF slices per scan (a folder named _Scan takes its parent's name)")
+    group.add_argument("--mask-folders", metavar="DIR", help="BONe's layout: the parallel folder of mask folders")
+
+
+def add_reader_option_arguments(group) -> None:
+    """--image-option / --label-option KEY=VALUE (read by :func:`scan_pairs`)."""
+    group.add_argument("--image-option", action="append", metavar="KEY=VALUE",
+                       help="reader option for the scans, e.g. dataset=/volume for HDF5")
+    group.add_argument("--label-option", action="append", metavar="KEY=VALUE",
+                       help="reader option for the label volumes")
+
+
 def scan_pairs(images, labels, args: argparse.Namespace, flags: tuple[str, str] = ("--images", "--labels")) -> list:
     """ScanSpecs from parallel image and label paths with the --image-option / --label-option reader
     options; [] when neither list is given. ``flags`` name the two options in error messages."""
