@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from safetensors.torch import load_file
+from test_fit import TINY as FIT_TINY
 from test_studies_tasks import write_phantoms
 
 from bone_avizo.config import FitConfig
@@ -13,8 +13,7 @@ from bone_avizo.fit import fit_model
 from bone_avizo.fit.network import widen_to_stack
 from bone_avizo.models import build_model, load_model
 
-TINY = dict(encoder_depth=3, decoder_channels=(8, 8, 8), patch_size=32, batch_size=2, steps_per_epoch=2,
-            patches_per_slice=2, val_slices=2, plot=False, epochs=1)
+TINY = {**FIT_TINY, "epochs": 1}
 
 
 def _tiny_unet(channels: int = 1) -> torch.nn.Module:
