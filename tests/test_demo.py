@@ -40,7 +40,7 @@ def test_demo_refuses_to_overwrite_an_earlier_demo(tmp_path):
 @pytest.mark.slow
 def test_full_size_demo_meets_the_model_card_figure(tmp_path):
     result = run_demo(tmp_path)
-    assert result.iou.mean_iou > 0.9
+    assert result.iou.mean_iou > 0.94  # models/README.md: 0.949 for the demo phantom (seed 2024)
 
 
 def test_demo_refuses_a_phantom_thinner_than_the_models_stack(tmp_path, capsys):
