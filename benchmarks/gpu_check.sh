@@ -3,13 +3,7 @@
 # Needs segmentation-models-pytorch and monai wheels in .whl/ when they are not installed.
 set -euo pipefail
 OUT="${OUT:-/tmp/gpu_out}"; mkdir -p "$OUT"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+source benchmarks/device_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/nvidia-smi.txt"
 python3 benchmarks/gpu_agreement.py | tee "$OUT/agreement.json"
 python3 benchmarks/bench_predict.py throughput --slices "${SLICES:-64}" --size 1024 --device cuda \

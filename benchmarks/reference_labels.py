@@ -68,6 +68,12 @@ def remove_small(mask: np.ndarray, min_size: int) -> np.ndarray:
     return keep[labelled]
 
 
+def mask_iou(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """IoU of two boolean masks of one shape (NaN when both are empty)."""
+    union = np.logical_or(prediction, reference).sum()
+    return float(np.logical_and(prediction, reference).sum() / union) if union else float("nan")
+
+
 def reference_labels(image: np.ndarray, *, sigma: float = SIGMA, min_size: int = MIN_SIZE) -> tuple[np.ndarray, dict]:
     """uint8 labels (z, y, x) (1 = bone) and a record of the pipeline's figures."""
     smooth = ndimage.gaussian_filter(image.astype(np.float32), sigma)

@@ -8,17 +8,11 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/sweep}; mkdir -p "$OUT"
 TRAIN_S=${TRAIN_S:-420}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
+source benchmarks/device_env.sh
 LOGS=/tmp/sweep_logs; mkdir -p "$LOGS"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv > "$LOGS/nvidia-smi.txt"
-RECIPE="--scans 36 --default-every 3 --epochs ${EPOCHS:-40} --steps ${STEPS:-60} --batch 16 --val-slices 12"
-COMMON="--device ${DEVICE:-cuda} --workers ${WORKERS:-5} $RECIPE ${EXTRA:-}"
+# the recipe is train_default.py's defaults; EPOCHS/STEPS/EXTRA override them
+COMMON="--device ${DEVICE:-cuda} --workers ${WORKERS:-5} ${EPOCHS:+--epochs $EPOCHS} ${STEPS:+--steps $STEPS} ${EXTRA:-}"
 declare -A VARIANTS=([r18_2d]="--in-channels 1" [r18_3ch]="--in-channels 3" [r34_2d]="--in-channels 1 --encoder resnet34")
 for name in "${!VARIANTS[@]}"; do
   echo "$name: python3 models/train_default.py $COMMON ${VARIANTS[$name]}" >> "$LOGS/commands.txt"

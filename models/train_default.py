@@ -14,6 +14,7 @@ on the real scans of ../shared/data against a classical (Gaussian + Otsu) refere
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -31,10 +32,12 @@ from bone_avizo.models import load_model, save_model
 from bone_avizo.phantom import PhantomConfig, make_phantom
 from bone_avizo.predict import predict_volume
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from reference_labels import DATA, mask_iou, reference_labels  # noqa: E402
+
 TRAIN_SEEDS = range(100, 148)
 VAL_SEEDS = range(200, 203)
 TEST_SEEDS = range(900, 905)
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_SCANS = ("lhdl_3155_D_4_bc_trabecular_uct.tif", "lhdl_Ti_2923_D_1_trabecular_uct.tif",
               "simplect_mouse_femur_uct.tif")
 
@@ -69,19 +72,19 @@ def train(args) -> None:
     out = Path(args.out)
     if args.scans > len(TRAIN_SEEDS):
         raise SystemExit(f"--scans: at most {len(TRAIN_SEEDS)} training phantoms, got {args.scans}")
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(args.workdir) if args.workdir else Path(tmp)
-        tmp.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        work.mkdir(parents=True, exist_ok=True)
         shape = tuple(args.shape)
-        train_pairs = write_phantoms(tmp, TRAIN_SEEDS[:args.scans], shape, args.default_every)
-        val_pairs = write_phantoms(tmp, VAL_SEEDS, shape)
+        train_pairs = write_phantoms(work, TRAIN_SEEDS[:args.scans], shape, args.default_every)
+        val_pairs = write_phantoms(work, VAL_SEEDS, shape)
         config = FitConfig(arch=args.arch, encoder=args.encoder, patch_size=args.patch, epochs=args.epochs,
                            steps_per_epoch=args.steps, batch_size=args.batch, patches_per_slice=args.patches,
                            class_names=("background", "bone", "pores"), loss="jaccard+ce", lr=args.lr,
                            device=args.device, num_workers=args.workers, seed=args.seed, foreground_crops=0.25,
                            extra_augment=("gamma", "noise", "blur"), plot=False, in_channels=args.in_channels,
                            weights=args.init, val_slices=args.val_slices)
-        full = tmp / "model_fp32.safetensors"
+        full = work / "model_fp32.safetensors"
         result = fit_model(train_pairs, config, output=full, validation=val_pairs, resume=args.resume)
         write_shipped(full, out)
         print(json.dumps({"best_epoch": result.best_epoch, "best_val_mean_iou": result.best_score,
@@ -115,9 +118,7 @@ def evaluate_real(loaded, data: Path, device: str) -> list[dict]:
     """Bone IoU on the real scans against the classical reference (Gaussian, Otsu, cleanup: a WEAK
     label, benchmarks/reference_labels.py). The reference has bone and background only and fills
     enclosed holes under 64 voxels, so the model's bone is scored alone and with its pores."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import tifffile
-    from reference_labels import reference_labels
 
     rows = []
     for name in REAL_SCANS:
@@ -130,16 +131,12 @@ def evaluate_real(loaded, data: Path, device: str) -> list[dict]:
         seconds = time.perf_counter() - t
         ref = reference == 1
         rows.append({"scan": name, "shape": list(image.shape), "predict_seconds": round(seconds, 1),
-                     "bone_iou": _iou(pred == 1, ref), "bone_or_pores_iou": _iou(pred >= 1, ref),
+                     "bone_iou": round(mask_iou(pred == 1, ref), 4),
+                     "bone_or_pores_iou": round(mask_iou(pred >= 1, ref), 4),
                      "bone_fraction_model": round(float((pred == 1).mean()), 4),
                      "pores_fraction_model": round(float((pred == 2).mean()), 4),
                      "bone_fraction_reference": record["bone_fraction"]})
     return rows
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return round(float(np.logical_and(a, b).sum() / union), 4) if union else float("nan")
 
 
 def _evaluate(loaded, kind: str, shape, predict: PredictConfig) -> list[dict]:
