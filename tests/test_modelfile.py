@@ -253,14 +253,16 @@ def test_bone_2p5d_checkpoint_maps_in_channels_to_context_slices(tmp_path):
     loaded = load_model(path)
     assert loaded.metadata.context_slices == 5 and loaded.metadata.in_channels == 5
     assert loaded.metadata.normalization == "minmax"
+    assert read_metadata(path) == loaded.metadata  # the same, without building the network
 
 
 def test_bare_state_dict_needs_the_architecture(tmp_path):
     model = tiny_model()
     path = tmp_path / "bare.pth"
     torch.save(model.state_dict(), path)
-    with pytest.raises(ModelError, match="bare state dict.*architecture, encoder"):
-        load_model(path)
+    for read in (load_model, read_metadata):
+        with pytest.raises(ModelError, match="bare state dict.*architecture, encoder"):
+            read(path)
     overrides = {"model_arch": "Unet", "backbone": "mobilenet_v2", "num_classes": 3, "in_channels": 1,
                  "patch_size": 64}
     with pytest.raises(ModelError, match="do not fit"):  # decoder channels differ from smp's default

@@ -164,6 +164,18 @@ def load_bone_checkpoint(path: str | os.PathLike, *, overrides: Mapping[str, Any
     normalization, ...) to use where the checkpoint lacks them or is a bare state dict.
     """
     path = Path(path)
+    state, metadata = _state_and_metadata(path, overrides)
+    module = build_from_metadata(metadata)
+    load_weights(module, state, str(path))
+    return LoadedModel(module.float().eval(), metadata, path, "bone_pth")
+
+
+def read_bone_metadata(path: str | os.PathLike) -> ModelMetadata:
+    """The ModelMetadata of a BONe ``.pth`` checkpoint, without building its network."""
+    return _state_and_metadata(Path(path), None)[1]
+
+
+def _state_and_metadata(path: Path, overrides: Mapping[str, Any] | None):
     state, bone = split_checkpoint(read_checkpoint(path), str(path))
     if bone is None and not overrides:
         raise ModelError(f"{path} is a bare state dict without metadata: the architecture, encoder, number of "
@@ -171,10 +183,7 @@ def load_bone_checkpoint(path: str | os.PathLike, *, overrides: Mapping[str, Any
                          "import_bone_checkpoint(pth, out, overrides={'model_arch': 'Unet', 'backbone': "
                          "'resnet18', 'num_classes': 3, 'in_channels': 1, 'patch_size': 256})")
     merged = {**(bone or {}), **dict(overrides or {})}
-    metadata = metadata_from_bone(merged, state, source=str(path))
-    module = build_from_metadata(metadata)
-    load_weights(module, state, str(path))
-    return LoadedModel(module.float().eval(), metadata, path, "bone_pth")
+    return state, metadata_from_bone(merged, state, source=str(path))
 
 
 def import_bone_checkpoint(pth_path: str | os.PathLike, out_path: str | os.PathLike, *,

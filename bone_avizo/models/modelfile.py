@@ -249,10 +249,15 @@ def _check_data_extent(path: Path, header: dict, data_bytes: int) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """The ModelMetadata of a bone_avizo model file, without reading the weights."""
+    """The ModelMetadata of a bone_avizo model file (without reading the weights) or of a BONe
+    ``.pth`` checkpoint (without building its network)."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"model file {path} does not exist; check the path")
+    if detect_model_format(path) == "bone_pth":
+        from bone_avizo.models.bone_import import read_bone_metadata
+
+        return read_bone_metadata(path)
     return _metadata_from_header(path, read_header(path))[0]
 
 

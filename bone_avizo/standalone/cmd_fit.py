@@ -62,14 +62,12 @@ def _config(args: argparse.Namespace, saved: dict | None) -> FitConfig:
 def _channels_of_the_weights(config: FitConfig, args: argparse.Namespace) -> FitConfig:
     """Fine-tuning a 2.5D model file without --in-channels: take the file's stack of slices (a 2D run
     could not start from it)."""
-    from bone_avizo.models import load_model
     from bone_avizo.models.modelfile import read_metadata
 
     weights = Path(str(config.weights))
     if args.in_channels is not None or config.in_channels != 1 or not weights.is_file():
         return config
-    safetensors = weights.suffix.lower() == ".safetensors"
-    channels = (read_metadata(weights) if safetensors else load_model(weights).metadata).in_channels
+    channels = read_metadata(weights).in_channels
     if channels == 1:
         return config
     log.info("--in-channels %d, as the model file %s takes", channels, weights)
