@@ -195,6 +195,87 @@ def _peak_note(gflop: float) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------
+class PointwiseNet(torch.nn.Module):
+    """A near-free network: K channels, each an affine function of the input's first channel (one
+    fused multiply-add; torch's CPU 1x1 convolution of one channel costs ~10x more)."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.linspace(1.0, -1.0, classes).view(1, classes, 1, 1))
+        self.bias = torch.nn.Parameter(torch.linspace(-0.5, 0.5, classes).view(1, classes, 1, 1))
+
+    def forward(self, x):
+        return torch.addcmul(self.bias, x[:, :1], self.weight)
+
+
+def pointwise_model(classes: int = 3) -> LoadedModel:
+    torch.manual_seed(0)
+    meta = ModelMetadata(arch="unet", encoder="resnet18", in_channels=1, num_classes=classes, patch_size=256)
+    return LoadedModel(module=PointwiseNet(classes).eval(), metadata=meta, source_path=None, format="bone_avizo")
+
+
+def _floor_tiff(src: Path, dst: Path) -> None:
+    """numpy floor: read the TIFF, one pointwise op, write uint8 labels as a TIFF."""
+    import tifffile
+    tifffile.imwrite(dst, (tifffile.imread(src) > 20000).astype(np.uint8))
+
+
+def _floor_h5(src: Path, dst: Path) -> None:
+    """numpy floor: read the HDF5 dataset, one pointwise op, write uint8 gzip-1 chunked like our writer."""
+    import h5py
+    from bone_avizo.io.hdf5 import chunk_shape
+    with h5py.File(src, "r") as f:
+        labels = (f["data"][...] > 20000).astype(np.uint8)
+    with h5py.File(dst, "w") as f:
+        f.create_dataset("data", data=labels, chunks=chunk_shape(labels.shape), compression="gzip",
+                         compression_opts=1)
+
+
+def overhead(args) -> dict:
+    """The pipeline's own cost: the engine with a near-free network (K pointwise affine channels) file to
+    file, against a numpy floor (read the same file, one pointwise op, write uint8 the same way)."""
+    import tifffile
+    torch.set_num_threads(args.threads or os.cpu_count())
+    shape = (args.slices, args.size, args.size)
+    loaded = pointwise_model(args.classes)
+    configs = {"default": PredictConfig(device=args.device), "backend=torch": PredictConfig(device=args.device,
+                                                                                             backend="torch")}
+    rows: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        tmp = Path(tmp)
+        volume = synthetic_scan(shape)
+        tifffile.imwrite(tmp / "scan.tif", volume)
+        write_h5(tmp / "scan.h5", shape)
+        cases = {"TIFF -> TIFF": ("scan.tif", "out.tif", _floor_tiff),
+                 "HDF5 -> HDF5": ("scan.h5", "out.h5", _floor_h5)}
+        for name, cfg in configs.items():  # warm-up: ONNX export cached, code paths loaded
+            predict_volume(volume[:2], loaded, cfg)
+        for _ in range(args.repeat):
+            for case, (src, dst, floor) in cases.items():
+                t = time.perf_counter()
+                floor(tmp / src, tmp / f"floor_{dst}")
+                _keep_best(rows, f"{case}: numpy floor", time.perf_counter() - t)
+                for name, cfg in configs.items():
+                    t = time.perf_counter()
+                    with open_volume(tmp / src) as source:
+                        result = predict_volume(source, loaded, cfg, output=tmp / dst, overwrite=True)
+                    _keep_best(rows, f"{case}: engine {name} ({result.backend}, {result.device})",
+                               time.perf_counter() - t)
+            t = time.perf_counter()
+            predict_volume(volume, loaded, configs["default"])
+            _keep_best(rows, "in memory: engine default", time.perf_counter() - t)
+    voxels = float(np.prod(shape))
+    ratios = {}
+    for case in cases:
+        floor_s = rows[f"{case}: numpy floor"]
+        ratios.update({k: floor_s / v for k, v in rows.items() if k.startswith(case) and "floor" not in k})
+    return {"benchmark": "predict-overhead", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "shape": shape, "network": f"pointwise affine, {args.classes} classes", "seconds": rows,
+            "mvoxel_per_s": {k: voxels / v / 1e6 for k, v in rows.items()},
+            "ratio_to_numpy_floor": ratios}
+
+
+# --------------------------------------------------------------------------------------------
 def memory(args) -> dict:
     """Peak RSS of predicting an HDF5 scan of --gb GB (uint16) to HDF5, in a fresh subprocess."""
     results = {}
@@ -278,6 +359,13 @@ def main(argv=None) -> int:
     p.add_argument("--monai-slices", type=int, default=4)
     p.add_argument("--monai-batch", type=int, default=8)
     p.add_argument("--repeat", type=int, default=2, help="interleaved repetitions; the best time is kept")
+    p = sub.add_parser("overhead")
+    p.add_argument("--slices", type=int, default=64)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=2, help="interleaved repetitions; the best time is kept")
     p = sub.add_parser("memory")
     p.add_argument("--gb", type=float, nargs="+", default=[1.0, 4.0])
     p.add_argument("--planes", nargs="+", default=["xy", "xy+xz+yz"],
@@ -290,7 +378,7 @@ def main(argv=None) -> int:
         p.add_argument("--tmp", default=None, help="folder for temporary files")
         p.add_argument("--json", default=None, help="append the result as a JSON line to this file")
     args = parser.parse_args(argv)
-    result = {"throughput": throughput, "memory": memory, "seams": seams, "agreement": agreement}[args.what](args)
+    result = {"throughput": throughput, "overhead": overhead, "memory": memory, "seams": seams, "agreement": agreement}[args.what](args)
     text = json.dumps(result, default=str)
     print(text)
     if args.json:
