@@ -7,6 +7,7 @@ outputs are merged as sum(w * out) / sum(w). A pointwise predictor passes throug
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -18,6 +19,8 @@ from bone_avizo.predict.windows import blend_window
 
 TilePredictor = Callable[[torch.Tensor], torch.Tensor]
 ALIGN = 32
+
+log = logging.getLogger(__name__)
 
 
 def positions(length: int, tile: int, overlap: float) -> list[int]:
@@ -72,7 +75,11 @@ def reflect_pad(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class Tiler:
-    """Predicts batches of images tile by tile with blending; caches grids and normalisers."""
+    """Predicts batches of images tile by tile with blending; caches grids and normalisers.
+
+    A predictor with ``fixed_batch = True`` (a compiled network) always gets full batches (the last
+    one zero-padded), so it never sees a new shape. Out of GPU memory, the batch halves (logged) and
+    the same tiles run again; the smaller batch is kept on the predictor (``batch_cap``)."""
 
     def __init__(self, predictor: TilePredictor, *, tile: int, overlap: float, blend: str,
                  batch_size: int, num_classes: int):
@@ -92,32 +99,60 @@ class Tiler:
         with torch.no_grad():
             return self._predict(images)
 
+    @property
+    def batch(self) -> int:
+        """Tiles per forward pass: the configured batch, or less after running out of GPU memory."""
+        return max(1, min(self.batch_size, getattr(self.predictor, "batch_cap", self.batch_size)))
+
+    def images_per_pass(self, height: int, width: int) -> int:
+        """How many (height, width) images one forward pass covers (at least 1)."""
+        return max(1, self.batch // len(self.grid(height, width).starts))
+
+    def _run(self, tiles: torch.Tensor) -> torch.Tensor:
+        """predictor(tiles) (B, K, th, tw) float32, in batches that fit the device's memory."""
+        while True:
+            try:
+                return self._forward(tiles)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch == 1:
+                    raise
+                cap = self.batch // 2
+                log.warning("out of GPU memory with %d tiles per pass; continuing with %d", self.batch, cap)
+                self.predictor.batch_cap = cap
+                torch.cuda.empty_cache()
+
+    def _forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        step = self.batch
+        outs = []
+        for i in range(0, len(tiles), step):
+            part = tiles[i:i + step]
+            if getattr(self.predictor, "fixed_batch", False) and len(part) < step:
+                padded = part.new_zeros((step, *part.shape[1:]))
+                padded[:len(part)] = part
+                outs.append(self.predictor(padded)[:len(part)])
+            else:
+                outs.append(self.predictor(part))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         n, channels, height, width = images.shape
         grid = self.grid(height, width)
         padded = reflect_pad(images, grid.padded_h, grid.padded_w)
         if len(grid.starts) == 1:  # one tile covers the image: no blending needed
-            out = torch.cat([self.predictor(padded[i:i + self.batch_size])
-                             for i in range(0, n, self.batch_size)])
-            return out[:, :, :height, :width].float()
+            return self._run(padded)[:, :, :height, :width].float()
         th, tw = grid.tile_h, grid.tile_w
         window = blend_window(th, tw, self.blend).to(images.device)
         acc = torch.zeros((n, self.num_classes, grid.padded_h, grid.padded_w), dtype=torch.float32,
                           device=images.device)
-        buffer = torch.empty((self.batch_size, channels, th, tw), dtype=padded.dtype, device=images.device)
-        for batch in self._batches(grid, n):
-            for slot, (i, y, x) in enumerate(batch):
-                buffer[slot].copy_(padded[i, :, y:y + th, x:x + tw])
-            out = self.predictor(buffer[:len(batch)]).float()
-            for (i, y, x), tile_out in zip(batch, out):
+        items = [(i, y, x) for i in range(n) for (y, x) in grid.starts]
+        chunk = max(self.batch, 1)
+        for k in range(0, len(items), chunk):
+            batch = items[k:k + chunk]
+            tiles = torch.stack([padded[i, :, y:y + th, x:x + tw] for i, y, x in batch])
+            for (i, y, x), tile_out in zip(batch, self._run(tiles).float()):
                 acc[i, :, y:y + th, x:x + tw].addcmul_(tile_out, window)
         acc /= self._normaliser(grid, images.device, window)
         return acc[:, :, :height, :width]
-
-    def _batches(self, grid: TileGrid, n: int) -> Iterator[list[tuple[int, int, int]]]:
-        items = [(i, y, x) for i in range(n) for (y, x) in grid.starts]
-        for k in range(0, len(items), self.batch_size):
-            yield items[k:k + self.batch_size]
 
     def _normaliser(self, grid: TileGrid, device: torch.device, window: torch.Tensor) -> torch.Tensor:
         key = (grid.padded_h, grid.padded_w, device)
