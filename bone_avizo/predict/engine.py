@@ -247,27 +247,26 @@ class Normaliser:
         self.stats, self.mode, self.device = stats, mode, device
         self.index_dtype = index_dtype(dtype)
         self.table = lookup_table(stats, mode, dtype)
-        self._device_table = None
-        if self.table is not None and device.type != "cpu":
-            self._device_table = torch.from_numpy(self.table).to(device)
+        self.on_host = device.type == "cpu"  # else raw voxels travel and the device normalises them
+        self._device_table = torch.from_numpy(self.table).to(device) if self.table is not None else None
 
     def prepare(self, raw: np.ndarray) -> torch.Tensor:
         """Background-thread half: normalised on CPU, or raw (pinned) for a device."""
-        if self.device.type == "cpu":
+        if self.on_host:
             if self.table is not None:
                 return torch.from_numpy(np.take(self.table, raw.view(self.index_dtype)))
             return normalize(torch.from_numpy(_float_safe(raw)), self.stats, self.mode)
-        if self._device_table is not None:
+        if self.table is not None:
             signed = raw.view(np.int16 if self.index_dtype is np.uint16 else np.int8)  # torch lacks uint16 ops
             return _pinned(torch.from_numpy(np.ascontiguousarray(signed)))
         return _pinned(torch.from_numpy(np.ascontiguousarray(_float_safe(raw))))
 
     def on_device(self, prepared: torch.Tensor) -> torch.Tensor:
         """Compute-thread half: the normalised (float32) block on the device."""
-        if self.device.type == "cpu":
+        if self.on_host:
             return prepared
         data = prepared.to(self.device, non_blocking=True)
-        if self._device_table is None:
+        if self.table is None:
             return normalize(data, self.stats, self.mode)
         mask = 0xFFFF if self.index_dtype is np.uint16 else 0xFF
         return self._device_table[data.to(torch.int32).bitwise_and_(mask)]
