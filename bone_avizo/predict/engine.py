@@ -38,7 +38,7 @@ from bone_avizo.predict.distributed import (PartWriter, barrier, current_ranks, 
 from bone_avizo.predict.parallel import map_blocks
 from bone_avizo.streams import BackgroundWriter
 from bone_avizo.predict.tiling import Tiler, TileGrid, auto_tile
-from bone_avizo.progress import ProgressCallback, ProgressTracker
+from bone_avizo.progress import ProgressCallback, ProgressPhase, ProgressTracker
 from bone_avizo.volume import Volume, VolumeInfo
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ TEMPORARIES = 2.5  # measured peak RSS per image in a block / the sum of the arr
 BATCH_PIXELS = {"cpu": 1 << 19, "cuda": 1 << 24}  # tile pixels per forward pass when batch_size is auto
 DEVICE_MEMORY_SHARE = 0.25  # of the free GPU memory, for a block's images, logits and labels
 BLOCK_PASSES = 4  # a GPU block holds up to this many forward passes of images (fewer, longer steps)
+# progress: a predicted slice counts PREDICT_UNITS; a slice of the statistics pass (or of the fused argmax
+# pass) STATS_UNITS, their measured relative cost (CPU: U-Net/resnet18 on the real scans; CUDA: estimated
+# from DESIGN's H200 floors, ~1 Gvoxel/s read + count vs ~0.5 Gvoxel/s predicted)
+PREDICT_UNITS = 100
+STATS_UNITS = {"cpu": 2, "cuda": 40}
 COMPILE_MIN_VOXELS = 4e9  # compile=auto: voxels x passes from which the saving repays a cold compile
 
 
@@ -408,15 +413,18 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
         outputs = None if plan.ranks.rank else _Outputs(stack, source.info, plan, output, overwrite=overwrite,
                                                          resume=config.resume)
         backends = _backends(loaded, plan)
-        steps = source.shape[0] * (1 + plan.fused) + sum(source.shape[PLANE_AXIS[p]] for p in plan.planes)
+        light = STATS_UNITS.get(plan.device.type, PREDICT_UNITS)
+        steps = (source.shape[0] * (1 + plan.fused) * light
+                 + PREDICT_UNITS * sum(source.shape[PLANE_AXIS[p]] for p in plan.planes))
         tracker = ProgressTracker(steps, "predicting", progress)
-        stats = _stats(source, plan, tracker)
+        stats = _stats(source, plan, tracker.phase(light))
+        predicting = tracker.phase(PREDICT_UNITS)
         if plan.ranks.distributed:
-            _predict_ranked(source, plan, stats, backends, outputs, Path(output), tracker)
+            _predict_ranked(source, plan, stats, backends, outputs, Path(output), predicting)
         elif plan.fused:
-            _predict_fused(source, plan, stats, backends, outputs, tracker)
+            _predict_fused(source, plan, stats, backends, outputs, predicting, tracker.phase(light))
         else:
-            _predict_streamed(source, plan, stats, backends, outputs, tracker)
+            _predict_streamed(source, plan, stats, backends, outputs, predicting)
         labels = outputs.labels.commit() if outputs else None
         probabilities = [writer.commit() for writer in outputs.probs] if outputs else []
     if plan.ranks.distributed:
@@ -488,7 +496,7 @@ class _FiniteSource(VolumeSource):
         return slab
 
 
-def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressTracker) -> NormStats:
+def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressPhase) -> NormStats:
     slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
     checked = _FiniteSource(source) if source.dtype.kind == "f" else source
     stats = scan_stats(checked, slab_slices=slab, progress=tracker)
@@ -518,9 +526,10 @@ class _HostArray:
         return self._array
 
 
-def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, probabilities: bool):
+def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, probabilities: bool,
+                              progress: ProgressPhase | None = None):
     """Compute one xy block: labels (n, y, x) uint8 and quantised probabilities (K, n, y, x) or None,
-    each as a :class:`_HostArray`."""
+    each as a :class:`_HostArray`; ``progress`` advances by each forward pass's images."""
     lo, prepared = data
     n, (h, w) = block[1] - block[0], prepared.shape[-2:]
     device = predictor.device
@@ -532,6 +541,8 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
             if quantised is not None:
                 quantised[:, i:i + len(logits)] = _quantise(torch.softmax(logits, 1)).transpose(0, 1)
             labels[i:i + len(logits)] = labels_from_scores(logits, overwrite=True)
+            if progress is not None:
+                progress.advance(len(logits))
         return _HostArray(labels), (_HostArray(quantised) if quantised is not None else None)
 
 
@@ -551,12 +562,25 @@ def _predict_streamed(source, plan: _Plan, stats, backends, outputs: _Outputs, t
     if done:
         log.info("resuming after %d finished slices", done)
         tracker.advance(done)
-    compute = functools.partial(_labels_and_probabilities, probabilities=bool(outputs.probs))
+    per_pass, per_block = _progress_steps(tracker, backends)
+    compute = functools.partial(_labels_and_probabilities, probabilities=bool(outputs.probs), progress=per_pass)
     with BackgroundWriter() as writer:
         blocks = _blocks(source.shape[0], size, start=done)
         for block, (labels, quantised) in _run_blocks(source, plan, Plane.XY, stats, backends, blocks, compute):
             writer.submit(lambda z0=block[0], l=labels, q=quantised: outputs.write(z0, l.get(), _host(q)))
-            tracker.advance(block[1] - block[0])
+            per_block.advance(block[1] - block[0])
+
+
+class _NoProgress:
+    def advance(self, steps: int = 1, message: str | None = None) -> None:
+        pass
+
+
+def _progress_steps(tracker: ProgressPhase, backends) -> tuple[ProgressPhase | None, ProgressPhase | _NoProgress]:
+    """(advanced by each forward pass, advanced by each block): one device computes on this thread, so
+    progress moves with every forward pass (small scans come in one block); several devices compute on
+    worker threads, so it moves as their blocks arrive here."""
+    return (tracker, _NoProgress()) if len(backends) == 1 else (None, tracker)
 
 
 def _predict_ranked(source, plan: _Plan, stats, backends, outputs: _Outputs | None, output: Path,
@@ -585,7 +609,8 @@ def _predict_ranked(source, plan: _Plan, stats, backends, outputs: _Outputs | No
         merge_parts(output, ranks, blocks, outputs.write)
 
 
-def _fusion_compute(predictor: "_PlanePredictor", block, data, *, scale: int) -> np.ndarray:
+def _fusion_compute(predictor: "_PlanePredictor", block, data, *, scale: int,
+                    progress: ProgressPhase | None = None) -> np.ndarray:
     """Quantised probabilities (K, ...) of one block, axes back in (z, y, x) order."""
     lo, prepared = data
     n, (h, w) = block[1] - block[0], prepared.shape[-2:]
@@ -594,13 +619,16 @@ def _fusion_compute(predictor: "_PlanePredictor", block, data, *, scale: int) ->
         quantised = torch.empty((predictor.plan.num_classes, n, h, w), dtype=dtype, device=predictor.device)
         for i, logits in predictor.chunks(block, lo, prepared):
             quantised[:, i:i + len(logits)] = _quantise(torch.softmax(logits, 1), scale).transpose(0, 1)
+            if progress is not None:
+                progress.advance(len(logits))
         return np.moveaxis(quantised.cpu().numpy(), 1, predictor.axis + 1)
 
 
-def _predict_fused(source, plan: _Plan, stats, backends, outputs: _Outputs, tracker) -> None:
+def _predict_fused(source, plan: _Plan, stats, backends, outputs: _Outputs, tracker, final) -> None:
     """Several planes: sum quantised probabilities on disk, then write the argmax by z-slabs."""
     folder = outputs.output.parent if outputs.output is not None else None
-    compute = functools.partial(_fusion_compute, scale=FusionBuffer.scale_for(len(plan.planes)))
+    per_pass, per_block = _progress_steps(tracker, backends)
+    compute = functools.partial(_fusion_compute, scale=FusionBuffer.scale_for(len(plan.planes)), progress=per_pass)
     with FusionBuffer(plan.num_classes, source.shape, folder=folder) as buffer:
         for plane in plan.planes:
             axis = PLANE_AXIS[plane]
@@ -608,8 +636,8 @@ def _predict_fused(source, plan: _Plan, stats, backends, outputs: _Outputs, trac
             with BackgroundWriter() as writer:
                 for block, quantised in _run_blocks(source, plan, plane, stats, backends, blocks, compute):
                     writer.submit(lambda s=block[0], q=quantised, a=axis: buffer.add(a, s, q))
-                    tracker.advance(block[1] - block[0])
-        _write_fused(buffer, plan, source, outputs, tracker)
+                    per_block.advance(block[1] - block[0])
+        _write_fused(buffer, plan, source, outputs, final)
 
 
 def _write_fused(buffer: FusionBuffer, plan: _Plan, source, outputs: _Outputs, tracker) -> None:
