@@ -19,7 +19,7 @@ import numpy as np
 
 from bone_avizo.errors import ConfigError, CorruptFileError, FormatError, InvalidVolumeError, UnsupportedDtypeError
 from bone_avizo.io.base import VolumeWriter
-from bone_avizo.io.npy import check_dtype, volume_attrs, write_json_atomic
+from bone_avizo.io.npy import native_dtype, volume_attrs, write_json_atomic
 from bone_avizo.io.registry import Format
 from bone_avizo.io.tiff import TiffFolderSource, list_slices
 from bone_avizo.volume import VolumeInfo
@@ -164,8 +164,8 @@ class PngFolderWriter(VolumeWriter):
         if path.suffix and path.suffix.lower() != ".png":
             raise ConfigError(f"slice folders are written as PNG; name the output {path.with_suffix('.png').name} "
                               "or a folder without extension with format image-folder")
-        dtype = check_dtype(info.dtype, fmt="PNG slices", kinds="bu")
-        if dtype.itemsize > 2:
+        dtype = native_dtype(info.dtype, where="a volume to write as PNG slices")
+        if dtype.kind not in "bu" or dtype.itemsize > 2:
             raise UnsupportedDtypeError(f"PNG slices store 8- or 16-bit unsigned values, not {dtype}; cast the "
                                         "volume to uint8 or uint16 first")
         self.dtype = np.dtype(np.uint16 if dtype.itemsize == 2 else np.uint8)

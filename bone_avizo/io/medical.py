@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bone_avizo.errors import FormatError
+from bone_avizo.errors import ConfigError, FormatError
 from bone_avizo.io.base import VolumeWriter, remove_path, reserve_space
 
 log = logging.getLogger(__name__)
@@ -90,3 +90,20 @@ def rescaled_dtype(stored: np.dtype, slopes, intercepts, stored_range=None) -> n
         if ends.min() >= np.iinfo(np.int16).min and ends.max() <= np.iinfo(np.int16).max:
             return np.dtype(np.int16)
     return np.dtype(np.float32)
+
+
+class ReadOnlyWriter(VolumeWriter):
+    """The writer of formats that are only read (DICOM, Scanco ISQ): constructing it raises ConfigError."""
+
+    def __init__(self, path, info, **options):
+        raise ConfigError(f"{path}: {Path(path).suffix or 'this'} files are read, not written; write the volume as "
+                          ".nii.gz, .nrrd, .seg.nrrd, .tif or a PNG folder")
+
+    def _open(self) -> None:  # pragma: no cover - never constructed
+        raise NotImplementedError
+
+    def _write(self, z0: int, slab: np.ndarray) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _close(self) -> None:  # pragma: no cover
+        raise NotImplementedError
