@@ -83,7 +83,7 @@ def _suffix(path: Path) -> str:
 
 
 def detect_format(path: str | Path, *, for_writing: bool = False) -> str:
-    """The format name of ``path`` from its extension, or 'tiff-folder' for a folder of TIFFs."""
+    """The format name of ``path`` from its extension, or of a folder from the slices it holds."""
     path = Path(path)
     suffix = _suffix(path)
     extensions = all_extensions()
