@@ -6,6 +6,7 @@ Arrays are (z, y, x); these formats list axes x, y, z.
 from __future__ import annotations
 
 import logging
+import pickle
 import struct
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from bone_avizo.errors import ConfigError, FormatError, InvalidVolumeError
+from bone_avizo.errors import ConfigError, FormatError, InvalidVolumeError, UnsupportedDtypeError
 from bone_avizo.io import detect_format, load_volume, open_volume, save_volume
 from bone_avizo.volume import Volume
 from conftest import SHARED_DATA
@@ -23,7 +24,8 @@ nibabel = pytest.importorskip("nibabel")
 nrrd = pytest.importorskip("nrrd")
 
 AMIRA = SHARED_DATA / "amira"
-DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint32, np.float32, np.float64, bool]
+DTYPES = [np.uint8, np.int8, np.uint16, np.int16, np.int32, np.uint32, np.int64, np.uint64, np.float32, np.float64,
+          bool]
 
 
 def _array(dtype, shape=(3, 5, 7)) -> np.ndarray:
@@ -48,6 +50,21 @@ def test_round_trip(tmp_path, name, dtype):
     np.testing.assert_array_equal(back.array, expected)
     assert (back.voxel_size, back.origin, back.name, back.class_names) == (
         volume.voxel_size, volume.origin, "scan7", volume.class_names)
+
+
+@pytest.mark.parametrize("name", ["v.nii", "v.nrrd"])
+def test_float16_is_refused_with_advice(tmp_path, name):
+    with pytest.raises(UnsupportedDtypeError, match="cannot store data type float16; cast the volume to float32"):
+        save_volume(_volume(np.float16), tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["v.nii.gz", "v.nrrd", "v.seg.nrrd", "v.png"])
+def test_sources_pickle_as_reopen_instructions(tmp_path, name):
+    path = save_volume(_volume(np.uint8, class_names=("background", "bone", "pores")), tmp_path / name)
+    with open_volume(path) as source:
+        copy = pickle.loads(pickle.dumps(source))
+        np.testing.assert_array_equal(copy.read_slab(1, 3), source.read_slab(1, 3))
+        assert copy.info == source.info
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, bool])

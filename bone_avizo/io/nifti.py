@@ -166,7 +166,7 @@ def nifti_image(array: np.ndarray, info: VolumeInfo):
     affine = np.eye(4)
     affine[:3, :3] = np.diag(info.voxel_size[::-1])
     affine[:3, 3] = info.origin[::-1]
-    image = nibabel.Nifti1Image(array.T, affine)
+    image = nibabel.Nifti1Image(array.T, affine, dtype=info.dtype)
     header = image.header
     header.set_xyzt_units("mm" if info.unit == "mm" else "unknown")
     header.set_qform(affine, code=1)
@@ -187,8 +187,12 @@ class NiftiWriter(ScratchWriter):
         dtype = check_dtype(info.dtype, fmt="NIfTI")
         if dtype.kind == "b":
             info = info.with_(dtype=np.dtype(np.uint8))
-        elif dtype == np.float16:
-            raise UnsupportedDtypeError("NIfTI cannot store data type float16; cast the volume to float32 first")
+        else:
+            try:
+                nibabel.Nifti1Header().set_data_dtype(dtype)
+            except Exception as exc:  # nibabel.spatialimages.HeaderDataError
+                raise UnsupportedDtypeError(f"NIfTI cannot store data type {dtype}; cast the volume to float32 "
+                                            "first") from exc
         self.gzipped = Path(path).name.lower().endswith(".gz")
         self.compression_level = int(compression_level)
         super().__init__(path, info, overwrite=overwrite, resume=resume)
