@@ -292,3 +292,27 @@ def test_unknown_extension_lists_every_supported_one(tmp_path):
     for extension in (".nii", ".nii.gz", ".nrrd", ".nhdr", ".seg.nrrd", ".dcm", ".isq", ".png", ".bmp", ".jpg",
                       ".tif", ".h5", ".am"):
         assert f"{extension}," in str(info.value) or f"{extension} " in str(info.value)
+
+
+def test_memory_of_a_one_slice_read(tmp_path):
+    """Peak Python/numpy allocation (tracemalloc) of opening and reading one slice of a 128^3 uint16 volume
+    (4 MB): uncompressed files cost a few slices, gzip files the volume once (plus a 1 MB
+    decompression chunk); printed for docs/formats.md (run with -s)."""
+    import tracemalloc
+
+    array = np.random.default_rng(0).integers(0, 4000, (128, 128, 128)).astype(np.uint16)
+    slice_bytes, volume_bytes = array[0].nbytes, array.nbytes
+    peaks = {}
+    for name, options in [("v.nii", {}), ("v.nii.gz", {}), ("v.nrrd", {"encoding": "raw"}), ("g.nrrd", {})]:
+        path = save_volume(Volume(array, voxel_size=0.02), tmp_path / name, **options)
+        with open_volume(path):
+            pass  # imports and caches outside the measurement
+        tracemalloc.start()
+        with open_volume(path) as source:
+            np.testing.assert_array_equal(source.read_slab(64, 65)[0], array[64])
+        peaks[name] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(f"{name}: one-slice read peak {peaks[name] / 1e6:.2f} MB (volume {volume_bytes / 1e6:.1f} MB)")
+    assert peaks["v.nii"] < 16 * slice_bytes and peaks["v.nrrd"] < 16 * slice_bytes
+    assert volume_bytes < peaks["v.nii.gz"] < volume_bytes + (2 << 20)
+    assert volume_bytes < peaks["g.nrrd"] < volume_bytes + (2 << 20)

@@ -6,15 +6,17 @@ Files of these formats list axes fastest first (x, y, z, the "file order"); arra
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from bone_avizo.errors import ConfigError, FormatError
+from bone_avizo.errors import ConfigError, CorruptFileError, FormatError
 from bone_avizo.io.base import VolumeWriter, remove_path, reserve_space
 
 log = logging.getLogger(__name__)
 
+READ_CHUNK = 1 << 20  # bytes decompressed per call when filling an array from a compressed stream
 OBLIQUE_TOLERANCE = 1e-3  # a direction component below this fraction of the vector's length counts as 0
 
 
@@ -107,3 +109,24 @@ class ReadOnlyWriter(VolumeWriter):
 
     def _close(self) -> None:  # pragma: no cover
         raise NotImplementedError
+
+
+def read_stream_into(stream, dtype: np.dtype, shape: tuple[int, ...], *, where: str) -> np.ndarray:
+    """A ``shape`` array of ``dtype`` (C order) filled from the binary ``stream`` (a gzip/bz2 reader, say)
+    in place: memory is the array only, not the stream's bytes as well. CorruptFileError when the stream
+    ends early or cannot be decoded."""
+    out = np.empty(shape, dtype)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    filled = 0
+    try:
+        while filled < len(view):
+            count = stream.readinto(view[filled:filled + READ_CHUNK])  # decoders allocate what is asked
+            if not count:
+                break
+            filled += count
+    except (OSError, EOFError, ValueError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise CorruptFileError(f"{where}: the compressed data cannot be decoded ({exc}); the file is damaged") from exc
+    if filled < len(view):
+        raise CorruptFileError(f"{where} holds {filled} bytes of data, its header declares {len(view)}; the file "
+                               "is truncated")
+    return out

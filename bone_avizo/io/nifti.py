@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from bone_avizo.errors import CorruptFileError, FormatError, InvalidVolumeError, UnsupportedDtypeError
-from bone_avizo.io.medical import ScratchWriter, axis_aligned, rescaled_dtype
+from bone_avizo.io.medical import ScratchWriter, axis_aligned, read_stream_into, rescaled_dtype
 from bone_avizo.io.npy import ReopeningSource, check_dtype, native_dtype, require_file, to_mm, volume_attrs
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
@@ -141,12 +141,18 @@ class NiftiSource(ReopeningSource):
         return np.ascontiguousarray(block.T, dtype=self._dtype)
 
     def _load_all(self) -> np.ndarray:
-        index = (slice(None),) * 3 + (0,) * (len(self._image.shape) - 3)
-        try:
-            data = np.asarray(self._image.dataobj[index])
-        except Exception as exc:  # gzip.BadGzipFile, EOFError, zlib.error...
-            raise CorruptFileError(f"{self.path} is truncated or damaged ({exc}); re-export it") from exc
-        return np.ascontiguousarray(data.T, dtype=self._dtype)
+        """The whole (z, y, x) volume of a .nii.gz, decompressed straight into the array (then scaled)."""
+        header = self._image.header
+        with gzip.open(self.path, "rb") as stream:
+            try:
+                stream.seek(int(self._image.dataobj.offset))
+            except (OSError, EOFError) as exc:
+                raise CorruptFileError(f"{self.path} is truncated or damaged ({exc}); re-export it") from exc
+            data = read_stream_into(stream, header.get_data_dtype(), self.shape, where=str(self.path))
+        slope, inter = self._image.dataobj.slope, self._image.dataobj.inter
+        if slope != 1 or inter != 0:
+            data = data * slope + inter
+        return data.astype(self._dtype, copy=False)
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)

@@ -13,6 +13,8 @@ with its name, a colour, its extent and label value, so Slicer opens it as a seg
 """
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import logging
 import os
@@ -24,7 +26,7 @@ import numpy as np
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InputFileError, InvalidVolumeError,
                                UnsupportedDtypeError)
-from bone_avizo.io.medical import ScratchWriter, axis_aligned
+from bone_avizo.io.medical import ScratchWriter, axis_aligned, read_stream_into
 from bone_avizo.io.npy import ReopeningSource, check_dtype, require_file, to_mm, volume_attrs
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
@@ -178,8 +180,10 @@ class NrrdSource(ReopeningSource):
         self.data_path = self._data_path(header)
         self._lock = threading.Lock()
         self._array = None
+        self._file_dtype = dtype
+        self._offset = offset if self.data_path == self.path else 0
         if self.encoding == "raw" and int(header.get("line skip", 0)) == 0:
-            self._array = self._map(dtype, offset if self.data_path == self.path else 0)
+            self._array = self._map(dtype, self._offset)
 
     def _dtype(self, header: dict) -> np.dtype:
         kind = str(header.get("type", "")).strip()
@@ -223,6 +227,15 @@ class NrrdSource(ReopeningSource):
         return self._array
 
     def _decode(self) -> np.ndarray:
+        """The whole volume from gzip/bzip2 data, decompressed straight into the array; other encodings
+        and skips through pynrrd."""
+        skips = int(self.header.get("line skip", 0)) or int(self.header.get("byte skip", 0))
+        if self.encoding in ("gzip", "bzip2") and not skips:
+            opener = gzip.GzipFile if self.encoding == "gzip" else bz2.BZ2File
+            with open(self.data_path, "rb") as raw:
+                raw.seek(self._offset)
+                with opener(fileobj=raw, mode="rb") as stream:
+                    return read_stream_into(stream, self._file_dtype, self.shape, where=str(self.data_path))
         try:
             data, _ = nrrd.read(str(self.path), index_order="C")
         except Exception as exc:  # zlib.error, EOFError, OSError, nrrd.NRRDError
