@@ -79,10 +79,11 @@ def _floats(value, count: int | None = None) -> list[float] | None:
     return numbers if count is None or len(numbers) == count else None
 
 
-def _read_header(path: Path):
-    """The header of one DICOM file (no pixel data), or None when it is not a DICOM image."""
+def _read_header(path: Path, tags: list[str] | None = None):
+    """The header of one DICOM file (no pixel data; only ``tags`` when given), or None when it is not a
+    DICOM image."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return ds if "Rows" in ds and "Columns" in ds else None
@@ -153,13 +154,13 @@ class DicomSource(ReopeningSource):
             if int(header.get("NumberOfFrames", 1) or 1) > 1:
                 self._open_multiframe(header)
             else:  # one slice of a series: read the whole series from its folder
-                self._open_folder(self.path.parent, series if series is not None else str(header.SeriesInstanceUID))
+                self._open_folder(self.path.parent, series if series is not None else str(header.get("SeriesInstanceUID", "")))
 
     # -- a folder of single-slice files ----------------------------------------------------------
     def _open_folder(self, folder: Path, series) -> None:
         files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
                         and p.name.upper() != "DICOMDIR"), key=lambda p: natural_key(p.name))
-        headers = [(p, h) for p in files if (h := _read_header(p)) is not None]
+        headers = [(p, h) for p in files if (h := _read_header(p, HEADER_TAGS)) is not None]
         if not headers:
             raise FormatError(f"folder {folder} holds no DICOM images; give a folder of DICOM slices")
         groups: dict[str, list] = {}
