@@ -154,7 +154,8 @@ class DicomSource(ReopeningSource):
             if int(header.get("NumberOfFrames", 1) or 1) > 1:
                 self._open_multiframe(header)
             else:  # one slice of a series: read the whole series from its folder
-                self._open_folder(self.path.parent, series if series is not None else str(header.get("SeriesInstanceUID", "")))
+                own = str(header.get("SeriesInstanceUID", ""))
+                self._open_folder(self.path.parent, series if series is not None else own)
 
     # -- a folder of single-slice files ----------------------------------------------------------
     def _open_folder(self, folder: Path, series) -> None:

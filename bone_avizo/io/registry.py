@@ -96,7 +96,8 @@ def detect_format(path: str | Path, *, for_writing: bool = False) -> str:
     if not for_writing and not path.exists():
         raise InputFileError(f"{path} does not exist; check the path")
     raise FormatError(f"cannot tell the format of {path} from its extension {suffix!r}; use one of "
-                      f"{', '.join(sorted(extensions))}, a folder of TIFF/PNG/BMP/JPEG/DICOM slices, or name the format")
+                      f"{', '.join(sorted(extensions))}, a folder of TIFF/PNG/BMP/JPEG/DICOM slices, or name the "
+                      "format")
 
 
 def _is_dicom(path: Path) -> bool:
