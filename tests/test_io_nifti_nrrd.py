@@ -99,6 +99,44 @@ def test_seg_nrrd_written_by_slicer_conventions_is_read_with_segment_names(tmp_p
     assert volume.voxel_size == pytest.approx((0.03, 0.0123, 0.011))
 
 
+def test_seg_nrrd_read_by_slicerio_as_slicer_would(tmp_path):
+    slicerio = pytest.importorskip("slicerio")  # 3D Slicer's own Python reader of .seg.nrrd
+    volume = _volume(np.uint8, class_names=("background", "bone", "pores"))
+    segmentation = slicerio.read_segmentation(str(save_volume(volume, tmp_path / "l.seg.nrrd")))
+    np.testing.assert_array_equal(segmentation["voxels"], volume.array.T)  # (i, j, k)
+    segments = {s["name"]: s for s in segmentation["segments"]}
+    assert sorted(segments) == ["bone", "pores"] and segments["pores"]["labelValue"] == 2
+    assert segments["bone"]["color"] == pytest.approx([0.945, 0.839, 0.569]) and segments["bone"]["layer"] == 0
+    z, y, x = np.nonzero(volume.array == 2)
+    assert list(segments["pores"]["extent"]) == [x.min(), x.max(), y.min(), y.max(), z.min(), z.max()]
+    assert np.allclose(np.asarray(segmentation["ijkToLPS"], dtype=float)[:3, :3], np.diag([0.011, 0.0123, 0.03]))
+
+
+def test_seg_nrrd_written_by_slicerio_is_read(tmp_path):
+    slicerio = pytest.importorskip("slicerio")
+    ijk = np.zeros((7, 5, 3), np.uint8)
+    ijk[3, 2, 1], ijk[4:6, 1:3, 2] = 1, 3
+    segments = [{"id": "Segment_1", "name": "trabecular", "labelValue": 1, "layer": 0, "color": [1, 0, 0]},
+                {"id": "Segment_2", "name": "cortical", "labelValue": 3, "layer": 0, "color": [0, 1, 0]}]
+    ijk_to_lps = np.array([[0.01, 0, 0, 3], [0, 0.02, 0, 2], [0, 0, 0.03, 1], [0, 0, 0, 1]])
+    slicerio.write_segmentation(str(tmp_path / "w.seg.nrrd"), {"voxels": ijk, "ijkToLPS": ijk_to_lps,
+                                                               "encoding": "gzip", "segments": segments})
+    volume = load_volume(tmp_path / "w.seg.nrrd")
+    np.testing.assert_array_equal(volume.array, ijk.T)
+    assert volume.class_names == ("background", "trabecular", "label2", "cortical")
+    assert volume.voxel_size + volume.origin == pytest.approx((0.03, 0.02, 0.01, 1.0, 2.0, 3.0))
+
+
+def test_seg_nrrd_with_overlapping_layers_is_refused(tmp_path):
+    header = {"space": "left-posterior-superior", "kinds": ["list", "domain", "domain", "domain"],
+              "space directions": [[np.nan] * 3, [1, 0, 0], [0, 1, 0], [0, 0, 1]],
+              "Segment0_Name": "a", "Segment0_Layer": "0", "Segment1_Name": "b", "Segment1_Layer": "1"}
+    nrrd.write(str(tmp_path / "o.seg.nrrd"), np.zeros((3, 4, 5, 2), np.uint8), header, index_order="C")
+    with pytest.raises(InvalidVolumeError, match="overlapping segments in several layers; in Slicer export the "
+                                                 "segments to a labelmap first"):
+        open_volume(tmp_path / "o.seg.nrrd")
+
+
 def test_seg_nrrd_refuses_float_volumes(tmp_path):
     with pytest.raises(ConfigError, match="a Slicer segmentation holds labels"):
         save_volume(_volume(np.float32), tmp_path / "x.seg.nrrd")
