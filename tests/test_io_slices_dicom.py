@@ -9,6 +9,7 @@ from __future__ import annotations
 import builtins
 import io
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +279,55 @@ def test_dicom_uneven_spacing_is_reported(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         volume = load_volume(folder)
     assert "uneven slice spacing" in caplog.text and volume.voxel_size[0] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# real files: the DICOM test files pydicom ships (NEMA WG04 images, a pcir.org MR series)
+# ---------------------------------------------------------------------------------------------
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def _copy_alone(tmp_path, name: str) -> Path:
+    source = PYDICOM_FILES / name
+    if not source.exists():
+        pytest.skip(f"{source} not shipped with this pydicom")
+    folder = tmp_path / source.stem
+    if source.is_dir():
+        shutil.copytree(source, folder)
+    else:
+        folder.mkdir()
+        shutil.copy(source, folder)
+    return folder
+
+
+def _pydicom_value(ds) -> np.ndarray:
+    return ds.pixel_array * float(ds.get("RescaleSlope", 1)) + float(ds.get("RescaleIntercept", 0))
+
+
+def test_real_mr_series_ordered_by_position(tmp_path):
+    folder = _copy_alone(tmp_path, "dicomdirtests/98892003/MR700")  # 7 files named by number, no extension
+    assert detect_format(folder) == "dicom"
+    datasets = [pydicom.dcmread(p) for p in folder.iterdir()]
+    normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
+    datasets.sort(key=lambda ds: float(np.dot(np.asarray(ds.ImagePositionPatient, float), normal)))
+    volume = load_volume(folder)
+    np.testing.assert_array_equal(volume.array, np.stack([_pydicom_value(ds) for ds in datasets]))
+    assert volume.voxel_size[1:] == pytest.approx([float(v) for v in datasets[0].PixelSpacing])
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm",
+                                  "MR_small_expb.dcm", "MR_small_jp2klossless.dcm"])
+def test_real_transfer_syntaxes_read_like_the_uncompressed_file(tmp_path, name):
+    reference = load_volume(_copy_alone(tmp_path, "MR_small.dcm"))
+    volume = load_volume(_copy_alone(tmp_path, name))
+    np.testing.assert_array_equal(volume.array, reference.array)
+    assert (volume.voxel_size, volume.origin) == (reference.voxel_size, reference.origin)
+
+
+def test_real_ct_slice_in_hounsfield_units(tmp_path):
+    folder = _copy_alone(tmp_path, "CT_small.dcm")
+    ds = pydicom.dcmread(folder / "CT_small.dcm")
+    volume = load_volume(folder)
+    assert volume.dtype == np.float32  # 16 bits stored, intercept -1024: int16 cannot hold the whole range
+    np.testing.assert_array_equal(volume.array[0], _pydicom_value(ds))
+    assert volume.voxel_size[1:] == pytest.approx([float(v) for v in ds.PixelSpacing])

@@ -125,6 +125,10 @@ def stored_dtype(ds, path: Path) -> tuple[np.dtype, tuple[int, int]]:
     return dtype, (low, high)
 
 
+def _series_name(ds, default: str) -> str:
+    return str(ds.get("SeriesDescription", "") or "").strip() or default
+
+
 def _normal(orientation: list[float] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Row, column and normal unit vectors from ImageOrientationPatient."""
     if orientation is None:
@@ -178,9 +182,8 @@ class DicomSource(ReopeningSource):
         self._check_same_size(chosen)
         axes = _normal(_floats(first.get("ImageOrientationPatient"), 6))
         positions = [_floats(h.get("ImagePositionPatient"), 3) for _, h in chosen]
-        self._finish(first, chosen[0][0], planes, axes, positions, _floats(first.get("PixelSpacing"), 2)
-                     or _floats(first.get("ImagerPixelSpacing"), 2), name=str(first.get("SeriesDescription", "")
-                                                                             or folder.name))
+        spacing = _floats(first.get("PixelSpacing"), 2) or _floats(first.get("ImagerPixelSpacing"), 2)
+        self._finish(first, chosen[0][0], planes, axes, positions, spacing, name=_series_name(first, folder.name))
 
     def _choose_series(self, folder: Path, groups: dict, series) -> list:
         """The (path, header) pairs of the requested series; FormatError listing them when unclear."""
@@ -239,7 +242,7 @@ class DicomSource(ReopeningSource):
         axes = _normal(_floats(item("PlaneOrientationSequence", "ImageOrientationPatient", 0), 6))
         spacing = _floats(item("PixelMeasuresSequence", "PixelSpacing", 0), 2)
         self._finish(ds, self.path, planes, axes, positions, spacing,
-                     name=str(ds.get("SeriesDescription", "") or self.path.stem))
+                     name=_series_name(ds, self.path.stem))
 
     # -- geometry, type, info ----------------------------------------------------------------------
     def _finish(self, ds, path: Path, planes: list[Plane], axes, positions, pixel_spacing, *, name: str) -> None:
