@@ -10,6 +10,7 @@ import pickle
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,6 +236,25 @@ def test_real_very_small_label_field_nrrd_matches_the_am():
     amira = load_volume(_real("VerySmallLabelField.am"))
     assert nrrd_volume.shape == (1, 2, 2) and nrrd_volume.voxel_size == (2.0, 0.5, 0.5)
     np.testing.assert_array_equal(nrrd_volume.array, amira.array)
+
+
+@pytest.mark.parametrize("name", ["anatomical.nii", "standard.nii.gz", "reoriented_anat_moved.nii"])
+def test_real_nifti_files_nibabel_ships(name):
+    """NIfTI files written by neuroimaging tools (big-endian, unknown units, flipped axes), as nibabel reads them."""
+    path = Path(nibabel.__file__).parent / "tests" / "data" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not shipped with this nibabel")
+    image = nibabel.load(path)
+    volume = load_volume(path)
+    np.testing.assert_array_equal(volume.array, np.asarray(image.dataobj).T)
+    zooms = np.linalg.norm(image.affine[:3, :3], axis=0)
+    assert volume.voxel_size == pytest.approx(tuple(zooms[::-1]), rel=1e-6)
+
+
+def test_4d_nifti_is_refused(tmp_path):
+    nibabel.save(nibabel.Nifti1Image(np.zeros((4, 3, 2, 5), np.int16), np.eye(4)), tmp_path / "t.nii")
+    with pytest.raises(InvalidVolumeError, match=r"holds an image of shape \(4, 3, 2, 5\) \(i, j, k, ...\), not a 3-D"):
+        open_volume(tmp_path / "t.nii")
 
 
 # ---------------------------------------------------------------------------------------------
