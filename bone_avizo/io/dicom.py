@@ -9,8 +9,8 @@ slice's position projected on the normal, column and row directions, in mm.
 
 Values are ``stored * RescaleSlope + RescaleIntercept`` (per slice or frame): the stored type when there is
 no rescaling, int16 when slope and intercept are whole numbers and the stored range fits (CT Hounsfield
-units), else float32. A folder holding several series needs ``series=`` (its SeriesInstanceUID, its
-SeriesNumber, or its position 1.. in the listed order). Opening reads every file's header; a slab reads only
+units), else float32. A folder holding several series needs ``series=`` (its SeriesInstanceUID, else its
+SeriesNumber, else its position 1.. in the listed order). Opening reads every file's header; a slab reads only
 the files (or frames) it covers. Compressed transfer syntaxes need a decoder package; the error names it.
 """
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +147,6 @@ class DicomSource(ReopeningSource):
         require_pydicom()
         self.path = require_file(Path(path))
         self._remember(self.path, series=series)
-        self._lock = threading.Lock()
         if self.path.is_dir():
             self._open_folder(self.path, series)
         else:
@@ -186,13 +184,14 @@ class DicomSource(ReopeningSource):
         self._finish(first, chosen[0][0], planes, axes, positions, spacing, name=_series_name(first, folder.name))
 
     def _choose_series(self, folder: Path, groups: dict, series) -> list:
-        """The (path, header) pairs of the requested series; FormatError listing them when unclear."""
+        """The (path, header) pairs of the requested series: ``series`` is a SeriesInstanceUID, else a
+        SeriesNumber, else a position 1.. in the listed order; FormatError listing them when unclear."""
         listed = sorted(groups.items(), key=lambda kv: (int(kv[1][0][1].get("SeriesNumber", 0) or 0), kv[0]))
         if series is None:
             if len(listed) == 1:
                 return listed[0][1]
             described = "; ".join(f"{i} = SeriesNumber {items[0][1].get('SeriesNumber', '?')} "
-                                  f"'{items[0][1].get('SeriesDescription', '')}' ({len(items)} files, UID {uid})"
+                                  f"'{_series_name(items[0][1], '')}' ({len(items)} files, UID {uid})"
                                   for i, (uid, items) in enumerate(listed, 1))
             raise FormatError(f"folder {folder} holds {len(listed)} DICOM series ({described}); choose one with "
                               "series=<number, SeriesNumber or UID>")
