@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Callable
 
 import h5py
+import nrrd
 import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image
 
 import fake_hx
 from bone_avizo.avizo import config_to_ports
 from bone_avizo.config import PREDICT_SPEC, FitConfig
 from test_avizo_modules import HXSCRIPTS, add_field
+from test_io_slices_dicom import write_ct_series
 
 from .helpers import (FIT_FLAGS, FIT_OPTIONS, PREDICT_FLAGS, SimulatedDisk, cli_error, fit_argv, scan_array,
                       tree_state, write_scan, write_tiny_model)
@@ -244,6 +247,28 @@ def hdf5_two_volumes(ctx):
 
 def hdf5_no_such_dataset(ctx):
     return ctx.predict(ctx.scan("scan.h5"), "--input-option", "dataset=/volume")
+
+
+def png_slices_differ(ctx):
+    folder = ctx.path("slices")
+    folder.mkdir()
+    for z, plane in enumerate(scan_array((3, 13, 29)).astype(np.uint8)):
+        Image.fromarray(plane).save(folder / f"s{z}.png")
+    Image.fromarray(np.zeros((13, 30), np.uint8)).save(folder / "s3.png")
+    return ctx.predict(folder)
+
+
+def dicom_two_series(ctx):
+    folder = ctx.path("dicom")
+    write_ct_series(folder, scan_array((3, 13, 29)), series_uid="1.2.3.1", series_number=3, names=["a1", "a2", "a3"])
+    write_ct_series(folder, scan_array((2, 13, 29)), series_uid="1.2.3.2", series_number=7, names=["b1", "b2"])
+    return ctx.predict(folder)
+
+
+def nrrd_oblique(ctx):
+    header = {"space": "left-posterior-superior", "space directions": [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 1]]}
+    nrrd.write(str(ctx.path("scan.nrrd")), scan_array(), header, index_order="C")
+    return ctx.predict(ctx.path("scan.nrrd"))
 
 
 def bad_input_option(ctx):
@@ -654,9 +679,10 @@ CATALOGUE: tuple[Row, ...] = (
         " of slices",
         zero_size_axis),
     Row("unknown-extension", "io", "an input named scan.xyz",
-        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .am, .h5, .hdf, "
-        ".hdf5, .mha, .mhd, .npy, .ome.tif, .ome.tiff, .ome.zarr, .raw, .tif, .tiff, .zarr, a folder of "
-        "TIFF slices, or name the format",
+        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
+        ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
+        "slices, or name the format",
         unknown_extension),
     Row("input-missing", "io", "an input path that does not exist",
         "--input: <dir>/nowhere.tif does not exist; check the path",
@@ -668,6 +694,18 @@ CATALOGUE: tuple[Row, ...] = (
     Row("hdf5-no-dataset", "io", "dataset=/volume in an HDF5 file without it",
         "<dir>/scan.h5 has no dataset '/volume'; available: data (7, 13, 29)",
         hdf5_no_such_dataset),
+    Row("slice-sizes-differ", "io", "a folder of PNG slices, one of another size",
+        "slice s3.png has shape (13, 30) uint8, but s0.png has (13, 29) uint8; all slices of a folder must be 2-D "
+        "with the same shape and type",
+        png_slices_differ),
+    Row("dicom-two-series", "io", "a DICOM folder holding two series and no series= option",
+        "folder <dir>/dicom holds 2 DICOM series (1 = SeriesNumber 3 's3' (3 files, UID 1.2.3.1); 2 = SeriesNumber"
+        " 7 's7' (2 files, UID 1.2.3.2)); choose one with series=<number, SeriesNumber or UID>",
+        dicom_two_series),
+    Row("nrrd-oblique", "io", "an NRRD whose space directions are not along the axes",
+        "<dir>/scan.nrrd has a non-axis-aligned space direction (0.5,0.5,0) for axis 0; resample it onto an "
+        "axis-aligned grid first (e.g. 3D Slicer: harden the transform and resample)",
+        nrrd_oblique),
     # predict: scans, options, outputs
     Row("nan-slice", "predict", "a float32 TIFF with a NaN slice",
         "scan contains NaN or infinite values (the first in slice z=4); replace them (e.g. "
@@ -710,9 +748,10 @@ CATALOGUE: tuple[Row, ...] = (
         "output folder <dir>/locked is not writable; choose another output path",
         output_folder_read_only),
     Row("output-extension", "predict", "an output named labels.xyz",
-        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .am, .h5, .hdf,"
-        " .hdf5, .mha, .mhd, .npy, .ome.tif, .ome.tiff, .ome.zarr, .raw, .tif, .tiff, .zarr, a folder of "
-        "TIFF slices, or name the format",
+        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
+        ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
+        "slices, or name the format",
         output_unknown_extension),
     Row("disk-full-tiff", "predict", "a full disk when the TIFF output is created",
         "cannot create <dir>/labels.tif.partial: No space left on device; check the folder's permissions "
