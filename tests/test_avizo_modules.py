@@ -294,11 +294,47 @@ def test_dlpred_bad_input_is_one_error_and_leaves_nothing(world, dlpred, scan_fi
 def test_dlpred_says_which_python_lacks_bone_avizo(world, scan_field, monkeypatch):
     monkeypatch.setitem(sys.modules, "bone_avizo.predict", None)  # as in a Python without torch
     module = load_module(world, "BONeDLPred", connect=scan_field)
-    assert module.model_info.text.startswith("bone_avizo cannot be imported by Python ")
-    module.do_it.press()
+    assert module.model_info.text.startswith("BONe modules cannot start in Python ")
     (level, text), = world.hx_message.records
-    assert level == "error" and "docs/avizo.md" in text
+    assert level == "error" and "docs/avizo.md" in text and not module.do_it.enabled
+    module.do_it.press()
+    assert len(world.hx_message.records) == 1
     assert set(world.hx_project.objects) == {"scan.am", "BONeDLPred"}
+
+
+BROKEN_IMPORTS = {
+    "torch DLL (Windows)": (OSError("[WinError 126] The specified module could not be found. Error loading "
+                                    "c10.dll or one of its dependencies."), "reinstall torch"),
+    "missing smp": (ModuleNotFoundError("No module named 'segmentation_models_pytorch'",
+                                        name="segmentation_models_pytorch"), "install segmentation-models-pytorch"),
+    "bone_avizo itself": (ImportError("bone_avizo is missing"), "install bone_avizo into that Python"),
+}
+
+
+@pytest.mark.parametrize("module_name", ["BONeDLPred", "BONeDLFit", "BONeIoU", "BONeInfo"])
+@pytest.mark.parametrize("case", list(BROKEN_IMPORTS))
+def test_any_import_failure_creates_the_module_with_apply_disabled(world, monkeypatch, module_name, case):
+    error, fix = BROKEN_IMPORTS[case]
+    import builtins
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name.startswith("bone_avizo"):
+            if case == "bone_avizo itself":
+                raise error
+            if name == "bone_avizo.avizo":
+                raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    module = load_module(world, module_name)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    (level, text), = world.hx_message.records
+    assert level == "error" and "\n" not in text and fix in text and type(error).__name__ in text, text
+    assert str(error).split(".")[0] in text
+    assert not module.do_it.enabled
+    module.do_it.press()
+    assert len(world.hx_message.records) == 1 and set(world.hx_project.objects) == {module_name}
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,7 +54,8 @@ def _file_names(port: Any) -> list[str]:
 class TrainingInputs:
     """The pairs a DLFit run trains and validates on.
 
-    ``field_pairs``: (scan field, label field) per connected pair, in port order; ``held_out``: for
+    ``field_pairs``: (scan, labels) Volumes (z, y, x) of each connected pair, in port order, each
+    field's array read once (views of Avizo's memory where it allows); ``held_out``: for
     each of them, True when it is a validation scan. ``files`` / ``val_files``: ScanSpecs of the
     training / validation volumes chosen on disk.
     """
@@ -65,22 +66,25 @@ class TrainingInputs:
     val_files: list = field(default_factory=list)
 
 
-def check_pair(scan: Any, labels: Any, label_port: Any) -> None:
-    """A scan field and its label field: a label field of the scan's dimensions."""
+def check_pair(scan: Any, labels: Any, label_port: Any) -> tuple[Any, Any]:
+    """A scan field and its label field (a label field of the scan's dimensions) read as Volumes,
+    each field's array once."""
     if not is_label_field(labels):
         raise MissingInputError(
             f"{labels.name} in the {_title(label_port)} port is not a label field; connect the label field made "
             f"for {scan.name} (a mask opened as a grey-value field: convert it to a label field, or choose its "
             "file in Label files)")
-    scan_shape, label_shape = tuple(scan.get_array().shape), tuple(labels.get_array().shape)
+    scan_volume, label_volume = field_to_volume(scan), field_to_volume(labels)
+    scan_shape, label_shape = scan_volume.shape[::-1], label_volume.shape[::-1]
     if scan_shape != label_shape:
         raise ShapeMismatchError(
             f"{scan.name} has {' x '.join(map(str, scan_shape))} voxels (x, y, z) but its label field "
             f"{labels.name} has {' x '.join(map(str, label_shape))}; connect the label field made for this scan")
+    return scan_volume, label_volume
 
 
 def connected_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any, Any]]:
-    """(index, scan field, label field) of every connected pair of (scan port, label port).
+    """(index, scan Volume, label Volume) of every connected pair of (scan port, label port).
 
     A scan without labels, labels without a scan, a label field as scan, a grey-value field as
     labels and differing dimensions are :class:`~bone_avizo.errors.BoneAvizoError` s naming the port.
@@ -97,8 +101,7 @@ def connected_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any, An
             raise MissingInputError(f"{labels.name} in the {_title(label_port)} port has no scan: connect the "
                                     f"scan it labels to the {_title(scan_port)} port")
         scan = connected_field(scan_port, "scan", label=False)
-        check_pair(scan, labels, label_port)
-        found.append((index, scan, labels))
+        found.append((index, *check_pair(scan, labels, label_port)))
     return found
 
 
@@ -225,8 +228,8 @@ class FitStaging:
         folder.mkdir()
         train, validation = [], []
         for k, ((scan, labels), held_out) in enumerate(zip(inputs.field_pairs, inputs.held_out)):
-            image = save_volume(field_to_volume(scan), folder / f"{k}_image.npy")
-            label = save_volume(field_to_volume(labels), folder / f"{k}_labels.npy")
+            image = save_volume(scan, folder / f"{k}_image.npy")
+            label = save_volume(labels, folder / f"{k}_labels.npy")
             spec = ScanSpec(image, label, volume_stem(scan.name) or f"scan{k + 1}")
             (validation if held_out else train).append(spec)
         specs = unique_names(train + list(inputs.files) + validation + list(inputs.val_files))
