@@ -913,8 +913,8 @@ CATALOGUE: tuple[Row, ...] = (
     Row("avizo-fit-nan-scan", "avizo", "BONeDLFit: a float scan with a NaN slice",
         "scan1.am contains 1920 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before segmenting",
         avizo_fit_nan_scan),
-    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk when the scans are staged beside the model",
-        "cannot create <dir>/.bone.safetensors.<...>.fitting/scans/0_image.npy.partial: No space left on device; "
+    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk while the model is written in its training folder",
+        "cannot write model file <dir>/bone.safetensors.fitting/bone.safetensors: No space left on device; "
         "check the folder's permissions and free space",
         avizo_fit_disk_full),
     Row("avizo-iou-classes", "avizo", "BONeIoU: labels 0..2 with num_classes 2",
