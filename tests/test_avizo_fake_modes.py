@@ -9,8 +9,8 @@ import pytest
 
 import fake_hx
 from bone_avizo.avizo import is_label_field, training_inputs
-from test_avizo_modules import CLASSES, PREDICT_SPEC_BY_NAME, add_field, load_module, make_reference, make_scan, \
-    write_tiny_model
+from test_avizo_modules import (CLASSES, add_field, dlpred_module, load_module, make_reference, make_scan,
+                                write_tiny_model)
 
 MODES = list(fake_hx.MODES)
 
@@ -23,17 +23,6 @@ def scan():
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory, scan):
     return write_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors", scan)
-
-
-def dlpred_in(world, scan_field, model_path=None):
-    module = load_module(world, "BONeDLPred", connect=scan_field)
-    if model_path is not None:
-        module.ports.model.filenames = str(model_path)
-    module.ports.backend.selected = PREDICT_SPEC_BY_NAME["backend"].choices.index("torch")
-    module.ports.device.text = "cpu"
-    module.ports.threads.texts[0].value = 1
-    module.fire()
-    return module
 
 
 def project_state(world) -> dict[str, bytes | None]:
@@ -58,7 +47,7 @@ def test_failed_apply_deletes_nothing_of_the_users(mode, scan):
     world = fake_hx.HxWorld(mode=mode)
     scan_field = add_field(world, scan, name="scan.am")
     add_field(world, make_reference(scan), name="reference.labels", label=True, materials=CLASSES)
-    module = dlpred_in(world, scan_field)  # no model file chosen
+    module = dlpred_module(world, scan_field)  # no model file chosen
     before = project_state(world)
     module.do_it.press()
     (level, text), = world.hx_message.records
@@ -70,7 +59,7 @@ def test_failed_apply_deletes_nothing_of_the_users(mode, scan):
 def test_reruns_replace_results_by_name_and_a_failed_rerun_keeps_them(mode, scan, model_path, tmp_path):
     world = fake_hx.HxWorld(mode=mode)
     scan_field = add_field(world, scan, name="scan.am")
-    module = dlpred_in(world, scan_field, model_path)
+    module = dlpred_module(world, scan_field, model_path)
     module.do_it.press()
     module.do_it.press()
     assert world.hx_message.records == []
@@ -100,7 +89,7 @@ def test_label_fields_are_recognised_without_a_class_hierarchy(mode, scan):
 def test_each_field_array_is_read_once_per_apply(mode, scan, model_path):
     world = fake_hx.HxWorld(mode=mode)
     scan_field = add_field(world, scan, name="scan.am")
-    module = dlpred_in(world, scan_field, model_path)
+    module = dlpred_module(world, scan_field, model_path)
     world.hx_project.array_reads.clear()
     module.do_it.press()
     assert world.hx_message.records == []

@@ -119,16 +119,22 @@ def scan_field(world, scan):
     return add_field(world, scan, name="scan.am")
 
 
-@pytest.fixture
-def dlpred(world, scan_field, model_path):
-    """BONeDLPred on the scan with the tiny model chosen, computing on one CPU thread."""
+def dlpred_module(world, scan_field, model_path=None):
+    """BONeDLPred on ``scan_field`` (with ``model_path`` chosen when given), computing on one CPU thread."""
     module = load_module(world, "BONeDLPred", connect=scan_field)
-    module.ports.model.filenames = str(model_path)
+    if model_path is not None:
+        module.ports.model.filenames = str(model_path)
     module.ports.backend.selected = PREDICT_SPEC_BY_NAME["backend"].choices.index("torch")
     module.ports.device.text = "cpu"
     module.ports.threads.texts[0].value = 1
     module.fire()
     return module
+
+
+@pytest.fixture
+def dlpred(world, scan_field, model_path):
+    """BONeDLPred on the scan with the tiny model chosen, computing on one CPU thread."""
+    return dlpred_module(world, scan_field, model_path)
 
 
 PREDICT_SPEC_BY_NAME = {p.name: p for p in PREDICT_SPEC}
