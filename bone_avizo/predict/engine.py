@@ -29,6 +29,7 @@ from bone_avizo.data.normalize import NormStats, index_dtype, lookup_table, norm
 from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
+from bone_avizo.models.modelfile import input_multiple
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend, resolve_device
 from bone_avizo.predict.fusion import FusionBuffer
@@ -119,6 +120,7 @@ class _Plan:
         for plane in self.planes:
             check_context(source.shape[PLANE_AXIS[plane]], self.context)
         self.patch_size = int(meta.patch_size)
+        self.align = input_multiple(getattr(loaded, "module", None))  # 1: the network takes any size, unpadded
         self.ranks = current_ranks()
         self.model_digest = ""  # set for ranked jobs: part files name the weights they came from
         self.devices = self._devices(config)
@@ -156,7 +158,7 @@ class _Plan:
         if self.config.batch_size:
             return self.config.batch_size
         h, w = self.image_shape(plane)
-        grid = TileGrid.build(h, w, self.tile(plane), self.config.overlap)
+        grid = TileGrid.build(h, w, self.tile(plane), self.config.overlap, align=self.align)
         return max(1, BATCH_PIXELS[self.device.type] // (grid.tile_h * grid.tile_w))
 
     def image_shape(self, plane: Plane) -> tuple[int, int]:
@@ -221,7 +223,7 @@ class _PlanePredictor:
         self.halo = halo(plan.context)
         self.normaliser = Normaliser(stats, plan.meta.normalization, dtype, self.device)
         self.tiler = Tiler(backend, tile=plan.tile(plane), overlap=plan.config.overlap, blend=plan.config.blend,
-                           batch_size=plan.batch_size(plane), num_classes=plan.num_classes)
+                           batch_size=plan.batch_size(plane), num_classes=plan.num_classes, align=plan.align)
 
     def read(self, source: VolumeSource, block: tuple[int, int]) -> tuple[int, torch.Tensor]:
         lo, hi = max(0, block[0] - self.halo), min(self.n, block[1] + self.halo)

@@ -1,7 +1,10 @@
 """Split -> predict -> merge of 2-D images into overlapping tiles, with blending weights.
 
 Images are batches (N, C, H, W); a tile predictor maps (B, C, th, tw) to (B, K, th, tw).
-Images smaller than a tile (or not a multiple of 32) are reflection-padded, tiles are placed on
+Images smaller than a tile are reflection-padded up to the multiple of the network's stride it
+needs (``bone_avizo.models.modelfile.input_multiple``: none for networks that take any size, such as smp's U-Net, so a
+slice smaller than the tile goes through whole and unpadded, as a whole-slice prediction does; 32
+for most others), tiles are placed on
 an even grid whose last tile ends at the image edge, tiles of many images share batches, and
 outputs are merged as sum(w * out) / sum(w). A pointwise predictor passes through unchanged.
 """
@@ -45,9 +48,10 @@ class TileGrid:
     starts: tuple[tuple[int, int], ...]
 
     @classmethod
-    def build(cls, height: int, width: int, tile: int, overlap: float) -> "TileGrid":
-        tile_h = min(tile, _ceil_to(height, ALIGN))
-        tile_w = min(tile, _ceil_to(width, ALIGN))
+    def build(cls, height: int, width: int, tile: int, overlap: float, *, align: int = ALIGN) -> "TileGrid":
+        """``align``: the multiple a tile's sides must be (the network's input multiple; 1 = any size)."""
+        tile_h = min(tile, _ceil_to(height, align))
+        tile_w = min(tile, _ceil_to(width, align))
         padded_h, padded_w = max(height, tile_h), max(width, tile_w)
         starts = tuple((y, x) for y in positions(padded_h, tile_h, overlap)
                        for x in positions(padded_w, tile_w, overlap))
@@ -82,9 +86,10 @@ class Tiler:
     the same tiles run again; the smaller batch is kept on the predictor (``batch_cap``)."""
 
     def __init__(self, predictor: TilePredictor, *, tile: int, overlap: float, blend: str,
-                 batch_size: int, num_classes: int):
+                 batch_size: int, num_classes: int, align: int = ALIGN):
         self.predictor = predictor
         self.tile = tile
+        self.align = align
         self.overlap = overlap
         self.blend = blend
         self.batch_size = batch_size
@@ -92,7 +97,7 @@ class Tiler:
         self._norms: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     def grid(self, height: int, width: int) -> TileGrid:
-        return TileGrid.build(height, width, self.tile, self.overlap)
+        return TileGrid.build(height, width, self.tile, self.overlap, align=self.align)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Blended outputs (N, K, H, W) float32 for images (N, C, H, W)."""

@@ -324,6 +324,18 @@ def model_pickle_payload(ctx):
     return ctx.predict(ctx.scan(), model=_evil_checkpoint(ctx))
 
 
+def model_bone_3d(ctx):
+    """A BONe checkpoint made in its 3D mode (2D weights inside, so only the metadata can tell)."""
+    from bone_avizo.models import load_model
+
+    module = load_model(ctx.model()).module
+    torch.save({"model_state": module.state_dict(),
+                "metadata": {"model_arch": "U-Net", "backbone": "mobilenet_v2", "num_classes": 3, "in_channels": 1,
+                             "patch_size": 32, "normalization": "ZScore", "is_3d": True, "mode": "3D"}},
+               ctx.path("bone3d.pth"))
+    return ctx.predict(ctx.scan(), model=ctx.path("bone3d.pth"))
+
+
 def model_plain_safetensors(ctx):
     from safetensors.torch import save_file
 
@@ -792,6 +804,10 @@ CATALOGUE: tuple[Row, ...] = (
         "references io.open); loading it could run arbitrary code. Re-save the checkpoint as "
         "{'model_state': state_dict, 'metadata': dict of plain values}",
         model_pickle_payload),
+    Row("model-bone-3d", "model", "a BONe checkpoint trained in its 3D mode",
+        "<dir>/bone3d.pth: 3D models are not supported (BONe metadata: mode '3D', is_3d True); bone_avizo "
+        "runs 2D and 2.5D models: train one in BONe's 2D or 2.5D mode, or with bone_avizo fit",
+        model_bone_3d),
     Row("model-no-metadata", "model", "a safetensors file without bone_avizo metadata",
         "<dir>/plain.safetensors is a safetensors file without bone_avizo metadata; it is not a "
         "bone_avizo model file (only files written by save_model can be loaded)",
@@ -936,8 +952,8 @@ CATALOGUE: tuple[Row, ...] = (
     Row("avizo-fit-nan-scan", "avizo", "BONeDLFit: a float scan with a NaN slice",
         "scan1.am contains 1920 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before segmenting",
         avizo_fit_nan_scan),
-    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk when the scans are staged beside the model",
-        "cannot create <dir>/.bone.safetensors.<...>.fitting/scans/0_image.npy.partial: No space left on device; "
+    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk while the model is written in its training folder",
+        "cannot write model file <dir>/bone.safetensors.fitting/bone.safetensors: No space left on device; "
         "check the folder's permissions and free space",
         avizo_fit_disk_full),
     Row("avizo-iou-classes", "avizo", "BONeIoU: labels 0..2 with num_classes 2",
