@@ -461,6 +461,26 @@ def iou_disk_full(ctx):
     return action
 
 
+def iou_bad_label_map(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, labels, "--map-prediction", "2-1")
+
+
+def iou_map_beyond_classes(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, labels, "--map-prediction", "2:5", "--num-classes", "3")
+
+
+def iou_voxel_sizes_differ(ctx):
+    from bone_avizo.io import save_volume
+    from bone_avizo.volume import Volume
+
+    labels = (scan_array() % 3).astype(np.uint8)
+    save_volume(Volume(labels, voxel_size=0.02), ctx.path("pred.npy"))
+    save_volume(Volume(labels, voxel_size=0.01), ctx.path("ref.npy"))
+    return ctx.iou(ctx.path("pred.npy"), ctx.path("ref.npy"))
+
+
 def fit_label_shape(ctx):
     pairs = ctx.training_scans()
     np.save(pairs[0][1], np.load(pairs[0][1])[:, :, :40])
@@ -810,6 +830,18 @@ CATALOGUE: tuple[Row, ...] = (
     Row("iou-disk-full", "iou", "a full disk when the report is written",
         "cannot write <dir>/report.json: No space left on device; check permissions and free space",
         iou_disk_full),
+    Row("iou-bad-label-map", "iou", "--map-prediction 2-1 (not SRC:DST)",
+        "map_prediction (--map-prediction): '2-1' is not SRC:DST with two labels 0..255 (e.g. 2:1)",
+        iou_bad_label_map),
+    Row("iou-map-beyond-classes", "iou", "--map-prediction 2:5 with --num-classes 3",
+        "after relabelling (--map-prediction) the prediction holds label 5 but num_classes is 3 (labels 0..2); "
+        "set --num-classes 6 or map it to a smaller label",
+        iou_map_beyond_classes),
+    Row("iou-voxel-sizes-differ", "iou", "a prediction recorded at 0.02 mm and its reference at 0.01 mm",
+        "prediction voxel size 0.02 x 0.02 x 0.02 mm differs from the reference's 0.01 x 0.01 x 0.01 mm; "
+        "check that both volumes are of the same scan, or accept it with --allow-voxel-size-mismatch (the "
+        "reference's is used)",
+        iou_voxel_sizes_differ),
     # fit
     Row("fit-label-shape", "fit", "labels of another shape than their scan",
         "scan scan0: image <dir>/scans/scan0.npy has shape (5, 40, 48) (z, y, x) but labels "
