@@ -339,8 +339,12 @@ FIT_SPEC: tuple[Param, ...] = (
           group="sampling"),
     Param("num_workers", int, 0, "data-loading worker processes (0: load in the training process)",
           min=0, max=256, group="sampling"),
-    Param("normalization", str, "zscore", "per-scan intensity normalisation over voxels > 0",
-          choices=("zscore", "minmax"), group="data"),
+    Param("normalization", str, "zscore", "per-scan intensity normalisation over the voxels that "
+          "normalization_mask selects", choices=("zscore", "minmax"), group="data"),
+    Param("normalization_mask", str, "nonzero", "voxels the per-scan statistics are taken over (the rest "
+          "is padding), recorded in the model and used by predict: nonzero (!= 0; for unsigned scans the "
+          "same as BONe's > 0, and right for signed data such as CT in Hounsfield units), positive "
+          "(> 0, BONe's rule), all", choices=("nonzero", "positive", "all"), group="data"),
     Param("augment", bool, True, "BONe's augmentations: flips (p=0.166 each), rot90/180/270 (p=0.5), "
           "intensity shift and scale (p=0.4 each)", group="augmentation"),
     Param("extra_augment", str, (), "additional augmentations", choices=FIT_EXTRA_AUGMENTATIONS,

@@ -309,6 +309,7 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
         "input_multiple": input_multiple(loaded.module),
         "normalization": meta.normalization,
         "normalization_stats": meta.normalization_stats,
+        "normalization_mask": meta.normalization_mask,
         "context_slices": meta.context_slices,
         "planes": list(meta.planes),
         "parameters": count_parameters(loaded.module),
