@@ -351,6 +351,12 @@ def bad_device(ctx):
     return ctx.predict(ctx.scan(), "--device", "gpu0")
 
 
+def bad_cache_limit(ctx):
+    ctx.monkeypatch.setenv("BONE_AVIZO_CACHE", str(ctx.path("cache")))
+    ctx.monkeypatch.setenv("BONE_AVIZO_CACHE_MB", "lots")
+    return ctx.predict(ctx.scan(), "--backend", "onnxruntime")
+
+
 def output_exists(ctx):
     ctx.path("labels.tif").write_bytes(b"an earlier result")
     return ctx.predict(ctx.scan())
@@ -717,6 +723,10 @@ CATALOGUE: tuple[Row, ...] = (
     Row("bad-device", "predict", "--device gpu0",
         "device 'gpu0' is not valid; use cpu, cuda, cuda:N or auto",
         bad_device),
+    Row("bad-cache-limit", "predict", "BONE_AVIZO_CACHE_MB=lots with --backend onnxruntime",
+        "environment variable BONE_AVIZO_CACHE_MB='lots' is not a size in megabytes; give a number >= 0 (e.g. "
+        "BONE_AVIZO_CACHE_MB=500), or unset it for 1024",
+        bad_cache_limit),
     Row("output-exists", "predict", "an output that already exists (no --overwrite)",
         "output <dir>/labels.tif already exists; choose another name or allow overwriting (--overwrite)",
         output_exists),
