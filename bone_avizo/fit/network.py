@@ -49,6 +49,9 @@ def arch_options(config, arch: str) -> dict:
 
 
 def _from_file(path: Path, config, num_classes: int) -> Network:
+    from bone_avizo.models.onnx_model import refuse_training
+
+    refuse_training(path)
     loaded = load_model(path)
     meta = loaded.metadata
     module = loaded.module
@@ -188,6 +191,10 @@ def check_architecture(config) -> None:
     elif not Path(weights).is_file():
         raise ConfigError(f"weights (--weights): {weights!r} is neither random, imagenet nor an existing "
                           "model file")
+    else:
+        from bone_avizo.models.onnx_model import refuse_training
+
+        refuse_training(Path(weights))
 
 
 def build_network(config, *, num_classes: int, device: torch.device) -> Network:

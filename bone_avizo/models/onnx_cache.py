@@ -126,6 +126,8 @@ def cached_onnx(module: torch.nn.Module, in_channels: int) -> Path:
     """The ONNX export of ``module`` from the cache, exported on first use (then the cache is bounded)."""
     from bone_avizo.models.onnx_export import export_onnx
 
+    if getattr(module, "onnx_path", None) is not None:  # an exported file given as the model: run it as it is
+        return Path(module.onnx_path)
     limit = cache_limit_bytes()
     path = cache_folder() / f"{weights_digest(module)}_{in_channels}ch.onnx"
     if path.is_file():

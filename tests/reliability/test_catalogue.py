@@ -306,6 +306,23 @@ def model_plain_safetensors(ctx):
     return ctx.predict(ctx.scan(), model=ctx.path("plain.safetensors"))
 
 
+def _onnx_without_metadata(ctx) -> Path:
+    from bone_avizo.models import export_onnx, load_model
+
+    return export_onnx(load_model(ctx.model_file).module, ctx.path("bare.onnx"), in_channels=1, patch_size=32)
+
+
+def model_onnx_without_metadata(ctx):
+    return ctx.predict(ctx.scan(), model=_onnx_without_metadata(ctx))
+
+
+def fit_weights_onnx(ctx):
+    from bone_avizo.models import export_onnx, load_model
+
+    path = export_onnx(load_model(ctx.model_file), ctx.path("bone.onnx"), patch_size=32)
+    return ctx.fit("--weights", path)
+
+
 def _edit_metadata(path: Path, **changes) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -787,6 +804,11 @@ CATALOGUE: tuple[Row, ...] = (
         "<dir>/plain.safetensors is a safetensors file without bone_avizo metadata; it is not a "
         "bone_avizo model file (only files written by save_model can be loaded)",
         model_plain_safetensors),
+    Row("model-onnx-no-metadata", "model", "an ONNX file exported without bone_avizo metadata",
+        "<dir>/bare.onnx is an ONNX file without bone_avizo metadata (architecture, classes, patch size, "
+        "normalisation); give the model file it was exported from (.safetensors or BONe .pth), or export that "
+        "with `bone-avizo export --model MODEL --output bare.onnx`",
+        model_onnx_without_metadata),
     Row("model-unknown-arch", "model", "metadata naming an unknown architecture",
         "model file <dir>/model.safetensors: metadata key 'arch': unknown architecture 'unet3000'; valid "
         "architectures: unet, unetplusplus, fpn, pspnet, deeplabv3, deeplabv3plus, linknet, manet, pan, "
@@ -873,6 +895,10 @@ CATALOGUE: tuple[Row, ...] = (
         "unknown architecture 'unet3000'; valid architectures: unet, unetplusplus, fpn, pspnet, "
         "deeplabv3, deeplabv3plus, linknet, manet, pan, upernet, segformer, dpt",
         fit_unknown_arch),
+    Row("fit-weights-onnx", "fit", "--weights bone.onnx (an exported ONNX file)",
+        "<dir>/bone.onnx is an exported ONNX file, which predicts but cannot be trained or exported again; give "
+        "the .safetensors model file it was exported from",
+        fit_weights_onnx),
     Row("fit-unknown-encoder", "fit", "--encoder resnet1800",
         "unknown encoder 'resnet1800'; did you mean resnet18, resnet101, resnet50, resnet152, "
         "se_resnet101? see all 76 encoders with `python -m bone_avizo.standalone info --encoders` (timm "
