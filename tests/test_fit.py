@@ -286,3 +286,24 @@ def test_fine_tuning_on_labels_with_other_classes_gets_a_new_head(phantoms, tmp_
     meta = load_model(second.model_path).metadata
     assert (meta.num_classes, meta.class_names) == (2, ("background", "bone"))
     assert meta.normalization_mask == "nonzero" and meta.training["normalization_mask"] == "nonzero"
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 25])
+def test_training_curves_have_whole_epoch_ticks(epochs):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bone_avizo.fit.logs import curves_figure
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_mean_iou": 0.5, "val_mean_iou_fg": 0.4, "val_iou": [0.6, 0.4]}
+               for e in range(1, epochs + 1)]
+    fig = curves_figure(plt, history, ("bg", "bone"))
+    try:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            low, high = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if low <= t <= high]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    finally:
+        plt.close(fig)
