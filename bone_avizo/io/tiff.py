@@ -139,7 +139,8 @@ def tiff_attrs(tif: tifffile.TiffFile) -> dict:
     if not attrs and tif.is_shaped and tif.shaped_metadata:
         attrs = _json(tif.shaped_metadata[0].get(META_KEY, "{}"))
     if "voxel_size" not in attrs:
-        log.warning("%s has no voxel size (no ImageJ or OME-XML calibration); using 1 x 1 x 1", tif.filename)
+        # an info, not a warning: the volume is marked uncalibrated, and what uses the voxel size says so
+        log.info("%s has no voxel size (no ImageJ or OME-XML calibration); using 1 x 1 x 1", tif.filename)
     return attrs
 
 

@@ -107,7 +107,7 @@ def evict(keep: Path, *, limit: int | None = None) -> int:
 def mark_used(path: Path) -> None:
     """Record a use of ``path``: its access time becomes now (its modification time is kept)."""
     try:
-        os.utime(path, (time.time(), path.stat().st_mtime))
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
     except OSError as exc:  # a read-only cache still works, only its order is not updated
         log.debug("cannot record the use of %s: %s", path, exc)
 
