@@ -389,7 +389,7 @@ def test_calibration_is_known_per_file(tmp_path):
     from bone_avizo.volume import Volume
 
     array = np.zeros((4, 6, 7), np.uint8)
-    tifffile.imwrite(tmp_path / "plain.tif", array, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "plain.tif", array, photometric="minisblack", metadata={"axes": "ZYX"})
     tifffile.imwrite(tmp_path / "imagej.tif", array, imagej=True, metadata={"axes": "ZYX"})
     tifffile.imwrite(tmp_path / "calibrated.tif", array, imagej=True, resolution=(50.0, 50.0),
                      metadata={"axes": "ZYX", "spacing": 0.02, "unit": "mm"})
