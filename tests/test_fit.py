@@ -267,21 +267,24 @@ def test_fine_tuning_on_labels_with_other_classes_gets_a_new_head(phantoms, tmp_
     """A 3-class model fine-tuned on bone/background labels (2 classes): encoder and decoder are
     kept, the segmentation head is new; the model file describes the 2 classes."""
     from bone_avizo.fit.network import build_network
+    from bone_avizo.models import ModelMetadata, save_model
 
-    first = _fit(phantoms, tmp_path, "three.safetensors", epochs=1)
+    three = build_network(FitConfig(**TINY), num_classes=3, device=torch.device("cpu"))
+    model_path = save_model(tmp_path / "three.safetensors", three.module.eval(), ModelMetadata(
+        three.arch, three.encoder, 1, 3, 32, class_names=("bg", "bone", "pores"), arch_options=three.arch_options))
     bone_only = []
     for k, (image, labels) in enumerate(phantoms[:2]):
         path = tmp_path / f"bone{k}.npy"
         np.save(path, (np.load(labels) == 1).astype(np.uint8))
         bone_only.append((image, path))
-    start = load_file(first.model_path)
-    net = build_network(FitConfig(**TINY, weights=str(first.model_path)), num_classes=2, device=torch.device("cpu"))
+    start = load_file(model_path)
+    net = build_network(FitConfig(**TINY, weights=str(model_path)), num_classes=2, device=torch.device("cpu"))
     tuned = net.module.state_dict()
     changed = sorted(k for k in start if tuned[k].shape != start[k].shape)
     assert changed == ["segmentation_head.0.bias", "segmentation_head.0.weight"]
     assert tuned["segmentation_head.0.weight"].shape[0] == 2
     assert all(torch.equal(tuned[k], start[k].to(tuned[k].dtype)) for k in start if k not in changed)
-    second = _fit(bone_only, tmp_path, "bone.safetensors", epochs=1, weights=str(first.model_path),
+    second = _fit(bone_only, tmp_path, "bone.safetensors", epochs=1, weights=str(model_path),
                   class_names=("background", "bone"))
     meta = load_model(second.model_path).metadata
     assert (meta.num_classes, meta.class_names) == (2, ("background", "bone"))
