@@ -397,8 +397,13 @@ def test_calibration_is_known_per_file(tmp_path):
     save_volume(Volume(array), tmp_path / "ours.tif")
     save_volume(Volume(array), tmp_path / "ours.npy")
     save_volume(Volume(array, voxel_size=0.02), tmp_path / "ours_calibrated.npy")
+    save_volume(Volume(array), tmp_path / "ours.mhd")
+    save_volume(Volume(array), tmp_path / "ours.h5")
+    save_volume(Volume(array), tmp_path / "ours.zarr")
+    save_volume(Volume(array, voxel_size=0.02), tmp_path / "ours_calibrated.mhd")
     expected = {"plain.tif": False, "imagej.tif": False, "calibrated.tif": True, "bare.npy": False,
-                "ours.tif": False, "ours.npy": False, "ours_calibrated.npy": True}
+                "ours.tif": False, "ours.npy": False, "ours_calibrated.npy": True, "ours.mhd": False,
+                "ours.h5": False, "ours.zarr": False, "ours_calibrated.mhd": True}
     for name, calibrated in expected.items():
         with open_volume(tmp_path / name) as source:
             assert source.info.calibrated is calibrated, name

@@ -241,6 +241,8 @@ def mhd_header(info: VolumeInfo, data_file: str, byte_order: str = "little") -> 
              ("TransformMatrix", "1 0 0 0 1 0 0 0 1"), ("Offset", xyz(info.origin)),
              ("CenterOfRotation", "0 0 0"), ("ElementSpacing", xyz(info.voxel_size)),
              ("DimSize", xyz(info.shape)), ("ElementType", MET_NAMES[info.dtype]), ("ElementDataFile", data_file)]
+    if not info.calibrated:  # no voxel size was recorded: do not write the assumed 1 x 1 x 1 as a measured one
+        lines = [(key, value) for key, value in lines if key != "ElementSpacing"]
     return "".join(f"{key} = {value}\n" for key, value in lines)
 
 
