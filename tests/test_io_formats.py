@@ -2,6 +2,7 @@
 slab/region/plane reads, atomic and resumable writes, metadata from other tools' files."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 import sys
@@ -399,11 +400,13 @@ def test_calibration_is_known_per_file(tmp_path):
     save_volume(Volume(array, voxel_size=0.02), tmp_path / "ours_calibrated.npy")
     save_volume(Volume(array), tmp_path / "ours.mhd")
     save_volume(Volume(array), tmp_path / "ours.h5")
-    save_volume(Volume(array), tmp_path / "ours.zarr")
     save_volume(Volume(array, voxel_size=0.02), tmp_path / "ours_calibrated.mhd")
     expected = {"plain.tif": False, "imagej.tif": False, "calibrated.tif": True, "bare.npy": False,
                 "ours.tif": False, "ours.npy": False, "ours_calibrated.npy": True, "ours.mhd": False,
-                "ours.h5": False, "ours.zarr": False, "ours_calibrated.mhd": True}
+                "ours.h5": False, "ours_calibrated.mhd": True}
+    if importlib.util.find_spec("zarr"):  # an extra on Python >= 3.11
+        save_volume(Volume(array), tmp_path / "ours.zarr")
+        expected["ours.zarr"] = False
     for name, calibrated in expected.items():
         with open_volume(tmp_path / name) as source:
             assert source.info.calibrated is calibrated, name
