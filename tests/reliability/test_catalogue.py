@@ -343,6 +343,10 @@ def model_unknown_arch(ctx):
     return ctx.predict(ctx.scan(), model=_edit_metadata(ctx.model(), arch="unet3000"))
 
 
+def model_unknown_normalization_mask(ctx):
+    return ctx.predict(ctx.scan(), model=_edit_metadata(ctx.model(), normalization_mask="negative"))
+
+
 def model_newer_format(ctx):
     return ctx.predict(ctx.scan(), model=_edit_metadata(ctx.model(), header={"format_version": "7"}))
 
@@ -814,6 +818,10 @@ CATALOGUE: tuple[Row, ...] = (
         "architectures: unet, unetplusplus, fpn, pspnet, deeplabv3, deeplabv3plus, linknet, manet, pan, "
         "upernet, segformer, dpt",
         model_unknown_arch),
+    Row("model-normalization-mask", "model", "metadata naming an unknown normalisation mask",
+        "model file <dir>/model.safetensors: metadata key 'normalization_mask': 'negative' is not one of "
+        "positive, nonzero, all",
+        model_unknown_normalization_mask),
     Row("model-newer-format", "model", "a model file of a newer format version",
         "model file <dir>/model.safetensors has format version '7', newer than this bone_avizo reads (1);"
         " update bone_avizo",
