@@ -414,3 +414,9 @@ def test_real_scan_two_classical_segmentations():
     worst = int(np.nanargmin(result.slice_scores["iou"][:, 1]))
     alone = compute_iou(pred[worst:worst + 1], ref[worst:worst + 1], IoUConfig(num_classes=2))
     assert result.slice_scores["iou"][worst, 1] == pytest.approx(alone.iou[1])
+
+
+def test_a_class_only_the_prediction_has_keeps_the_predictions_name():
+    result = compute_iou(_source(THREE_CLASS_PRED, class_names=("background", "bone", "pores")),
+                         _source(BONE_REF, class_names=("bg", "bone")), IoUConfig())
+    assert result.class_names == ("bg", "bone", "pores")

@@ -258,10 +258,11 @@ def _class_names(config, sources: Sequence[VolumeSource]) -> tuple[str, ...]:
             raise ConfigError(f"{len(config.class_names)} class names given for num_classes "
                               f"{config.num_classes}; give one name per class, in label order")
         return tuple(config.class_names)
-    for source in sources:
-        if source.info.class_names:
-            return tuple(source.info.class_names)
-    return ()
+    names: tuple[str, ...] = ()
+    for source in sources:  # the reference's names first; classes only the other side has keep its names
+        more = tuple(source.info.class_names or ())
+        names += more[len(names):]
+    return names
 
 
 def _input_name(source: VolumeSource) -> str:
