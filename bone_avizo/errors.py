@@ -49,6 +49,10 @@ class LabelError(BoneAvizoError):
     """Label values are not integers 0..N-1 or disagree with the declared classes."""
 
 
+class VoxelSizeError(BoneAvizoError):
+    """Two volumes that must cover the same voxels record different voxel sizes."""
+
+
 class Cancelled(BoneAvizoError):
     """The user cancelled a long operation through the progress callback."""
 

@@ -409,6 +409,17 @@ def test_iou_apply_shows_text_and_a_spreadsheet(world, iou, prediction, referenc
     assert np.allclose(per_slice["iou_bone"], expected.slice_scores["iou"][:, 1], equal_nan=True)
 
 
+def test_iou_label_map_ports_relabel_as_the_command_line_does(world, iou, prediction, reference):
+    iou.ports.map_prediction.text = "2:1"
+    iou.do_it.press()
+    assert errors_and_warnings(world) == []
+    expected = compute_iou(prediction[1], reference[1], IoUConfig(map_prediction=("2:1",)))
+    per_class = read_spreadsheet(world.hx_project.get("scan.labels.iou"))["per class"]
+    assert np.allclose(per_class["iou"], expected.iou, equal_nan=True)
+    assert list(per_class["voxels_prediction"]) == list(expected.scores["voxels_prediction"])
+    assert expected.scores["voxels_prediction"][2] == 0  # the pores now count as bone
+
+
 def test_iou_reference_from_a_file_gives_the_same_numbers(world, iou, reference, tmp_path):
     from bone_avizo.io import save_volume
 

@@ -1,5 +1,6 @@
 """DLPred from files: the CLI contract, real model files (ours and BONe .pth), resume, bad input."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -173,3 +174,31 @@ def test_onnxruntime_backend_agrees_with_torch_and_caches_the_export(tmp_path, m
     stamp = exports[0].stat().st_mtime_ns
     predict_volume(volume, loaded, PredictConfig(backend="auto", tile_size=32, device="cpu"))
     assert exports[0].stat().st_mtime_ns == stamp
+
+
+def test_labels_of_an_uncalibrated_scan_stay_uncalibrated_and_score_in_the_references_units(
+        tmp_path, tiny_model_file, scan_file, caplog):
+    """A plain TIFF scan (no voxel size) gives labels without one; iou against a calibrated reference then
+    reports volumes in the reference's voxel size, saying so once."""
+    import tifffile
+
+    from bone_avizo.config import IoUConfig
+    from bone_avizo.io import open_volume
+    from bone_avizo.metrics import compute_iou
+
+    _, volume = scan_file
+    tifffile.imwrite(tmp_path / "plain.tif", volume.array, metadata={"axes": "ZYX"})
+    for output in ("labels.tif", "labels.h5", "labels.npy"):
+        assert main(["predict", "--model", str(tiny_model_file), "--input", str(tmp_path / "plain.tif"),
+                     "--output", str(tmp_path / output), "--backend", "torch", "--tile-size", "32"]) == 0
+        with open_volume(tmp_path / output) as labels:
+            assert not labels.info.calibrated, output
+    reference = save_volume(Volume(np.ones(volume.shape, np.uint8), voxel_size=(0.03, 0.02, 0.02)), tmp_path / "ref.tif")
+    caplog.clear()
+    with open_volume(tmp_path / "labels.tif") as pred, open_volume(reference) as ref, caplog.at_level("WARNING"):
+        result = compute_iou(pred, ref, IoUConfig(num_classes=3))
+    assert result.voxel_size == (0.03, 0.02, 0.02)
+    assert result.volume_mm3("reference")[1] == pytest.approx(volume.array.size * 0.03 * 0.02 * 0.02)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "prediction has no recorded voxel size (its reader assumed 1 x 1 x 1 mm); the reference's "
+        "0.03 x 0.02 x 0.02 mm is used for volumes"]

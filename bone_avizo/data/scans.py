@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bone_avizo.data.normalize import NormStats, StatsAccumulator
+from bone_avizo.data.normalize import MASK_WORDS, NormStats, StatsAccumulator, StatsMask
 from bone_avizo.errors import ConfigError, InputFileError, InvalidVolumeError, LabelError, ShapeMismatchError
 from bone_avizo.data.lazy import BoundedSource
 from bone_avizo.io.base import VolumeSource
@@ -219,9 +219,9 @@ def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) 
     return LabelSummary(max_label, counts, fg)
 
 
-def image_stats(source: VolumeSource, *, where: str) -> NormStats:
-    """Normalisation statistics over voxels > 0 (streamed), refusing NaN or infinite voxels."""
-    acc = StatsAccumulator()
+def image_stats(source: VolumeSource, *, where: str, mask: str = "positive") -> NormStats:
+    """Normalisation statistics over the voxels ``mask`` selects (streamed), refusing NaN or infinite voxels."""
+    acc = StatsAccumulator(mask)
     step = pass_slices(source.shape)
     for z0 in range(0, source.shape[0], step):
         slab = source.read_slab(z0, min(source.shape[0], z0 + step))
@@ -250,17 +250,18 @@ def _open_pair(spec: ScanSpec) -> tuple[VolumeSource, VolumeSource]:
     return image, labels
 
 
-def open_scan(spec: ScanSpec, index: int = 0) -> Scan:
-    """Open one scan and run its checks and statistics (one streamed pass over image and labels)."""
+def open_scan(spec: ScanSpec, index: int = 0, *, mask: str = "positive") -> Scan:
+    """Open one scan and run its checks and statistics over the voxels ``mask`` selects (one streamed
+    pass over image and labels)."""
     image, labels = _open_pair(spec)
     try:
         summary = summarize_labels(labels, where=f"scan {spec.name} ({location_text(spec.labels)})")
-        stats = image_stats(image, where=spec.name)
+        stats = image_stats(image, where=spec.name, mask=mask)
     finally:
         image.close()  # BoundedSources reopen on the next read: nothing stays mapped meanwhile
         labels.close()
-    log.info("scan %s: shape %s, labels 0..%d, mean %.4g, std %.4g over voxels > 0", spec.name, image.shape,
-             summary.max_label, stats.mean, stats.std)
+    log.info("scan %s: shape %s, labels 0..%d, mean %.4g, std %.4g over %s", spec.name, image.shape,
+             summary.max_label, stats.mean, stats.std, MASK_WORDS[StatsMask(mask)])
     return Scan(spec, image, labels, stats, summary, index)
 
 
@@ -309,14 +310,15 @@ def check_patch_fits(scans: Sequence[Scan], patch_size: int, axes: Sequence[int]
                                   f"{scan.name} along axis {'zyx'[axis]}; {hint}")
 
 
-def open_scans(specs: Sequence[ScanSpec]) -> list[Scan]:
-    """Open and check every scan; on an error the scans opened so far are closed."""
+def open_scans(specs: Sequence[ScanSpec], *, mask: str = "positive") -> list[Scan]:
+    """Open and check every scan (statistics over the voxels ``mask`` selects); on an error the scans
+    opened so far are closed."""
     if not specs:
         raise ConfigError("no training scans given; give --images and --labels")
     scans: list[Scan] = []
     try:
         for i, spec in enumerate(specs):
-            scans.append(open_scan(spec, i))
+            scans.append(open_scan(spec, i, mask=mask))
     except BaseException:
         close_scans(scans)
         raise

@@ -119,7 +119,9 @@ def _imagej_attrs(tif: tifffile.TiffFile) -> dict:
     voxel_mm, unit_mm = to_mm(voxel, unit, where=tif.filename)
     properties = meta.get("Properties")
     attrs = _json(properties.get(META_KEY, "{}")) if isinstance(properties, dict) else {}
-    attrs.update(voxel_size=list(voxel_mm), unit=unit_mm)
+    attrs.pop("voxel_size", None)
+    if "spacing" in meta or unit not in (None, "", "pixel", "pixels"):  # else ImageJ's "no calibration"
+        attrs.update(voxel_size=list(voxel_mm), unit=unit_mm)
     if any(origin_px):
         attrs["origin"] = [-o * v for o, v in zip(origin_px, voxel_mm)]
     else:
@@ -137,7 +139,8 @@ def tiff_attrs(tif: tifffile.TiffFile) -> dict:
     if not attrs and tif.is_shaped and tif.shaped_metadata:
         attrs = _json(tif.shaped_metadata[0].get(META_KEY, "{}"))
     if "voxel_size" not in attrs:
-        log.warning("%s has no voxel size (no ImageJ or OME-XML calibration); using 1 x 1 x 1", tif.filename)
+        # an info, not a warning: the volume is marked uncalibrated, and what uses the voxel size says so
+        log.info("%s has no voxel size (no ImageJ or OME-XML calibration); using 1 x 1 x 1", tif.filename)
     return attrs
 
 
@@ -386,12 +389,12 @@ def tiff_kwargs(info: VolumeInfo, *, bigtiff: bool, axes: str = "ZYX") -> dict:
     char = info.dtype.char
     if char in IMAGEJ_DTYPES and not bigtiff:
         origin = {f"{a}origin": -o / v for a, o, v in zip("zyx", info.origin, info.voxel_size)}
-        return dict(imagej=True, resolution=(1.0 / vx, 1.0 / vy),
-                    metadata={"axes": axes, "spacing": vz, "unit": info.unit, **origin,
-                              "Properties": {META_KEY: extra}})
+        scale = dict(resolution=(1.0 / vx, 1.0 / vy), spacing=vz, unit=info.unit) if info.calibrated else {}
+        return dict(imagej=True, resolution=scale.pop("resolution", None),
+                    metadata={"axes": axes, **scale, **origin, "Properties": {META_KEY: extra}})
     if char in OME_DTYPES:
         sizes = {}
-        if info.unit == "mm":
+        if info.unit == "mm" and info.calibrated:
             sizes = {f"PhysicalSize{a}": v for a, v in zip("ZYX", info.voxel_size)}
             sizes.update({f"PhysicalSize{a}Unit": "mm" for a in "ZYX"})
         return dict(ome=True, bigtiff=bigtiff, metadata={"axes": axes, "Name": info.name,

@@ -168,7 +168,10 @@ def _tensors_for_saving(state: Mapping[str, Any], float_dtype: torch.dtype) -> d
 # ------------------------------------------------------------------------------------------
 # load
 def detect_model_format(path: Path) -> str:
-    """'bone_avizo' (safetensors) or 'bone_pth' (a torch.save file) from the file's first bytes."""
+    """'bone_avizo' (safetensors) or 'bone_pth' (a torch.save file) from the file's first bytes;
+    'onnx' for a file named .onnx (an export, see :mod:`bone_avizo.models.onnx_model`)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return "onnx"
     with open(path, "rb") as fh:
         head = fh.read(9)
     # safetensors first: its 8-byte header length may start with 0x80, a pickle's first byte
@@ -176,12 +179,12 @@ def detect_model_format(path: Path) -> str:
         return "bone_avizo"
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "bone_pth"
-    raise ModelError(f"{path} is not a model file (neither a bone_avizo .safetensors file nor a PyTorch "
-                     "checkpoint); check the path")
+    raise ModelError(f"{path} is not a model file (neither a bone_avizo .safetensors file, a PyTorch "
+                     "checkpoint nor an exported .onnx file); check the path")
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a bone_avizo model file or a BONe ``.pth`` checkpoint, for inference.
+    """Load a bone_avizo model file, a BONe ``.pth`` checkpoint or an exported ``.onnx`` file, for inference.
 
     Returns a :class:`LoadedModel` whose module is in eval mode, float32, on ``device``
     ('cpu', 'cuda', 'cuda:N' or 'auto'). Nothing in the file is ever executed.
@@ -195,6 +198,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         from bone_avizo.models.bone_import import load_bone_checkpoint
 
         loaded = load_bone_checkpoint(path)
+    elif kind == "onnx":
+        from bone_avizo.models.onnx_model import load_onnx_model
+
+        loaded = load_onnx_model(path)
     else:
         loaded = _load_safetensors_model(path)
     loaded.module.to(target).eval()
@@ -249,15 +256,20 @@ def _check_data_extent(path: Path, header: dict, data_bytes: int) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """The ModelMetadata of a bone_avizo model file (without reading the weights) or of a BONe
-    ``.pth`` checkpoint (without building its network)."""
+    """The ModelMetadata of a bone_avizo model file (without reading the weights), of a BONe
+    ``.pth`` checkpoint (without building its network) or of an exported ``.onnx`` file."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"model file {path} does not exist; check the path")
-    if detect_model_format(path) == "bone_pth":
+    kind = detect_model_format(path)
+    if kind == "bone_pth":
         from bone_avizo.models.bone_import import read_bone_metadata
 
         return read_bone_metadata(path)
+    if kind == "onnx":
+        from bone_avizo.models.onnx_model import onnx_metadata
+
+        return onnx_metadata(path)
     return _metadata_from_header(path, read_header(path))[0]
 
 
@@ -309,6 +321,7 @@ def model_summary(loaded: LoadedModel) -> dict[str, Any]:
         "input_multiple": input_multiple(loaded.module),
         "normalization": meta.normalization,
         "normalization_stats": meta.normalization_stats,
+        "normalization_mask": meta.normalization_mask,
         "context_slices": meta.context_slices,
         "planes": list(meta.planes),
         "parameters": count_parameters(loaded.module),

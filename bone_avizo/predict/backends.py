@@ -6,15 +6,13 @@ onnxruntime: CPU, CUDA or TensorRT execution providers, from an exported model.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
 from bone_avizo.errors import ConfigError, ModelError
+from bone_avizo.models.onnx_cache import cache_folder, cached_onnx, weights_digest  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -150,37 +148,6 @@ class OnnxBackend:
         array = tiles.detach().to("cpu", torch.float32).contiguous().numpy()
         out = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(out).to(self.device)
-
-
-def cache_folder() -> Path:
-    """Where exported ONNX models are cached: $BONE_AVIZO_CACHE or ~/.cache/bone_avizo."""
-    root = os.environ.get("BONE_AVIZO_CACHE") or Path.home() / ".cache" / "bone_avizo"
-    return Path(root) / "onnx"
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """A SHA-256 of the module's parameters and buffers (names, shapes, values)."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
-
-
-def cached_onnx(module: torch.nn.Module, in_channels: int) -> Path:
-    """The ONNX export of ``module`` from the cache, exported on first use."""
-    from bone_avizo.models import export_onnx
-
-    path = cache_folder() / f"{weights_digest(module)}_{in_channels}ch.onnx"
-    if not path.is_file():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            path = Path(tempfile.mkdtemp(prefix="bone_avizo_onnx_")) / path.name
-        log.info("exporting the model to ONNX: %s", path)
-        export_onnx(module, path, in_channels=in_channels, overwrite=True)
-    return path
 
 
 def build_backend(module: torch.nn.Module, *, backend: str, device: torch.device, precision: str,

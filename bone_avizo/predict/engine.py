@@ -25,7 +25,8 @@ import torch
 from bone_avizo._memory import bound_heap
 from bone_avizo.config import Plane, PredictConfig
 from bone_avizo.data.context import check_context, context_indices, halo
-from bone_avizo.data.normalize import NormStats, index_dtype, lookup_table, normalize, scan_stats
+from bone_avizo.data.normalize import (MASK_WORDS, NormStats, StatsMask, index_dtype, lookup_table, normalize,
+                                      scan_stats)
 from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
@@ -503,9 +504,10 @@ class _FiniteSource(VolumeSource):
 def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressPhase) -> NormStats:
     slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
     checked = _FiniteSource(source) if source.dtype.kind == "f" else source
-    stats = scan_stats(checked, slab_slices=slab, progress=tracker)
-    log.info("normalisation (%s over voxels > 0): mean %.4g, std %.4g, min %.4g, max %.4g",
-             plan.meta.normalization, stats.mean, stats.std, stats.minimum, stats.maximum)
+    mask = getattr(plan.meta, "normalization_mask", StatsMask.POSITIVE)
+    stats = scan_stats(checked, slab_slices=slab, progress=tracker, mask=mask)
+    log.info("normalisation (%s over %s): mean %.4g, std %.4g, min %.4g, max %.4g",
+             plan.meta.normalization, MASK_WORDS[StatsMask(mask)], stats.mean, stats.std, stats.minimum, stats.maximum)
     return stats
 
 

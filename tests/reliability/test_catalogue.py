@@ -343,6 +343,23 @@ def model_plain_safetensors(ctx):
     return ctx.predict(ctx.scan(), model=ctx.path("plain.safetensors"))
 
 
+def _onnx_without_metadata(ctx) -> Path:
+    from bone_avizo.models import export_onnx, load_model
+
+    return export_onnx(load_model(ctx.model_file).module, ctx.path("bare.onnx"), in_channels=1, patch_size=32)
+
+
+def model_onnx_without_metadata(ctx):
+    return ctx.predict(ctx.scan(), model=_onnx_without_metadata(ctx))
+
+
+def fit_weights_onnx(ctx):
+    from bone_avizo.models import export_onnx, load_model
+
+    path = export_onnx(load_model(ctx.model_file), ctx.path("bone.onnx"), patch_size=32)
+    return ctx.fit("--weights", path)
+
+
 def _edit_metadata(path: Path, **changes) -> Path:
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -361,6 +378,10 @@ def _edit_metadata(path: Path, **changes) -> Path:
 
 def model_unknown_arch(ctx):
     return ctx.predict(ctx.scan(), model=_edit_metadata(ctx.model(), arch="unet3000"))
+
+
+def model_unknown_normalization_mask(ctx):
+    return ctx.predict(ctx.scan(), model=_edit_metadata(ctx.model(), normalization_mask="negative"))
 
 
 def model_newer_format(ctx):
@@ -386,6 +407,12 @@ def resume_fused_planes(ctx):
 
 def bad_device(ctx):
     return ctx.predict(ctx.scan(), "--device", "gpu0")
+
+
+def bad_cache_limit(ctx):
+    ctx.monkeypatch.setenv("BONE_AVIZO_CACHE", str(ctx.path("cache")))
+    ctx.monkeypatch.setenv("BONE_AVIZO_CACHE_MB", "lots")
+    return ctx.predict(ctx.scan(), "--backend", "onnxruntime")
 
 
 def output_exists(ctx):
@@ -496,6 +523,26 @@ def iou_disk_full(ctx):
     action = ctx.iou(labels, labels, "--report", ctx.path("report.json"))
     ctx.full_disk(free=100)
     return action
+
+
+def iou_bad_label_map(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, labels, "--map-prediction", "2-1")
+
+
+def iou_map_beyond_classes(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, labels, "--map-prediction", "2:5", "--num-classes", "3")
+
+
+def iou_voxel_sizes_differ(ctx):
+    from bone_avizo.io import save_volume
+    from bone_avizo.volume import Volume
+
+    labels = (scan_array() % 3).astype(np.uint8)
+    save_volume(Volume(labels, voxel_size=0.02), ctx.path("pred.npy"))
+    save_volume(Volume(labels, voxel_size=0.01), ctx.path("ref.npy"))
+    return ctx.iou(ctx.path("pred.npy"), ctx.path("ref.npy"))
 
 
 def fit_label_shape(ctx):
@@ -747,6 +794,10 @@ CATALOGUE: tuple[Row, ...] = (
     Row("bad-device", "predict", "--device gpu0",
         "device 'gpu0' is not valid; use cpu, cuda, cuda:N or auto",
         bad_device),
+    Row("bad-cache-limit", "predict", "BONE_AVIZO_CACHE_MB=lots with --backend onnxruntime",
+        "environment variable BONE_AVIZO_CACHE_MB='lots' is not a size in megabytes; give a number >= 0 (e.g. "
+        "BONE_AVIZO_CACHE_MB=500), or unset it for 1024",
+        bad_cache_limit),
     Row("output-exists", "predict", "an output that already exists (no --overwrite)",
         "output <dir>/labels.tif already exists; choose another name or allow overwriting (--overwrite)",
         output_exists),
@@ -790,7 +841,7 @@ CATALOGUE: tuple[Row, ...] = (
         model_missing),
     Row("model-truncated", "model", "a model file cut in half",
         "model file <dir>/model.safetensors is truncated: its tensors need 1138988 bytes of data, the "
-        "file holds 555082; the file is damaged (copy it again)",
+        "file holds 555066; the file is damaged (copy it again)",
         model_truncated),
     Row("model-huge-header", "model", "a safetensors header length of 200 MB",
         "model file <dir>/huge.safetensors declares a 209715200-byte header (limit 104857600); the file "
@@ -812,11 +863,20 @@ CATALOGUE: tuple[Row, ...] = (
         "<dir>/plain.safetensors is a safetensors file without bone_avizo metadata; it is not a "
         "bone_avizo model file (only files written by save_model can be loaded)",
         model_plain_safetensors),
+    Row("model-onnx-no-metadata", "model", "an ONNX file exported without bone_avizo metadata",
+        "<dir>/bare.onnx is an ONNX file without bone_avizo metadata (architecture, classes, patch size, "
+        "normalisation); give the model file it was exported from (.safetensors or BONe .pth), or export that "
+        "with `bone-avizo export --model MODEL --output bare.onnx`",
+        model_onnx_without_metadata),
     Row("model-unknown-arch", "model", "metadata naming an unknown architecture",
         "model file <dir>/model.safetensors: metadata key 'arch': unknown architecture 'unet3000'; valid "
         "architectures: unet, unetplusplus, fpn, pspnet, deeplabv3, deeplabv3plus, linknet, manet, pan, "
         "upernet, segformer, dpt",
         model_unknown_arch),
+    Row("model-normalization-mask", "model", "metadata naming an unknown normalisation mask",
+        "model file <dir>/model.safetensors: metadata key 'normalization_mask': 'negative' is not one of "
+        "positive, nonzero, all",
+        model_unknown_normalization_mask),
     Row("model-newer-format", "model", "a model file of a newer format version",
         "model file <dir>/model.safetensors has format version '7', newer than this bone_avizo reads (1);"
         " update bone_avizo",
@@ -865,6 +925,18 @@ CATALOGUE: tuple[Row, ...] = (
     Row("iou-disk-full", "iou", "a full disk when the report is written",
         "cannot write <dir>/report.json: No space left on device; check permissions and free space",
         iou_disk_full),
+    Row("iou-bad-label-map", "iou", "--map-prediction 2-1 (not SRC:DST)",
+        "map_prediction (--map-prediction): '2-1' is not SRC:DST with two labels 0..255 (e.g. 2:1)",
+        iou_bad_label_map),
+    Row("iou-map-beyond-classes", "iou", "--map-prediction 2:5 with --num-classes 3",
+        "after relabelling (--map-prediction) the prediction holds label 5 but num_classes is 3 (labels 0..2); "
+        "set --num-classes 6 or map it to a smaller label",
+        iou_map_beyond_classes),
+    Row("iou-voxel-sizes-differ", "iou", "a prediction recorded at 0.02 mm and its reference at 0.01 mm",
+        "prediction voxel size 0.02 x 0.02 x 0.02 mm differs from the reference's 0.01 x 0.01 x 0.01 mm; "
+        "check that both volumes are of the same scan, or accept it with --allow-voxel-size-mismatch (the "
+        "reference's is used)",
+        iou_voxel_sizes_differ),
     # fit
     Row("fit-label-shape", "fit", "labels of another shape than their scan",
         "scan scan0: image <dir>/scans/scan0.npy has shape (5, 40, 48) (z, y, x) but labels "
@@ -886,6 +958,10 @@ CATALOGUE: tuple[Row, ...] = (
         "unknown architecture 'unet3000'; valid architectures: unet, unetplusplus, fpn, pspnet, "
         "deeplabv3, deeplabv3plus, linknet, manet, pan, upernet, segformer, dpt",
         fit_unknown_arch),
+    Row("fit-weights-onnx", "fit", "--weights bone.onnx (an exported ONNX file)",
+        "<dir>/bone.onnx is an exported ONNX file, which predicts but cannot be trained or exported again; give "
+        "the .safetensors model file it was exported from",
+        fit_weights_onnx),
     Row("fit-unknown-encoder", "fit", "--encoder resnet1800",
         "unknown encoder 'resnet1800'; did you mean resnet18, resnet101, resnet50, resnet152, "
         "se_resnet101? see all 76 encoders with `python -m bone_avizo.standalone info --encoders` (timm "
@@ -939,7 +1015,7 @@ CATALOGUE: tuple[Row, ...] = (
         avizo_pickle_payload),
     Row("avizo-truncated-model", "avizo", "BONeDLPred with a model file cut in half",
         "model file <dir>/model.safetensors is truncated: its tensors need 1138988 bytes of data, the "
-        "file holds 555082; the file is damaged (copy it again)",
+        "file holds 555066; the file is damaged (copy it again)",
         avizo_truncated_model),
     Row("avizo-nan-scan", "avizo", "BONeDLPred on a float field with a NaN slice",
         "scan.am contains 377 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before "
