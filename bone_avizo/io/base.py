@@ -14,10 +14,11 @@ import os
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterable, Mapping, Union
 
 import numpy as np
 
-from bone_avizo.errors import OutputExistsError, OutputWriteError, ShapeMismatchError
+from bone_avizo.errors import OutputExistsError, OutputIsInputError, OutputWriteError, ShapeMismatchError
 from bone_avizo.volume import Volume, VolumeInfo
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,62 @@ def check_output_path(path: Path, *, overwrite: bool) -> None:
         raise OutputWriteError(f"output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputWriteError(f"output folder {folder} is not writable; choose another output path")
+
+
+PathArg = Union[str, os.PathLike, None]
+NamedPaths = Mapping[str, Union[PathArg, Iterable[PathArg]]]
+
+
+def _named(paths: NamedPaths) -> list[tuple[str, Path]]:
+    """(name, path) for every path given under a name (a single path, or a list of paths); None skipped."""
+    out = []
+    for name, value in paths.items():
+        values = [value] if value is None or isinstance(value, (str, os.PathLike)) else list(value)
+        out += [(name, Path(v)) for v in values if v is not None and str(v)]
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _collision(output: Path, other: Path) -> str | None:
+    """How writing ``output`` would touch ``other`` (a phrase), or None when it would not."""
+    out, oth = output.resolve(), other.resolve()
+    if out == oth:
+        return "is the same file as"
+    if _same_file(output, other):
+        return "is a hard link to"
+    if oth in out.parents:
+        return "lies inside"
+    if out in oth.parents:
+        return "is a folder holding"
+    return None
+
+
+def check_outputs_spare_inputs(outputs: NamedPaths, inputs: NamedPaths) -> None:
+    """Refuse, before any work and whatever ``overwrite`` says, outputs that would replace one of the
+    inputs or another output: the same path once links are resolved, a hard link to it (same device and
+    inode), an output inside an input folder (a folder of slices, a Zarr store) or a folder output
+    holding an input. ``outputs`` / ``inputs`` map a name for messages (a flag such as ``--output``)
+    to a path or a list of paths (None entries are skipped)."""
+    named_inputs, named_outputs = _named(inputs), _named(outputs)
+    for k, (out_name, out) in enumerate(named_outputs):
+        for in_name, source in named_inputs:
+            relation = _collision(out, source)
+            if relation:
+                raise OutputIsInputError(
+                    f"{out_name} {out} {relation} {in_name} {source}; writing it would destroy that "
+                    "input (--overwrite never replaces an input): choose another output path")
+        for other_name, other in named_outputs[k + 1:]:
+            relation = _collision(out, other)
+            if relation:
+                raise OutputIsInputError(f"{out_name} {out} {relation} {other_name} {other}; "
+                                         "give each output its own path")
 
 
 def replace_path(src: Path, dst: Path) -> None:

@@ -6,7 +6,8 @@ import sys
 
 from bone_avizo import __version__
 from bone_avizo.phantom import PHANTOM_SPEC, PhantomConfig, write_phantom
-from bone_avizo.standalone.common import int_in_range, output_path, resolved_config_path, write_json_atomic
+from bone_avizo.standalone.common import (int_in_range, output_path, resolved_config_path, spare_inputs,
+                                          write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(PhantomConfig, args)
     outputs = output_path(args.output, "--output"), output_path(args.labels, "--labels")
+    spare_inputs(args, {"--output": [outputs[0], resolved_config_path(outputs[0])], "--labels": outputs[1]}, {})
     with progress_bar("phantom") as bar:
         image, labels = write_phantom(config, *outputs, overwrite=args.overwrite, slab_slices=args.slab_slices,
                                       progress=bar)

@@ -160,6 +160,12 @@ def save_result(output: Path, task: Task, result: dict) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # the plan file
+def study_paths(output: Path, outputs: Sequence[str]) -> list[Path]:
+    """What a study writes or replaces in ``output``: the plan, the task folders and the merged ``outputs``."""
+    output = Path(output)
+    return [output / PLAN_FILE, output / TASKS_FOLDER, *(output / name for name in outputs)]
+
+
 def prepare_output(output: Path, plan: dict, info: RankInfo, *, overwrite: bool) -> None:
     """Create the output folder and check it holds this study (or nothing); rank 0 writes the plan.
 

@@ -558,6 +558,80 @@ def export_disk_full(ctx):
     return action
 
 
+# outputs onto inputs: refused whatever --overwrite says
+def predict_output_is_input(ctx):
+    return ctx.predict(ctx.scan(), "--overwrite", output="scan.tif")
+
+
+def predict_output_hard_link(ctx):
+    scan = ctx.scan()
+    os.link(scan, ctx.path("labels.tif"))
+    return ctx.predict(scan, "--overwrite")
+
+
+def predict_output_through_link(ctx):
+    scan = ctx.scan()
+    ctx.path("link.tif").symlink_to(scan)
+    return ctx.predict(scan, "--overwrite", output="link.tif")
+
+
+def predict_output_in_slice_folder(ctx):
+    return ctx.predict(ctx.scan("slices", format="tiff-folder"), output="slices/labels.tif")
+
+
+def predict_output_is_model(ctx):
+    return ctx.predict(ctx.scan(), "--overwrite", output="model.safetensors", model=ctx.model())
+
+
+def fit_output_is_labels(ctx):
+    return ctx.fit("--overwrite", output="scans/scan1_labels.npy")
+
+
+def fit_output_is_weights(ctx):
+    return ctx.fit("--overwrite", "--weights", str(ctx.model("m.safetensors")))
+
+
+def iou_report_is_reference(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    reference = ctx.labels("truth.npy", (scan_array(seed=1) % 3).astype(np.uint8))
+    return ctx.iou(labels, reference, "--report", reference)
+
+
+def export_output_is_model(ctx):
+    model = ctx.model()
+    return Cli(["export", "--model", model, "--output", model, "--overwrite"])
+
+
+def phantom_outputs_collide(ctx):
+    return Cli(["phantom", "--output", ctx.path("p.tif"), "--labels", ctx.path("p.tif"), "--shape", "4", "32", "32"])
+
+
+def phantom_output_is_config(ctx):
+    ctx.path("opts.json").write_text('{"seed": 3}')
+    return Cli(["phantom", "--output", ctx.path("p.tif"), "--labels", ctx.path("opts.json"), "--config",
+                ctx.path("opts.json"), "--overwrite"])
+
+
+def cv_output_in_slice_folder(ctx):
+    pairs = [(ctx.scan(f"s{k}", format="tiff-folder", seed=k), ctx.labels(f"s{k}_labels.npy",
+              (scan_array(seed=k) % 3).astype(np.uint8))) for k in range(2)]
+    return Cli(["cv", "--images", *[p[0] for p in pairs], "--labels", *[p[1] for p in pairs], "--output",
+                ctx.path("s0"), "--folds", "2", *FIT_FLAGS])
+
+
+def bench_output_holds_labels(ctx):
+    ctx.path("grid.json").write_text('{"arch": ["unet"], "encoder": ["resnet18"], "patch_size": [32]}')
+    (ctx.path("study") / "tasks").mkdir(parents=True)
+    labels = ctx.labels("study/tasks/l.npy", (scan_array() % 3).astype(np.uint8))
+    return Cli(["bench", "--config", ctx.path("grid.json"), "--images", ctx.scan(), "--labels", labels,
+                "--test-images", ctx.scan(), "--test-labels", labels, "--output", ctx.path("study"), "--overwrite"])
+
+
+def demo_output_is_model(ctx):
+    model = ctx.model("phantom_scan.tif")
+    return Cli(["demo", "--output", ctx.dir, "--model", model, "--overwrite"])
+
+
 def avizo_pickle_payload(ctx):
     return Avizo(dlpred(_evil_checkpoint(ctx), scan_array()))
 
@@ -734,6 +808,27 @@ CATALOGUE: tuple[Row, ...] = (
         "writing <dir>/labels.zarr failed after slice 1: No space left on device; check free disk space",
         disk_full_zarr),
     # model files
+    # outputs onto inputs
+    Row("output-is-input", "predict", "--output the same file as --input, with --overwrite",
+        "--output <dir>/scan.tif is the same file as --input <dir>/scan.tif; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_is_input),
+    Row("output-hard-link", "predict", "--output a hard link to the scan, with --overwrite",
+        "--output <dir>/labels.tif is a hard link to --input <dir>/scan.tif; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_hard_link),
+    Row("output-symlink", "predict", "--output a symbolic link to the scan, with --overwrite",
+        "--output <dir>/link.tif is the same file as --input <dir>/scan.tif; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_through_link),
+    Row("output-in-slice-folder", "predict", "--output inside the folder of TIFF slices being read",
+        "--output <dir>/slices/labels.tif lies inside --input <dir>/slices; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_in_slice_folder),
+    Row("output-is-model", "predict", "--output the model file being read, with --overwrite",
+        "--output <dir>/model.safetensors is the same file as --model <dir>/model.safetensors; writing it "
+        "would destroy that input (--overwrite never replaces an input): choose another output path",
+        predict_output_is_model),
     Row("model-missing", "model", "--model path that does not exist",
         "--model: <dir>/none.safetensors does not exist; check the path",
         model_missing),
@@ -784,6 +879,29 @@ CATALOGUE: tuple[Row, ...] = (
         "permissions and free space",
         export_disk_full),
     # iou
+    Row("export-onto-model", "model", "export --output the model file being read, with --overwrite",
+        "--output <dir>/model.safetensors is the same file as --model <dir>/model.safetensors; writing it "
+        "would destroy that input (--overwrite never replaces an input): choose another output path",
+        export_output_is_model),
+    Row("phantom-outputs-collide", "phantom", "phantom with --output and --labels the same file",
+        "--output <dir>/p.tif is the same file as --labels <dir>/p.tif; give each output its own path",
+        phantom_outputs_collide),
+    Row("phantom-onto-config", "phantom", "phantom --labels the --config file being read",
+        "--labels <dir>/opts.json is the same file as --config <dir>/opts.json; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        phantom_output_is_config),
+    Row("demo-onto-model", "demo", "demo --model a file named like one of the demo's outputs",
+        "--output <dir>/phantom_scan.tif is the same file as --model <dir>/phantom_scan.tif; writing it would "
+        "destroy that input (--overwrite never replaces an input): choose another output path",
+        demo_output_is_model),
+    Row("cv-in-slice-folder", "cv", "cv --output the folder of TIFF slices of a scan",
+        "--output <dir>/s0/study.json lies inside --images/--labels <dir>/s0; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        cv_output_in_slice_folder),
+    Row("bench-holds-labels", "bench", "bench --output a study folder whose task folders hold a label volume",
+        "--output <dir>/study/tasks is a folder holding --images/--labels <dir>/study/tasks/l.npy; writing it "
+        "would destroy that input (--overwrite never replaces an input): choose another output path",
+        bench_output_holds_labels),
     Row("iou-shapes", "iou", "prediction and reference of different shapes",
         "prediction has shape (7, 13, 29) (z, y, x) but reference has shape (7, 13, 20); both must cover "
         "the same voxels (crop or resample one)",
@@ -811,6 +929,10 @@ CATALOGUE: tuple[Row, ...] = (
         "cannot write <dir>/report.json: No space left on device; check permissions and free space",
         iou_disk_full),
     # fit
+    Row("iou-report-onto-reference", "iou", "--report the reference volume",
+        "--report <dir>/truth.npy is the same file as --reference <dir>/truth.npy; writing it would destroy "
+        "that input (--overwrite never replaces an input): choose another output path",
+        iou_report_is_reference),
     Row("fit-label-shape", "fit", "labels of another shape than their scan",
         "scan scan0: image <dir>/scans/scan0.npy has shape (5, 40, 48) (z, y, x) but labels "
         "<dir>/scans/scan0_labels.npy have (5, 40, 40); give the label volume made for this image",
@@ -861,6 +983,14 @@ CATALOGUE: tuple[Row, ...] = (
     Row("fit-output-folder", "fit", "--output in a folder that does not exist",
         "output folder <dir>/no/such does not exist; create it first",
         fit_output_folder_missing),
+    Row("fit-onto-labels", "fit", "--output a label volume being trained on, with --overwrite",
+        "--output <dir>/scans/scan1_labels.npy is the same file as --labels <dir>/scans/scan1_labels.npy; "
+        "writing it would destroy that input (--overwrite never replaces an input): choose another output path",
+        fit_output_is_labels),
+    Row("fit-onto-weights", "fit", "--output the model file given as --weights, with --overwrite",
+        "--output <dir>/m.safetensors is the same file as --weights <dir>/m.safetensors; writing it would "
+        "destroy that input (--overwrite never replaces an input): choose another output path",
+        fit_output_is_weights),
     Row("fit-resume-nothing", "fit", "--resume without a checkpoint",
         "no checkpoint <dir>/m.safetensors.ckpt to resume from; start the run without --resume",
         fit_resume_without_checkpoint),
