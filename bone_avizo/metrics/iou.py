@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bone_avizo.errors import ConfigError, InvalidVolumeError
+from bone_avizo.errors import ConfigError, InvalidVolumeError, LabelError
 from bone_avizo.io.base import VolumeSource
 from bone_avizo.metrics.confusion import VolumeLike, as_source, check_same_shape, stream_confusion
 from bone_avizo.progress import ProgressCallback
@@ -232,10 +232,14 @@ def compute_iou(prediction: VolumeLike, reference: VolumeLike, config, *, roi: V
     acc = stream_confusion(pred, ref, num_classes=config.num_classes, ignore_label=config.ignore_label,
                            roi=sources.get("roi"), slab_slices=config.slab_slices,
                            memory_limit_gb=config.memory_limit_gb, threads=config.threads,
-                           keep_slices=config.per_slice, progress=progress)
+                           keep_slices=config.per_slice, progress=progress, max_classes=config.max_classes)
     if acc.total.sum() == 0:
         raise InvalidVolumeError("no voxel was counted: the ROI is empty or every reference voxel holds the "
                                  f"ignore label {config.ignore_label}; check --roi and --ignore-label")
+    if config.class_names and not config.num_classes and acc.n > len(config.class_names):
+        raise LabelError(f"the volumes hold labels up to {acc.n - 1} but {len(config.class_names)} class names are "
+                         f"given (labels 0..{len(config.class_names) - 1}); give one name per class "
+                         "(--class-names) or fix the labels")
     if not config.num_classes and len(names) > acc.n:
         acc.grow(len(names))
     n = acc.n

@@ -473,6 +473,16 @@ def fit_labels_beyond_classes(ctx):
     return ctx.fit("--num-classes", "3", pairs=pairs)
 
 
+def fit_grey_value_labels(ctx):
+    pairs = ctx.training_scans()
+    return ctx.fit(pairs=[pairs[0], (pairs[1][0], pairs[1][0]), pairs[2]])
+
+
+def iou_grey_value_reference(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, ctx.labels("scan.npy", (scan_array() // 12).astype(np.uint8)))
+
+
 def fit_float_labels(ctx):
     pairs = ctx.training_scans()
     np.save(pairs[0][1], np.load(pairs[0][1]).astype(np.float32) / 2)
@@ -910,6 +920,11 @@ CATALOGUE: tuple[Row, ...] = (
         "reference holds labels up to 2 (the largest, first at z=0, y=0, x=0) but num_classes is 2 "
         "(labels 0..1); set --num-classes 3 or fix the labels",
         iou_label_beyond_classes),
+    Row("iou-grey-reference", "iou", "a grey-value scan given as the reference",
+        "reference holds at least 250 distinct values, the largest 249 (first at z=0, y=1, x=24; dtype uint8); "
+        "a label volume holds classes 0..N-1 with N at most 64 (--max-classes): give the label volume, not "
+        "the grey-value scan, or raise --max-classes above 249 if it really has 250 classes",
+        iou_grey_value_reference),
     Row("iou-not-labels", "iou", "a float prediction with values like 2.5",
         "prediction holds non-integer values (e.g. 2.5 at z=0, y=0, x=0); a label volume holds whole "
         "numbers 0..N-1: threshold or argmax the probabilities first",
@@ -938,9 +953,14 @@ CATALOGUE: tuple[Row, ...] = (
         "<dir>/scans/scan0_labels.npy have (5, 40, 40); give the label volume made for this image",
         fit_label_shape),
     Row("fit-beyond-classes", "fit", "labels up to 4 with --num-classes 3",
-        "labels exceed the 3 declared classes (0..2) in scan1 (max 4); fix the labels or declare more "
-        "classes",
+        "labels exceed the 3 declared classes (0..2) in scan1 (uint8, 3 distinct values, the largest 4); fix "
+        "the labels or declare more classes",
         fit_labels_beyond_classes),
+    Row("fit-grey-labels", "fit", "a grey-value scan given as a label volume",
+        "the label volume of scan scan1 (<dir>/scans/scan1.npy) holds 160 distinct values, the largest 180 "
+        "(dtype uint8); a label volume holds classes 0..N-1 with N at most 64 (--max-classes): give the label "
+        "volume, not the grey-value scan, or raise --max-classes above 180 if it really has 181 classes",
+        fit_grey_value_labels),
     Row("fit-float-labels", "fit", "labels with values like 0.5",
         "labels of scan scan0 (<dir>/scans/scan0_labels.npy) are not integers (slices from z=0); label "
         "volumes hold class numbers 0..N-1",
