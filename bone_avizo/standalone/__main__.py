@@ -14,6 +14,7 @@ import traceback
 from contextlib import contextmanager
 
 from bone_avizo.errors import BoneAvizoError, Cancelled
+from bone_avizo.standalone.spec_args import share_config_keys
 
 COMMANDS = ("fit", "predict", "iou", "info", "export", "phantom", "demo", "cv", "bench", "avizo")
 
@@ -53,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="also print the traceback of an error (same exit code)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    commands = {}
     for name, module in _available_commands().items():
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = commands[name] = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run, _parser=cmd)
+    share_config_keys(commands)
     return parser
 
 

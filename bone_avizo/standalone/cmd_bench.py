@@ -18,7 +18,7 @@ from bone_avizo.config import PredictConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.standalone.common import add_scan_arguments, parse_options, scan_pairs
 from bone_avizo.standalone.cmd_cv import add_study_arguments, report, spare_study_inputs
-from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
+from bone_avizo.standalone.spec_args import add_config_keys, add_spec_arguments, config_from_args
 
 HELP = "benchmark a grid of architectures, encoders and patch sizes: IoU, size, speed and memory per cell"
 
@@ -27,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = add_study_arguments(parser)
     add_scan_arguments(io, what="training scans")
     add_scan_arguments(io, "test-", what="test scans (never trained on; every cell is scored on them)")
-    from bone_avizo.studies.bench import BENCH_SPEC
+    from bone_avizo.studies.bench import BENCH_SPEC, GRID_KEYS
 
     add_spec_arguments(parser, BENCH_SPEC)
+    add_config_keys(parser, GRID_KEYS)
     config = next(a for a in parser._actions if a.dest == "config")
     config.metavar = "GRID"
     config.help = ("JSON or YAML grid: lists arch, encoder, patch_size; mappings fit (common fit options) and "

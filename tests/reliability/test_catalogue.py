@@ -255,6 +255,16 @@ def config_file_broken(ctx):
     return ctx.predict(ctx.scan(), "--config", ctx.path("options.json"))
 
 
+def config_unknown_key(ctx):
+    ctx.path("options.json").write_text('{"tile_sise": 64}')
+    return ctx.predict(ctx.scan(), "--config", ctx.path("options.json"))
+
+
+def config_key_of_another_command(ctx):
+    ctx.path("options.json").write_text('{"tile_size": 64, "epochs": 50}')
+    return ctx.predict(ctx.scan(), "--config", ctx.path("options.json"))
+
+
 def model_missing(ctx):
     return ctx.predict(ctx.scan(), model=ctx.path("none.safetensors"))
 
@@ -771,6 +781,13 @@ CATALOGUE: tuple[Row, ...] = (
         "config file <dir>/options.json cannot be parsed: Expecting property name enclosed in double "
         "quotes: line 1 column 2 (char 1)",
         config_file_broken),
+    Row("config-unknown-key", "predict", "a --config key that no option has (tile_sise)",
+        "config file <dir>/options.json: 'tile_sise' is not an option of predict; did you mean 'tile_size'?",
+        config_unknown_key),
+    Row("config-other-command", "predict", "a --config key of another command (epochs) outside its section",
+        "config file <dir>/options.json: 'epochs' is not an option of predict; it is an option of fit, cv: put "
+        "it in a 'fit:' section",
+        config_key_of_another_command),
     Row("bad-tile-size", "predict", "--tile-size 50 (not a multiple of 32)",
         "tile_size (--tile-size): '50' is not valid; expected 32..4096, a multiple of 32, 0 = auto: whole "
         "slices up to 1024 px, else the tile in [max(patch, 512), 1024] that computes the fewest pixels",
