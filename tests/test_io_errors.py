@@ -122,3 +122,20 @@ def test_unknown_reader_or_writer_option_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="compresion are not valid for writing hdf5.*compression"):
         create_writer(tmp_path / "o.h5", VolumeInfo((2, 3, 4), np.uint8), compresion="gzip")
     assert not (tmp_path / "o.h5.partial").exists()
+
+
+def test_an_imagej_stack_written_the_ordinary_way_is_read_as_z(tmp_path):
+    """tifffile.imwrite(p, volume, imagej=True) calls the planes of a 3-D array channels (axes CYX): they
+    are slices; only ImageJ metadata that mark real channels make the file multi-channel."""
+    labels = (np.arange(200 * 13 * 29) % 3).astype(np.uint8).reshape(200, 13, 29)
+    tifffile.imwrite(tmp_path / "labels.tif", labels, imagej=True)
+    assert tifffile.TiffFile(tmp_path / "labels.tif").series[0].axes == "CYX"
+    np.testing.assert_array_equal(load_volume(tmp_path / "labels.tif").array, labels)
+    tifffile.imwrite(tmp_path / "float.tif", labels[:7].astype(np.float32), imagej=True)
+    assert load_volume(tmp_path / "float.tif").shape == (7, 13, 29)
+    for name, kwargs in [("composite.tif", dict(metadata={"axes": "CYX", "mode": "composite"})),
+                         ("luts.tif", dict(metadata={"axes": "CYX", "LUTs": [np.zeros((3, 256), np.uint8)] * 3})),
+                         ("zc.tif", dict(metadata={"axes": "ZCYX"}))]:
+        data = labels[:6].reshape(2, 3, 13, 29) if name == "zc.tif" else labels[:3]
+        tifffile.imwrite(tmp_path / name, data, imagej=True, **kwargs)
+        raises_one_line(InvalidVolumeError, open_volume, tmp_path / name, match="has 3 channels")

@@ -202,6 +202,12 @@ def complex_dtype(ctx):
     return ctx.predict(ctx.labels("scan.npy", scan_array().astype(np.complex64)))
 
 
+def tiff_channels(ctx):
+    tifffile.imwrite(ctx.path("scan.tif"), scan_array((3, 13, 29)), imagej=True,
+                     metadata={"axes": "CYX", "mode": "composite"})
+    return ctx.predict(ctx.path("scan.tif"))
+
+
 def two_d_input(ctx):
     return ctx.predict(ctx.labels("scan.npy", scan_array()[0]))
 
@@ -739,6 +745,10 @@ CATALOGUE: tuple[Row, ...] = (
         "<dir>/scan.npy has data type complex64, which is not supported; convert it to an integer or "
         "float type (e.g. uint16 or float32)",
         complex_dtype),
+    Row("tiff-channels", "io", "an ImageJ composite TIFF of 3 channels (a stack written by tifffile.imwrite(p, "
+        "volume, imagej=True) is read as z)",
+        "<dir>/scan.tif has 3 channels (axes CYX, shape (3, 13, 29)); save a single-channel (grey-value) stack",
+        tiff_channels),
     Row("not-3d", "io", "a 2-D array",
         "<dir>/scan.npy holds an array of shape (13, 29), not a 3-D volume (z, y, x); give a 3-D stack of"
         " slices",
