@@ -139,3 +139,16 @@ def test_an_imagej_stack_written_the_ordinary_way_is_read_as_z(tmp_path):
         data = labels[:6].reshape(2, 3, 13, 29) if name == "zc.tif" else labels[:3]
         tifffile.imwrite(tmp_path / name, data, imagej=True, **kwargs)
         raises_one_line(InvalidVolumeError, open_volume, tmp_path / name, match="has 3 channels")
+
+
+def test_an_existing_empty_folder_is_a_valid_output(tmp_path):
+    """An empty folder made for the output (a folder of slices, a Zarr store) loses nothing: it is accepted
+    without --overwrite; a folder that holds anything is still refused."""
+    from bone_avizo.errors import OutputExistsError
+
+    volume = Volume(np.arange(np.prod(SHAPE), dtype=np.uint16).reshape(SHAPE))
+    for name in ("slices", "labels.zarr"):
+        (tmp_path / name).mkdir()
+        save_volume(volume, tmp_path / name)
+        np.testing.assert_array_equal(load_volume(tmp_path / name).array, volume.array)
+        raises_one_line(OutputExistsError, save_volume, volume, tmp_path / name, match="already exists")

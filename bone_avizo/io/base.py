@@ -109,9 +109,14 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
+def _empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and next(path.iterdir(), None) is None
+
+
 def check_output_path(path: Path, *, overwrite: bool) -> None:
-    """Refuse an existing output (unless overwrite) and an unwritable folder, before any work."""
-    if path.exists() and not overwrite:
+    """Refuse an existing output (unless overwrite; an empty folder made for it is no loss) and an
+    unwritable folder, before any work."""
+    if path.exists() and not overwrite and not _empty_folder(path):
         raise OutputExistsError(f"output {path} already exists; choose another name or allow overwriting "
                                 "(--overwrite)")
     folder = path.parent if str(path.parent) else Path(".")
