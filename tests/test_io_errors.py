@@ -144,8 +144,6 @@ def test_an_imagej_stack_written_the_ordinary_way_is_read_as_z(tmp_path):
 def test_an_existing_empty_folder_is_a_valid_output(tmp_path):
     """An empty folder made for the output (a folder of slices, a Zarr store) loses nothing: it is accepted
     without --overwrite; a folder that holds anything is still refused."""
-    from bone_avizo.errors import OutputExistsError
-
     volume = Volume(np.arange(np.prod(SHAPE), dtype=np.uint16).reshape(SHAPE))
     for name in ("slices", "labels.zarr"):
         (tmp_path / name).mkdir()
