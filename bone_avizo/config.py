@@ -229,7 +229,9 @@ PREDICT_SPEC: tuple[Param, ...] = (
           min=0.05, max=4096.0, group="memory"),
     Param("probabilities", bool, False, "also write per-class probability maps (uint8, 0..255)",
           group="output"),
-    Param("resume", bool, False, "continue an interrupted prediction into HDF5/Zarr", group="output"),
+    Param("resume", bool, False, "make an HDF5/Zarr prediction resumable: give it on the first run too, as "
+          "without it an interrupted run (Ctrl+C, an error) deletes its partial output; rerun the same command "
+          "with --resume to continue from the last complete slab", group="output"),
 )
 
 PredictConfig = make_config("PredictConfig", PREDICT_SPEC, "Options of DLPred (prediction).")

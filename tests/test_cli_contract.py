@@ -377,3 +377,13 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, err
     assert err == "", err
+
+
+def test_resume_help_says_when_to_give_it(capsys):
+    """predict --resume only works when the first run had it; fit checkpoints every run by itself."""
+    from bone_avizo.standalone.__main__ import main
+
+    for command, words in (("predict", "give it on the first run too"), ("fit", "no flag needed on the first run")):
+        assert main([command, "--help"]) == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert words in help_text, help_text

@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--output", required=True, metavar="MODEL",
                     help="model file to write (.safetensors); checkpoint and logs go beside it")
     io.add_argument("--resume", action="store_true",
-                    help="continue the interrupted run whose checkpoint is beside --output (scans and options "
-                         "default to the checkpoint's)")
+                    help="continue the interrupted run from the checkpoint beside --output, which every run writes "
+                         "after each epoch (no flag needed on the first run); scans and options default to the "
+                         "checkpoint's")
     io.add_argument("--overwrite", action="store_true", help="replace an existing model file and checkpoint")
     add_spec_arguments(parser, FIT_SPEC)
 
