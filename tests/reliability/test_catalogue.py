@@ -658,6 +658,10 @@ def demo_output_is_model(ctx):
     return Cli(["demo", "--output", ctx.dir, "--model", model, "--overwrite"])
 
 
+def avizo_root_missing(ctx):
+    return Cli(["avizo", "install", "--avizo-root", ctx.path("Avizo-2024.1")])
+
+
 def avizo_pickle_payload(ctx):
     return Avizo(dlpred(_evil_checkpoint(ctx), scan_array()))
 
@@ -1053,6 +1057,11 @@ CATALOGUE: tuple[Row, ...] = (
         "cannot write checkpoint <dir>/m.safetensors.ckpt: No space left on device; check the folder's "
         "permissions and free space",
         fit_disk_full_checkpoint, keeps=("m.safetensors", *FIT_LOGS)),
+    Row("avizo-root-missing", "install", "avizo install --avizo-root a folder that does not exist",
+        "--avizo-root: Avizo/Amira folder <dir>/Avizo-2024.1 does not exist (or is not a folder); check the path: "
+        "the folder that holds Avizo's bin/ and share/, e.g. \"C:\\Program Files\\Thermo Scientific "
+        "Amira-Avizo3D 2024.1\" or /opt/Avizo-2024.1",
+        avizo_root_missing),
     # the Avizo face
     Row("avizo-pickle-code", "avizo", "BONeDLPred with a .pth whose pickle would create a file",
         "refused to load <dir>/evil.pth: it holds Python objects other than tensors and plain data (it "
