@@ -134,3 +134,14 @@ def test_the_training_budget_is_reported_and_too_few_steps_warned(caplog, option
     assert f"= {steps} steps" in caplog.text
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert (warned is None and not warnings) or (len(warnings) == 1 and warned in warnings[0])
+
+
+def test_max_classes_is_a_check_not_a_training_option():
+    """Raising --max-classes on --resume, or a checkpoint/study written before the option existed, is fine:
+    it changes what labels are accepted, not how the model trains."""
+    from bone_avizo.fit.checkpoint import check_resumable
+    from bone_avizo.studies.tasks import shaping_options
+
+    older = {k: v for k, v in FitConfig().to_dict().items() if k != "max_classes"}
+    check_resumable(older, FitConfig(max_classes=128).to_dict(), "m.safetensors.ckpt")
+    assert shaping_options(FitConfig(max_classes=128).to_dict()) == shaping_options(older)

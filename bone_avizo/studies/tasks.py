@@ -33,7 +33,7 @@ PLAN_FILE = "study.json"
 TASKS_FOLDER = "tasks"
 RESULT_FILE = "result.json"
 # fit options that may change between a run and its rerun (they do not change the results)
-UNSHAPING_OPTIONS = ("num_workers", "threads", "tensorboard", "plot", "cache_slices", "device")
+UNSHAPING_OPTIONS = ("num_workers", "threads", "tensorboard", "plot", "cache_slices", "device", "max_classes")
 
 
 class StudyIncompleteError(BoneAvizoError):
