@@ -150,3 +150,21 @@ def test_an_existing_empty_folder_is_a_valid_output(tmp_path):
         save_volume(volume, tmp_path / name)
         np.testing.assert_array_equal(load_volume(tmp_path / name).array, volume.array)
         raises_one_line(OutputExistsError, save_volume, volume, tmp_path / name, match="already exists")
+
+
+def test_outputs_that_spare_their_inputs_pass_the_check(tmp_path):
+    """The shared check refuses only real collisions: siblings, prefixes and missing outputs pass."""
+    from bone_avizo.errors import OutputIsInputError
+    from bone_avizo.io.base import check_outputs_spare_inputs
+
+    (tmp_path / "slices").mkdir()
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(b"scan")
+    inputs = {"--input": [scan, tmp_path / "slices", None], "--model": None}
+    check_outputs_spare_inputs({"--output": [tmp_path / "scan.tif.labels.tif", tmp_path / "slices2",
+                                             tmp_path / "slices.tif"]}, inputs)
+    check_outputs_spare_inputs({}, inputs)
+    raises_one_line(OutputIsInputError, check_outputs_spare_inputs, {"--output": tmp_path / "slices" / "a" / "b.tif"},
+                    inputs, match=r"lies inside --input .*slices; writing it would destroy that input")
+    raises_one_line(OutputIsInputError, check_outputs_spare_inputs, {"--output": tmp_path / "." / "scan.tif"},
+                    inputs, match="is the same file as --input")
