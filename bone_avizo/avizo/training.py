@@ -147,6 +147,13 @@ def folder_pairs(image_root_port: Any, mask_root_port: Any) -> list:
     return discover_scan_folders(*roots)
 
 
+def files_read(inputs: "TrainingInputs", config: Any) -> list[Path]:
+    """The files a run reads: the scans and label volumes chosen on disk, and a model file as weights."""
+    specs = [*inputs.files, *inputs.val_files]
+    weights = Path(str(config.weights))
+    return [p for s in specs for p in (s.image, s.labels)] + ([weights] if weights.is_file() else [])
+
+
 def training_inputs(pairs: Sequence[tuple[Any, Any]], *, validation: Any = None, files: Sequence = (),
                     val_files: Sequence = ()) -> TrainingInputs:
     """Everything a run trains on: the connected ``pairs`` ((scan port, label port) each), the
@@ -187,8 +194,11 @@ class FitStaging:
     The folder is removed on exit, whatever happened.
     """
 
-    def __init__(self, output: str | os.PathLike, *, overwrite: bool):
+    def __init__(self, output: str | os.PathLike, *, overwrite: bool, reads: Sequence[Path] = ()):
+        from bone_avizo.io.base import check_outputs_spare_inputs
+
         self.target = Path(output)
+        check_outputs_spare_inputs({"model file": [self.target, *side_files(self.target)]}, {"input": list(reads)})
         existing = [p for p in (self.target, side_files(self.target)[0]) if p.exists()]
         if existing and not overwrite:
             raise OutputExistsError(f"{existing[0]} already exists; tick Overwrite to replace the model file, its "
