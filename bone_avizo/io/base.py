@@ -139,6 +139,17 @@ def _named(paths: NamedPaths) -> list[tuple[str, Path]]:
     return out
 
 
+def _with_data_files(named: list[tuple[str, Path]], reading: bool) -> list[tuple[str, Path]]:
+    """The paths and the data files that go with them (a MetaImage header's .raw)."""
+    from bone_avizo.io.raw import metaimage_data_file
+
+    out = []
+    for name, path in named:
+        data = metaimage_data_file(path, reading=reading)
+        out += [(name, path)] + ([(f"{name} (its data file)", data)] if data is not None else [])
+    return out
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         sa, sb = os.stat(a), os.stat(b)
@@ -167,7 +178,7 @@ def check_outputs_spare_inputs(outputs: NamedPaths, inputs: NamedPaths) -> None:
     inode), an output inside an input folder (a folder of slices, a Zarr store) or a folder output
     holding an input. ``outputs`` / ``inputs`` map a name for messages (a flag such as ``--output``)
     to a path or a list of paths (None entries are skipped)."""
-    named_inputs, named_outputs = _named(inputs), _named(outputs)
+    named_inputs, named_outputs = _with_data_files(_named(inputs), True), _with_data_files(_named(outputs), False)
     for k, (out_name, out) in enumerate(named_outputs):
         for in_name, source in named_inputs:
             relation = _collision(out, source)

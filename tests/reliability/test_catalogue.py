@@ -605,6 +605,10 @@ def predict_output_in_slice_folder(ctx):
     return ctx.predict(ctx.scan("slices", format="tiff-folder"), output="slices/labels.tif")
 
 
+def predict_output_is_mhd_data(ctx):
+    return ctx.predict(ctx.scan("scan.mhd"), "--overwrite", output="scan.raw")
+
+
 def predict_output_is_model(ctx):
     return ctx.predict(ctx.scan(), "--overwrite", output="model.safetensors", model=ctx.model())
 
@@ -866,6 +870,10 @@ CATALOGUE: tuple[Row, ...] = (
         "--output <dir>/slices/labels.tif lies inside --input <dir>/slices; writing it would destroy that "
         "input (--overwrite never replaces an input): choose another output path",
         predict_output_in_slice_folder),
+    Row("output-is-mhd-data", "predict", "--output the data file of the MetaImage (.mhd) scan being read",
+        "--output <dir>/scan.raw is the same file as --input (its data file) <dir>/scan.raw; writing it would "
+        "destroy that input (--overwrite never replaces an input): choose another output path",
+        predict_output_is_mhd_data),
     Row("output-is-model", "predict", "--output the model file being read, with --overwrite",
         "--output <dir>/model.safetensors is the same file as --model <dir>/model.safetensors; writing it "
         "would destroy that input (--overwrite never replaces an input): choose another output path",
