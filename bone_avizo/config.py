@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bone_avizo.errors import ConfigError
+from bone_avizo.labels import DEFAULT_MAX_CLASSES, SUPPORTED_CLASSES
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,9 @@ PREDICT_SPEC: tuple[Param, ...] = (
           min=0.05, max=4096.0, group="memory"),
     Param("probabilities", bool, False, "also write per-class probability maps (uint8, 0..255)",
           group="output"),
-    Param("resume", bool, False, "continue an interrupted prediction into HDF5/Zarr", group="output"),
+    Param("resume", bool, False, "make an HDF5/Zarr prediction resumable: give it on the first run too, as "
+          "without it an interrupted run (Ctrl+C, an error) deletes its partial output; rerun the same command "
+          "with --resume to continue from the last complete slab", group="output"),
 )
 
 PredictConfig = make_config("PredictConfig", PREDICT_SPEC, "Options of DLPred (prediction).")
@@ -247,6 +250,9 @@ IOU_SPEC: tuple[Param, ...] = (
     Param("ignore_label", int, -1, "label value in the reference to leave out of every count",
           min=-1, max=255),
     Param("class_names", str, (), "names of the classes, in label order", multiple=True),
+    Param("max_classes", int, DEFAULT_MAX_CLASSES, "most classes a label volume may have when num_classes is "
+          "inferred; more (labels up to this or beyond) mean a grey-value scan was given as labels",
+          min=2, max=SUPPORTED_CLASSES),
     Param("per_slice", bool, True, "also compute per-slice IoU along z"),
     Param("surface", bool, False, "also compute surface distances (mean, HD95) for volumes that fit in memory"),
     Param("slab_slices", int, 64, "slices read per step", min=1, max=65536),
@@ -326,6 +332,9 @@ FIT_SPEC: tuple[Param, ...] = (
           zero_means="max label over all scans + 1", group="data"),
     Param("class_names", str, (), "class names in label order (also fixes the number of classes)",
           multiple=True, group="data"),
+    Param("max_classes", int, DEFAULT_MAX_CLASSES, "most classes a label volume may have when num_classes is "
+          "inferred; more (labels up to this or beyond) mean a grey-value scan was given as labels",
+          min=2, max=SUPPORTED_CLASSES, group="data"),
     Param("patch_size", int, 256, "training patch edge in pixels", min=32, max=2048, multiple_of=32,
           group="sampling"),
     Param("patches_per_slice", int, 4, "random crops taken from each sampled slice", min=1, max=64,

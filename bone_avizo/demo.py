@@ -56,6 +56,13 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def demo_files(folder: Path) -> dict[str, Path]:
+    """The files the demo writes into ``folder``, by role."""
+    return {"scan": folder / "phantom_scan.tif", "reference": folder / "phantom_reference_labels.tif",
+            "labels": folder / "phantom_predicted_labels.tif", "report": folder / "iou_report.json",
+            "csv": folder / "iou_report.csv", "preview": folder / "preview.png"}
+
+
 def run_demo(folder: str | os.PathLike, *, model: str | os.PathLike | None = None,
              shape: tuple[int, int, int] = DEMO_SHAPE, seed: int = DEMO_SEED, overwrite: bool = False,
              predict_config: PredictConfig | None = None,
@@ -70,9 +77,7 @@ def run_demo(folder: str | os.PathLike, *, model: str | os.PathLike | None = Non
                                  f"neighbouring slices; give --shape with Z >= {stack}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"scan": folder / "phantom_scan.tif", "reference": folder / "phantom_reference_labels.tif",
-             "labels": folder / "phantom_predicted_labels.tif", "report": folder / "iou_report.json",
-             "csv": folder / "iou_report.csv", "preview": folder / "preview.png"}
+    files = demo_files(folder)
     seconds = {}
     t = time.perf_counter()
     write_phantom(PhantomConfig(shape=shape, seed=seed), files["scan"], files["reference"], overwrite=overwrite)

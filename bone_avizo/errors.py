@@ -37,6 +37,10 @@ class OutputWriteError(BoneAvizoError):
     """An output cannot be written (unwritable folder, disk full)."""
 
 
+class OutputIsInputError(OutputWriteError):
+    """An output would replace (or be written inside) one of the command's own inputs."""
+
+
 class ConfigError(BoneAvizoError):
     """A configuration value is missing, unknown, of the wrong type or out of range."""
 

@@ -297,6 +297,23 @@ def _unpaired_files(world, output):
     return module
 
 
+def _model_is_its_weights(world, output):
+    output.write_bytes(b"previous model")
+    module = dlfit(world, output, pairs=2)
+    module.ports.weights.text = str(output)
+    module.overwrite.toggles[0].checked = 1
+    return module
+
+
+def _model_is_a_label_file(world, output):
+    module = dlfit(world, output, pairs=1)
+    module.image_files.filenames = [str(output.parent / "precious.npy")]
+    module.label_files.filenames = [str(output)]
+    output.write_bytes(b"labels")
+    module.overwrite.toggles[0].checked = 1
+    return module
+
+
 def _bad_option(world, output):
     module = dlfit(world, output, pairs=2)
     module.ports.decoder_channels.text = "16, 8"
@@ -316,6 +333,8 @@ BAD_INPUT = {
     "model exists": (_existing_model, "already exists; tick Overwrite"),
     "files unpaired": (_unpaired_files, "2 image volume(s) but 1 label volume(s)"),
     "bad option": (_bad_option, "decoder_channels"),
+    "model file is its weights": (_model_is_its_weights, "bone.safetensors is the same file as input"),
+    "model file is a label file": (_model_is_a_label_file, "bone.safetensors is the same file as input"),
 }
 
 

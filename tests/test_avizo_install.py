@@ -97,6 +97,30 @@ def test_uninstall_keeps_files_edited_after_install(avizo_root):
     assert installer.uninstall(avizo_root) == []
 
 
+def test_uninstall_keeps_the_pyscro_an_edited_rc_still_registers(avizo_root):
+    """Avizo registers every .rc at start-up: removing the .pyscro of a kept (edited) .rc would leave a
+    registration whose script is gone, so both stay."""
+    installer.install(avizo_root)
+    folder = avizo_root / installer.SCRIPT_DIR
+    rc = folder / "BONeInfo.rc"
+    rc.write_text(rc.read_text() + '# my category\n')
+    pyscro_before = (folder / "BONeInfo.pyscro").read_bytes()
+    actions = {a.target.name: a for a in installer.uninstall(avizo_root)}
+    assert actions["BONeInfo.rc"].verb == "keep" and actions["BONeInfo.pyscro"].verb == "keep"
+    assert "the kept BONeInfo.rc still registers it" in actions["BONeInfo.pyscro"].note
+    assert (folder / "BONeInfo.pyscro").read_bytes() == pyscro_before
+    assert actions["BONeDLPred.pyscro"].verb == "remove" and not (folder / "BONeDLPred.pyscro").exists()
+
+
+def test_a_missing_avizo_root_is_reported_as_missing(tmp_path, capsys):
+    missing = tmp_path / "Avizo-2024.1"
+    with pytest.raises(InputFileError, match=r"Avizo/Amira folder .*Avizo-2024.1 does not exist \(or is not a folder\); "
+                                             "check the path"):
+        installer.install(missing)
+    assert avizo_main(["uninstall", "--avizo-root", str(missing)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not missing.exists()
+
+
 def test_not_an_avizo_folder(tmp_path, capsys):
     with pytest.raises(InputFileError, match="not an Avizo/Amira installation folder"):
         installer.install(tmp_path)
@@ -131,7 +155,7 @@ def test_standalone_cli_delegates_to_the_installer(avizo_root, capsys):
     assert standalone_main(["avizo", "install", "--avizo-root", str(avizo_root), "--dry-run"]) == 0
     assert "would copy" in capsys.readouterr().out
     assert standalone_main(["avizo", "install", "--avizo-root", str(avizo_root / "nowhere")]) == 2
-    assert "not an Avizo/Amira installation folder" in capsys.readouterr().err
+    assert "nowhere does not exist (or is not a folder)" in capsys.readouterr().err
 
 
 def test_python_help_names_the_bundled_python(avizo_root, capsys):

@@ -360,3 +360,30 @@ def test_verbose_shows_the_options_a_command_runs_with(tmp_path, capsys):
             "29", "--seed", "4"]
     assert main(["-v", *argv]) == 0
     assert re.search(r"^DEBUG .*PhantomConfig: \{'shape': \[7, 32, 29\], 'seed': 4,", capsys.readouterr().err, re.M)
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """`bone-avizo info ... | head -1`: when stdout's reader goes away the command stops like a Unix tool
+    (exit 141, as if ended by SIGPIPE), without an 'internal error' or a traceback."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "bone_avizo.standalone", "info", "--encoders"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    process.stdout.close()  # before the command writes anything
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, err
+    assert err == "", err
+
+
+def test_resume_help_says_when_to_give_it(capsys):
+    """predict --resume only works when the first run had it; fit checkpoints every run by itself."""
+    from bone_avizo.standalone.__main__ import main
+
+    for command, words in (("predict", "give it on the first run too"), ("fit", "no flag needed on the first run")):
+        assert main([command, "--help"]) == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert words in help_text, help_text

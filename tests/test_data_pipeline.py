@@ -79,6 +79,20 @@ def test_class_counts_must_agree(tmp_path):
         resolve_num_classes(scans, class_names=("bg", "bone"))
 
 
+def test_a_grey_value_scan_as_labels_is_refused(tmp_path):
+    """More classes than max_classes (64) is a grey-value scan given as labels; uint16 beyond 255 always."""
+    grey = np.random.default_rng(0).integers(0, 200, (5, 40, 48)).astype(np.uint8)
+    scans = open_scans([_scan(tmp_path, "a", labels=grey)])
+    with pytest.raises(LabelError, match=r"label volume of scan a \(.*a_labels.npy\) holds 200 distinct values, the "
+                                         r"largest 199 \(dtype uint8\).*N at most 64 \(--max-classes\)"):
+        resolve_num_classes(scans)
+    assert resolve_num_classes(scans, max_classes=200) == 200
+    wide = grey.astype(np.uint16) * 10
+    with pytest.raises(LabelError, match=r"holds at least \d+ distinct values, the largest 1990 \(dtype uint16\); "
+                                         r"labels 0..255 are supported"):
+        open_scans([_scan(tmp_path, "b", labels=wide)])
+
+
 def test_patch_must_fit_and_the_error_suggests_a_size(tmp_path):
     scans = open_scans([_scan(tmp_path, "a", shape=(5, 70, 100))])
     check_patch_fits(scans, 64, [0])

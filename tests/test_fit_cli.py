@@ -51,8 +51,14 @@ def test_fit_command_writes_model_and_resolved_config(scans, tmp_path, capsys):
     code = main(["fit", "--images", *images[:2], "--labels", *labels[:2], "--val-images", images[2],
                  "--val-labels", labels[2], "--output", str(out), "--epochs", "1", "--in-channels", "3",
                  "--planes", "xy", "xz", *TINY_FLAGS])
-    assert code == 0, capsys.readouterr().err
-    assert "best epoch 1" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "best epoch 1" in captured.out
+    # the budget at the start, with a warning that 2 steps are too few; the model file reported once
+    assert "training budget: 1 epochs x 2 optimiser steps = 2 steps; 8 patches of 32 px seen" in captured.err
+    assert "only 2 optimiser steps in this run, too few to learn well (at least 200 from new weights); set " \
+           "--steps-per-epoch 200" in captured.err
+    assert captured.err.count(f"wrote {out}") == 1 and "saved model" not in captured.err
     meta = load_model(out).metadata
     assert meta.training["val_scans"] == ["s2"] and meta.training["train_scans"] == ["s0", "s1"]
     assert meta.planes == ("xy", "xz")
@@ -112,3 +118,30 @@ def test_torchrun_two_cpu_processes_with_gloo(scans, tmp_path):
     assert training["world_size"] == 2 and training["epochs_run"] == 2
     state = load_checkpoint(checkpoint_path(out))
     assert state["epoch"] == 2
+
+
+@pytest.mark.parametrize("options, batches, steps, warned", [
+    (dict(epochs=8, batch_size=32), 1, 8, "set --steps-per-epoch 25"),        # two 10-slice scans at the defaults
+    (dict(epochs=10, accumulate=2, steps_per_epoch=30), 60, 300, None),
+    (dict(epochs=6, weights="tuned.safetensors"), 10, 60, None),              # fine-tuning needs fewer
+    (dict(epochs=4, weights="tuned.safetensors"), 10, 40, "at least 50 to fine-tune a model"),
+])
+def test_the_training_budget_is_reported_and_too_few_steps_warned(caplog, options, batches, steps, warned):
+    from bone_avizo.fit.trainer import report_budget
+
+    with caplog.at_level("INFO", logger="bone_avizo"):
+        assert report_budget(FitConfig(**options), batches=batches) == steps
+    assert f"= {steps} steps" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (warned is None and not warnings) or (len(warnings) == 1 and warned in warnings[0])
+
+
+def test_max_classes_is_a_check_not_a_training_option():
+    """Raising --max-classes on --resume, or a checkpoint/study written before the option existed, is fine:
+    it changes what labels are accepted, not how the model trains."""
+    from bone_avizo.fit.checkpoint import check_resumable
+    from bone_avizo.studies.tasks import shaping_options
+
+    older = {k: v for k, v in FitConfig().to_dict().items() if k != "max_classes"}
+    check_resumable(older, FitConfig(max_classes=128).to_dict(), "m.safetensors.ckpt")
+    assert shaping_options(FitConfig(max_classes=128).to_dict()) == shaping_options(older)

@@ -122,3 +122,49 @@ def test_unknown_reader_or_writer_option_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="compresion are not valid for writing hdf5.*compression"):
         create_writer(tmp_path / "o.h5", VolumeInfo((2, 3, 4), np.uint8), compresion="gzip")
     assert not (tmp_path / "o.h5.partial").exists()
+
+
+def test_an_imagej_stack_written_the_ordinary_way_is_read_as_z(tmp_path):
+    """tifffile.imwrite(p, volume, imagej=True) calls the planes of a 3-D array channels (axes CYX): they
+    are slices; only ImageJ metadata that mark real channels make the file multi-channel."""
+    labels = (np.arange(200 * 13 * 29) % 3).astype(np.uint8).reshape(200, 13, 29)
+    tifffile.imwrite(tmp_path / "labels.tif", labels, imagej=True)
+    assert tifffile.TiffFile(tmp_path / "labels.tif").series[0].axes == "CYX"
+    np.testing.assert_array_equal(load_volume(tmp_path / "labels.tif").array, labels)
+    tifffile.imwrite(tmp_path / "float.tif", labels[:7].astype(np.float32), imagej=True)
+    assert load_volume(tmp_path / "float.tif").shape == (7, 13, 29)
+    for name, kwargs in [("composite.tif", dict(metadata={"axes": "CYX", "mode": "composite"})),
+                         ("luts.tif", dict(metadata={"axes": "CYX", "LUTs": [np.zeros((3, 256), np.uint8)] * 3})),
+                         ("zc.tif", dict(metadata={"axes": "ZCYX"}))]:
+        data = labels[:6].reshape(2, 3, 13, 29) if name == "zc.tif" else labels[:3]
+        tifffile.imwrite(tmp_path / name, data, imagej=True, **kwargs)
+        raises_one_line(InvalidVolumeError, open_volume, tmp_path / name, match="has 3 channels")
+
+
+def test_an_existing_empty_folder_is_a_valid_output(tmp_path):
+    """An empty folder made for the output (a folder of slices, a Zarr store) loses nothing: it is accepted
+    without --overwrite; a folder that holds anything is still refused."""
+    volume = Volume(np.arange(np.prod(SHAPE), dtype=np.uint16).reshape(SHAPE))
+    for name in ("slices", "labels.zarr"):
+        (tmp_path / name).mkdir()
+        save_volume(volume, tmp_path / name)
+        np.testing.assert_array_equal(load_volume(tmp_path / name).array, volume.array)
+        raises_one_line(OutputExistsError, save_volume, volume, tmp_path / name, match="already exists")
+
+
+def test_outputs_that_spare_their_inputs_pass_the_check(tmp_path):
+    """The shared check refuses only real collisions: siblings, prefixes and missing outputs pass."""
+    from bone_avizo.errors import OutputIsInputError
+    from bone_avizo.io.base import check_outputs_spare_inputs
+
+    (tmp_path / "slices").mkdir()
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(b"scan")
+    inputs = {"--input": [scan, tmp_path / "slices", None], "--model": None}
+    check_outputs_spare_inputs({"--output": [tmp_path / "scan.tif.labels.tif", tmp_path / "slices2",
+                                             tmp_path / "slices.tif"]}, inputs)
+    check_outputs_spare_inputs({}, inputs)
+    raises_one_line(OutputIsInputError, check_outputs_spare_inputs, {"--output": tmp_path / "slices" / "a" / "b.tif"},
+                    inputs, match=r"lies inside --input .*slices; writing it would destroy that input")
+    raises_one_line(OutputIsInputError, check_outputs_spare_inputs, {"--output": tmp_path / "." / "scan.tif"},
+                    inputs, match="is the same file as --input")

@@ -345,8 +345,25 @@ def test_label_beyond_declared_classes_says_value_and_num_classes(rng):
 def test_more_than_256_inferred_classes_is_an_error():
     ref = np.zeros(SHAPE, np.int32)
     ref[1, 1, 1] = 1000
-    with pytest.raises(LabelError, match="reference holds labels up to 1000.*at most 256 classes"):
-        compute_iou(np.zeros(SHAPE, np.uint8), ref, IoUConfig())
+    with pytest.raises(LabelError, match=r"reference holds at least 2 distinct values, the largest 1000 \(first at "
+                                         r"z=1, y=1, x=1; dtype int32\); labels 0..255 are supported"):
+        compute_iou(np.zeros(SHAPE, np.uint8), ref, IoUConfig(max_classes=256))
+
+
+def test_a_grey_value_scan_as_reference_is_refused():
+    """More classes than max_classes (64 by default) is what a grey-value scan given as labels looks like."""
+    scan = (np.arange(np.prod(SHAPE)) % 200).reshape(SHAPE).astype(np.uint8)
+    with pytest.raises(LabelError, match=r"reference holds at least \d+ distinct values, the largest 199 .*dtype "
+                                         r"uint8\); a label volume holds classes 0..N-1 with N at most 64 "
+                                         r"\(--max-classes\): give the label volume, not the grey-value scan"):
+        compute_iou(scan, scan, IoUConfig())
+    assert compute_iou(scan, scan, IoUConfig(max_classes=200)).confusion.shape == (200, 200)
+
+
+def test_labels_beyond_the_class_names_are_refused(rng):
+    pred, ref = noisy_pair(rng)
+    with pytest.raises(LabelError, match=r"labels up to 2 but 2 class names are given \(labels 0..1\)"):
+        compute_iou(pred, ref, IoUConfig(class_names=("background", "bone")))
 
 
 @pytest.mark.parametrize("bad", [0.5, np.nan])

@@ -29,8 +29,8 @@ from bone_avizo.avizo.ports import config_to_ports, port_kind, ports_to_config, 
 from bone_avizo.avizo.progress import AvizoProgress, avizo_progress
 from bone_avizo.avizo.safety import run_safely
 from bone_avizo.avizo.tables import iou_summary, iou_tables
-from bone_avizo.avizo.training import (FitStaging, TrainingInputs, connected_pairs, file_pairs, folder_pairs,
-                                       history_name, history_tables, history_text, output_file, show_pairs,
+from bone_avizo.avizo.training import (FitStaging, TrainingInputs, connected_pairs, file_pairs, files_read,
+                                       folder_pairs, history_name, history_tables, history_text, output_file, show_pairs,
                                        training_inputs)
 
 __all__ = ["field_to_volume", "volume_to_field", "xyz_to_zyx", "zyx_to_xyz", "avizo_dtype", "is_label_field",
@@ -40,4 +40,4 @@ __all__ = ["field_to_volume", "volume_to_field", "xyz_to_zyx", "zyx_to_xyz", "av
            "describe_model", "field_or_file", "model_info_text", "required_file", "ModuleResults",
            "write_spreadsheet", "iou_summary", "iou_tables", "volume_stem", "toggle_checked", "FitStaging",
            "TrainingInputs", "connected_pairs", "file_pairs", "folder_pairs", "history_name", "history_tables",
-           "history_text", "output_file", "show_pairs", "training_inputs"]
+           "history_text", "output_file", "show_pairs", "training_inputs", "files_read"]

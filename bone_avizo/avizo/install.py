@@ -54,13 +54,19 @@ def default_source() -> Path:
         return tree
 
 
+_ROOT_EXAMPLE = ("the folder that holds Avizo's bin/ and share/, e.g. \"C:\\Program Files\\Thermo Scientific "
+                 "Amira-Avizo3D 2024.1\" or /opt/Avizo-2024.1")
+
+
 def script_dir(avizo_root: str | Path) -> Path:
     """``<avizo_root>/share/python_script_objects``; the root must be an Avizo/Amira installation."""
     root = Path(avizo_root).expanduser()
+    if not root.is_dir():
+        raise InputFileError(f"Avizo/Amira folder {root} does not exist (or is not a folder); check the path: "
+                             f"{_ROOT_EXAMPLE}")
     if not (root / "share").is_dir():
         raise InputFileError(f"not an Avizo/Amira installation folder: {root} (it has no share/ folder); pass "
-                             "the folder that holds Avizo's bin/ and share/, e.g. \"C:\\Program Files\\Thermo "
-                             "Scientific Amira-Avizo3D 2024.1\" or /opt/Avizo-2024.1")
+                             f"{_ROOT_EXAMPLE}")
     return root / SCRIPT_DIR
 
 
@@ -176,7 +182,20 @@ def plan_uninstall(avizo_root: str | Path) -> list[Action]:
             actions.append(Action("remove", target))
         else:
             actions.append(Action("keep", target, note="changed since it was installed; left in place"))
-    return actions
+    return _keep_what_kept_rc_files_register(actions)
+
+
+def _keep_what_kept_rc_files_register(actions: list[Action]) -> list[Action]:
+    """A kept (edited) .rc still registers its .pyscro at Avizo's start-up: keep that .pyscro too, so that
+    Avizo never meets a registration whose script is gone."""
+    registered = {}
+    for action in actions:
+        if action.verb == "keep" and action.target.suffix == ".rc":
+            match = _RC_FILE.search(action.target.read_text(encoding="utf-8", errors="replace"))
+            if match:
+                registered[match.group(1)] = action.target.name
+    return [Action("keep", a.target, note=f"the kept {registered[a.target.name]} still registers it; left in place")
+            if a.verb == "remove" and a.target.name in registered else a for a in actions]
 
 
 def uninstall(avizo_root: str | Path, *, dry_run: bool = False) -> list[Action]:

@@ -148,6 +148,13 @@ def folder_pairs(image_root_port: Any, mask_root_port: Any) -> list:
     return discover_scan_folders(*roots)
 
 
+def files_read(inputs: "TrainingInputs", config: Any) -> list[Path]:
+    """The files a run reads: the scans and label volumes chosen on disk, and a model file as weights."""
+    specs = [*inputs.files, *inputs.val_files]
+    weights = Path(str(config.weights))
+    return [p for s in specs for p in (s.image, s.labels)] + ([weights] if weights.is_file() else [])
+
+
 def training_inputs(pairs: Sequence[tuple[Any, Any]], *, validation: Any = None, files: Sequence = (),
                     val_files: Sequence = ()) -> TrainingInputs:
     """Everything a run trains on: the connected ``pairs`` ((scan port, label port) each), the
@@ -191,8 +198,12 @@ class FitStaging:
     removed. The previous model file, checkpoint and logs are untouched until ``commit()``.
     """
 
-    def __init__(self, output: str | os.PathLike, *, overwrite: bool, resume: bool = False):
+    def __init__(self, output: str | os.PathLike, *, overwrite: bool, resume: bool = False,
+                 reads: Sequence[Path] = ()):
+        from bone_avizo.io.base import check_outputs_spare_inputs
+
         self.target = Path(output)
+        check_outputs_spare_inputs({"model file": [self.target, *side_files(self.target)]}, {"input": list(reads)})
         self.folder = self.target.with_name(self.target.name + STAGING_SUFFIX)
         self.resume = resume
         kept = side_files(self.output)[0]

@@ -20,6 +20,7 @@ import numpy as np
 
 from bone_avizo.data.normalize import MASK_WORDS, NormStats, StatsAccumulator, StatsMask
 from bone_avizo.errors import ConfigError, InputFileError, InvalidVolumeError, LabelError, ShapeMismatchError
+from bone_avizo.labels import DEFAULT_MAX_CLASSES, SUPPORTED_CLASSES, not_a_label_volume
 from bone_avizo.data.lazy import BoundedSource
 from bone_avizo.io.base import VolumeSource
 
@@ -154,6 +155,16 @@ class LabelSummary:
     max_label: int
     counts: np.ndarray
     foreground: tuple[np.ndarray, np.ndarray, np.ndarray]
+    dtype: np.dtype = np.dtype(np.uint8)
+
+    @property
+    def distinct(self) -> int:
+        """How many different values the volume holds."""
+        return int(np.count_nonzero(self.counts))
+
+    def found(self) -> str:
+        """What the volume holds, for messages: dtype, number of distinct values, the largest."""
+        return f"{self.dtype}, {self.distinct} distinct values, the largest {self.max_label}"
 
 
 @dataclass
@@ -208,15 +219,16 @@ def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) 
     for z0 in range(0, nz, slab_slices):
         slab = _check_label_slab(source.read_slab(z0, min(nz, z0 + slab_slices)), z0, where)
         top = int(slab.max()) if slab.size else 0
-        if top >= 256:
-            raise LabelError(f"labels of {where} reach {top}; at most 256 classes (0..255) are supported")
+        if top >= SUPPORTED_CLASSES:
+            raise not_a_label_volume(f"the label volume of {where}", dtype=source.dtype, distinct=np.unique(slab).size,
+                                     largest=top, limit=SUPPORTED_CLASSES, at_least=True)
         counts += np.bincount(slab.reshape(-1), minlength=256)
         mask = slab > 0
         fg[0][z0:z0 + slab.shape[0]] = mask.sum((1, 2))
         fg[1][:] += mask.sum((0, 2))
         fg[2][:] += mask.sum((0, 1))
     max_label = int(np.flatnonzero(counts)[-1]) if counts.any() else 0
-    return LabelSummary(max_label, counts, fg)
+    return LabelSummary(max_label, counts, fg, np.dtype(source.dtype))
 
 
 def image_stats(source: VolumeSource, *, where: str, mask: str = "positive") -> NormStats:
@@ -265,16 +277,22 @@ def open_scan(spec: ScanSpec, index: int = 0, *, mask: str = "positive") -> Scan
     return Scan(spec, image, labels, stats, summary, index)
 
 
-def resolve_num_classes(scans: Sequence[Scan], *, num_classes: int = 0, class_names: Sequence[str] = ()) -> int:
+def resolve_num_classes(scans: Sequence[Scan], *, num_classes: int = 0, class_names: Sequence[str] = (),
+                        max_classes: int = DEFAULT_MAX_CLASSES) -> int:
     """The number of classes: explicit (num_classes or class_names) or max label + 1, which must then
-    agree across scans (BONe's rule). LabelError names the scans that disagree or overflow."""
+    agree across scans (BONe's rule) and stay within ``max_classes``. LabelError names the scans that
+    disagree or overflow, with what their labels hold."""
     explicit = num_classes or len(class_names)
     if explicit:
-        over = [f"{s.name} (max {s.summary.max_label})" for s in scans if s.summary.max_label >= explicit]
+        over = [f"{s.name} ({s.summary.found()})" for s in scans if s.summary.max_label >= explicit]
         if over:
             raise LabelError(f"labels exceed the {explicit} declared classes (0..{explicit - 1}) in "
                              f"{', '.join(over)}; fix the labels or declare more classes")
         return explicit
+    for s in scans:
+        if s.summary.max_label >= max_classes:
+            raise not_a_label_volume(f"the label volume of scan {s.name} ({s.spec.labels})", dtype=s.summary.dtype,
+                                     distinct=s.summary.distinct, largest=s.summary.max_label, limit=max_classes)
     found = {s.name: s.summary.max_label + 1 for s in scans}
     if len(set(found.values())) > 1:
         listing = ", ".join(f"{k}: {v}" for k, v in found.items())

@@ -25,7 +25,7 @@ CHECKPOINT_SUFFIX = ".ckpt"
 CHECKPOINT_VERSION = 1
 # options that may differ between the interrupted run and its resumption
 RESUMABLE_CHANGES = ("num_workers", "threads", "tensorboard", "plot", "cache_slices", "device",
-                     "early_stopping")
+                     "early_stopping", "max_classes")
 
 
 def checkpoint_path(model_path: str | os.PathLike) -> Path:

@@ -59,7 +59,8 @@ def make_plan(train: Sequence[ScanSpec], validation: Sequence[ScanSpec], config)
     specs = list(train) + list(validation)
     scans = open_scans(specs, mask=config.normalization_mask)
     try:
-        num_classes = resolve_num_classes(scans, num_classes=config.num_classes, class_names=config.class_names)
+        num_classes = resolve_num_classes(scans, num_classes=config.num_classes, class_names=config.class_names,
+                                          max_classes=config.max_classes)
         split = make_split(len(scans), n_explicit_val=len(validation), val_fraction=config.val_fraction,
                            folds=config.folds, fold=config.fold, seed=config.seed)
         axes = tuple(AXIS_OF_PLANE[p] for p in config.planes)

@@ -17,6 +17,7 @@ import copy
 import datetime
 import gc
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -85,6 +86,33 @@ def _check_outputs(output: Path, *, resume: bool, overwrite: bool) -> None:
     if existing.exists() and not overwrite:
         raise OutputExistsError(f"a checkpoint of an earlier run exists ({existing}); continue it with "
                                 "--resume, or start again with --overwrite")
+
+
+# Fewer optimiser steps than this rarely learn more than the commonest class: a rule of thumb of this
+# project (Adam at lr 1e-3 moves a new network for a few hundred steps before its masks take shape), not a
+# measured limit. Fine-tuning a trained model file starts close to the goal and needs fewer.
+MIN_STEPS = 200
+MIN_STEPS_FINE_TUNING = 50
+
+
+def report_budget(config: FitConfig, *, batches: int, world_size: int = 1) -> int:
+    """Log the run's total optimiser steps and patches seen; warn with a suggestion when the steps are
+    fewer than MIN_STEPS (MIN_STEPS_FINE_TUNING from a model file). Returns the total steps."""
+    steps_per_epoch = math.ceil(batches / config.accumulate)
+    steps = config.epochs * steps_per_epoch
+    patches = config.epochs * batches * config.batch_size * world_size * config.patches_per_slice
+    log.info("training budget: %d epochs x %d optimiser steps = %d steps; %d patches of %d px seen "
+             "(%d slices x %d patches per batch%s)", config.epochs, steps_per_epoch, steps, patches,
+             config.patch_size, config.batch_size * world_size, config.patches_per_slice,
+             f", {config.accumulate} batches per step" if config.accumulate > 1 else "")
+    fine_tuning = str(config.weights) not in ("random", "imagenet")
+    needed = MIN_STEPS_FINE_TUNING if fine_tuning else MIN_STEPS
+    if steps < needed:
+        log.warning("only %d optimiser steps in this run, too few to learn well (at least %d %s); set "
+                    "--steps-per-epoch %d (each step takes new random crops), or more --epochs, or a smaller "
+                    "--batch-size", steps, needed, "to fine-tune a model" if fine_tuning else "from new weights",
+                    math.ceil(needed / config.epochs))
+    return steps
 
 
 def _peak_ram_gb() -> float:
@@ -266,7 +294,9 @@ class _Run:
             self._gflops = round(estimate_gflops(self.net.module, self.config.in_channels, self.config.patch_size), 4)
         return self._gflops
 
-    def save_model(self, seconds: float, epochs_run: int) -> ModelMetadata:
+    def save_model(self, seconds: float, epochs_run: int, *, final: bool = False) -> ModelMetadata:
+        """Write the best weights so far with their metadata; one log line per new best epoch (the final
+        write, which only updates the run's figures, logs at debug level)."""
         meta = self.metadata(seconds, epochs_run)
         module = unwrap_module(self.net.module)
         current = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
@@ -275,7 +305,9 @@ class _Run:
             save_model(self.output, module, meta, overwrite=True)
         finally:
             module.load_state_dict(current)
-        log.info("rank %d wrote %s (best epoch %d)", self.ctx.rank, self.output, self.best_epoch)
+        rank = f"rank {self.ctx.rank} " if self.ctx.distributed else ""
+        log.log(logging.DEBUG if final else logging.INFO, "%swrote %s (best epoch %d%s)", rank, self.output,
+                self.best_epoch, "" if final else " so far")
         return meta
 
     def close(self) -> None:
@@ -374,6 +406,8 @@ def _train(run: _Run, saved: dict | None, progress: ProgressCallback | None) -> 
                     plot=config.plot) if ctx.is_main else None
     if runlog is not None and saved is None:
         runlog.start()
+    if ctx.is_main:
+        report_budget(config, batches=run.batches, world_size=ctx.world_size)
     tracker = ProgressTracker(max(1, (config.epochs - run.start_epoch) * run.batches), "training", progress)
     start = time.perf_counter()
     meta = None
@@ -404,7 +438,7 @@ def _train(run: _Run, saved: dict | None, progress: ProgressCallback | None) -> 
         raise ConfigError("no epoch was trained: the checkpoint already covers every epoch; raise --epochs "
                           "to continue training")
     if ctx.is_main:
-        meta = run.save_model(seconds, epoch + 1)
+        meta = run.save_model(seconds, epoch + 1, final=True)
         runlog.finish(run.history)
     return FitResult(run.output, ckpt.checkpoint_path(run.output), run.best_epoch, run.best_score, run.history,
                      seconds, meta, log_paths(run.output))

@@ -14,10 +14,11 @@ import os
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterable, Mapping, Union
 
 import numpy as np
 
-from bone_avizo.errors import OutputExistsError, OutputWriteError, ShapeMismatchError
+from bone_avizo.errors import OutputExistsError, OutputIsInputError, OutputWriteError, ShapeMismatchError
 from bone_avizo.volume import Volume, VolumeInfo
 
 log = logging.getLogger(__name__)
@@ -108,9 +109,14 @@ def partial_path(path: Path) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
+def _empty_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink() and next(path.iterdir(), None) is None
+
+
 def check_output_path(path: Path, *, overwrite: bool) -> None:
-    """Refuse an existing output (unless overwrite) and an unwritable folder, before any work."""
-    if path.exists() and not overwrite:
+    """Refuse an existing output (unless overwrite; an empty folder made for it is no loss) and an
+    unwritable folder, before any work."""
+    if path.exists() and not overwrite and not _empty_folder(path):
         raise OutputExistsError(f"output {path} already exists; choose another name or allow overwriting "
                                 "(--overwrite)")
     folder = path.parent if str(path.parent) else Path(".")
@@ -118,6 +124,73 @@ def check_output_path(path: Path, *, overwrite: bool) -> None:
         raise OutputWriteError(f"output folder {folder} does not exist; create it first")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputWriteError(f"output folder {folder} is not writable; choose another output path")
+
+
+PathArg = Union[str, os.PathLike, None]
+NamedPaths = Mapping[str, Union[PathArg, Iterable[PathArg]]]
+
+
+def _named(paths: NamedPaths) -> list[tuple[str, Path]]:
+    """(name, path) for every path given under a name (a single path, or a list of paths); None skipped."""
+    out = []
+    for name, value in paths.items():
+        values = [value] if value is None or isinstance(value, (str, os.PathLike)) else list(value)
+        out += [(name, Path(v)) for v in values if v is not None and str(v)]
+    return out
+
+
+def _with_data_files(named: list[tuple[str, Path]], reading: bool) -> list[tuple[str, Path]]:
+    """The paths and the data files that go with them (a MetaImage header's .raw)."""
+    from bone_avizo.io.raw import metaimage_data_file
+
+    out = []
+    for name, path in named:
+        data = metaimage_data_file(path, reading=reading)
+        out += [(name, path)] + ([(f"{name} (its data file)", data)] if data is not None else [])
+    return out
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def _collision(output: Path, other: Path) -> str | None:
+    """How writing ``output`` would touch ``other`` (a phrase), or None when it would not."""
+    out, oth = output.resolve(), other.resolve()
+    if out == oth:
+        return "is the same file as"
+    if _same_file(output, other):
+        return "is a hard link to"
+    if oth in out.parents:
+        return "lies inside"
+    if out in oth.parents:
+        return "is a folder holding"
+    return None
+
+
+def check_outputs_spare_inputs(outputs: NamedPaths, inputs: NamedPaths) -> None:
+    """Refuse, before any work and whatever ``overwrite`` says, outputs that would replace one of the
+    inputs or another output: the same path once links are resolved, a hard link to it (same device and
+    inode), an output inside an input folder (a folder of slices, a Zarr store) or a folder output
+    holding an input. ``outputs`` / ``inputs`` map a name for messages (a flag such as ``--output``)
+    to a path or a list of paths (None entries are skipped)."""
+    named_inputs, named_outputs = _with_data_files(_named(inputs), True), _with_data_files(_named(outputs), False)
+    for k, (out_name, out) in enumerate(named_outputs):
+        for in_name, source in named_inputs:
+            relation = _collision(out, source)
+            if relation:
+                raise OutputIsInputError(
+                    f"{out_name} {out} {relation} {in_name} {source}; writing it would destroy that "
+                    "input (--overwrite never replaces an input): choose another output path")
+        for other_name, other in named_outputs[k + 1:]:
+            relation = _collision(out, other)
+            if relation:
+                raise OutputIsInputError(f"{out_name} {out} {relation} {other_name} {other}; "
+                                         "give each output its own path")
 
 
 def replace_path(src: Path, dst: Path) -> None:

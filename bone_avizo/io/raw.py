@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InputFileError, InvalidVolumeError,
-                               OutputExistsError, UnsupportedDtypeError)
+from bone_avizo.errors import (BoneAvizoError, ConfigError, CorruptFileError, FormatError, InputFileError,
+                               InvalidVolumeError, OutputExistsError, UnsupportedDtypeError)
 from bone_avizo.io.base import ArraySource, VolumeSource, partial_path, remove_path, reserve_space
 from bone_avizo.io.npy import MappedSource, MappedWriter, check_dtype, native_dtype, require_file
 from bone_avizo.io.registry import Format
@@ -191,6 +191,19 @@ def _data_file(fields: dict, path: Path) -> Path | None:
     if not data.is_file():
         raise InputFileError(f"{path} names data file {data}, which does not exist; put it beside the header")
     return data
+
+
+def metaimage_data_file(path: Path, *, reading: bool) -> Path | None:
+    """The data file that goes with a .mhd header: the one it names (``reading``; None when it cannot be
+    told, the reader reports why) or the ``.raw`` beside it that the writer makes; None for other paths."""
+    if path.suffix.lower() != ".mhd":
+        return None
+    if not reading:
+        return path.with_suffix(".raw")
+    try:
+        return _data_file(read_mhd_header(path)[0], path)
+    except (BoneAvizoError, OSError, KeyError):
+        return None
 
 
 def open_mhd(path: str | os.PathLike) -> VolumeSource:

@@ -166,9 +166,28 @@ def _check_complete(tif: tifffile.TiffFile, series, path: Path) -> None:
                                f"{path.stat().st_size}; re-export it")
 
 
-def _volume_shape(series, where: str) -> tuple[int, ...]:
+# ImageJ metadata that mark real channels: a composite or colour display, per-channel LUTs or ranges
+_CHANNEL_MARKS = ("LUTs", "Ranges", "slices", "frames")
+
+
+def _planes_are_slices(tif: tifffile.TiffFile | None, series) -> bool:
+    """Whether the planes of a (C or I, y, x) series are the slices of a volume. ``tifffile.imwrite(p,
+    volume, imagej=True)`` labels the planes of a 3-D array as channels (axes CYX, mode grayscale);
+    only metadata marking real channels (composite or colour mode, LUTs, display ranges, slices or
+    frames besides) make them channels."""
+    if series.axes == "IYX":
+        return True
+    if series.axes != "CYX" or tif is None or not tif.is_imagej:
+        return False
+    meta = tif.imagej_metadata or {}
+    return meta.get("mode", "grayscale") == "grayscale" and not any(key in meta for key in _CHANNEL_MARKS)
+
+
+def _volume_shape(series, where: str, tif: tifffile.TiffFile | None = None) -> tuple[int, ...]:
     """The non-singleton (z, y, x) shape of a series; InvalidVolumeError for 2-D or colour data."""
     axes, shape = series.axes, series.shape
+    if _planes_are_slices(tif, series):
+        return tuple(shape)
     for axis in "SC":
         if axis in axes and shape[axes.index(axis)] > 1:
             raise InvalidVolumeError(f"{where} has {shape[axes.index(axis)]} channels (axes {axes}, shape {shape}); "
@@ -225,7 +244,7 @@ class TiffSource(ReopeningSource):
     def _setup(self) -> None:
         where = str(self.path)
         series = self._tif.series[0]
-        shape = _volume_shape(series, where)
+        shape = _volume_shape(series, where, self._tif)
         _check_complete(self._tif, series, self.path)
         if len(shape) == 2:
             raise InvalidVolumeError(f"{where} is a 2-D image {shape}, not a volume; give a multi-page stack "

@@ -28,12 +28,12 @@ import numpy as np
 
 from bone_avizo.errors import InvalidVolumeError, LabelError, ShapeMismatchError, UnsupportedDtypeError
 from bone_avizo.io.base import ArraySource, VolumeSource
+from bone_avizo.labels import DEFAULT_MAX_CLASSES, not_a_label_volume
 from bone_avizo.progress import ProgressCallback, ProgressTracker
 from bone_avizo.volume import Volume, VolumeInfo
 
 log = logging.getLogger(__name__)
 
-MAX_CLASSES = 256
 GROUP_VOXELS = 1 << 20        # voxels per counting task (one task = whole slices, at least one)
 SMALL_SLICE = 1 << 14         # slices smaller than this are counted all at once with offsets
 PER_SLICE_MAX_BYTES = 1 << 30
@@ -97,15 +97,16 @@ def _excluded_mask(ref: np.ndarray, ignore_label: int, roi: np.ndarray | None) -
 
 
 def check_labels(labels: np.ndarray, role: str, *, num_classes: int, excluded: np.ndarray | None,
-                 origin: tuple[int, int] = (0, 0)) -> int:
+                 origin: tuple[int, int] = (0, 0), max_classes: int = DEFAULT_MAX_CLASSES) -> int:
     """Check the counted labels of (k, y, x) ``labels``; return the classes they need (max + 1).
 
-    ``num_classes`` 0 means "inferred" (only the 256-class bound applies). Raises LabelError with
-    the offending value and voxel for negative, non-integral or too large labels.
+    ``num_classes`` 0 means "inferred": then at most ``max_classes`` classes (more suggest a grey-value
+    scan). Raises LabelError with the offending value and voxel for negative, non-integral or too large
+    labels.
     """
     if labels.dtype.kind == "b":
         return 2 if labels.any() else 1
-    bound = num_classes or MAX_CLASSES
+    bound = num_classes or max_classes
     lo, hi = (0 if labels.dtype.kind == "u" else labels.min()), labels.max()
     integral = labels.dtype.kind != "f" or bool(np.all(labels == np.rint(labels)))
     if lo >= 0 and hi < bound and integral:
@@ -131,8 +132,8 @@ def check_labels(labels: np.ndarray, role: str, *, num_classes: int, excluded: n
         if num_classes:
             raise LabelError(f"{found} but num_classes is {num_classes} (labels 0..{num_classes - 1}); "
                              f"set --num-classes {int(hi) + 1} or fix the labels")
-        raise LabelError(f"{found}; at most {MAX_CLASSES} classes (labels 0..{MAX_CLASSES - 1}) are supported: "
-                         "is it an intensity scan, not a label volume?")
+        raise not_a_label_volume(role, dtype=labels.dtype, distinct=np.unique(values).size, largest=hi,
+                                 limit=max_classes, at_least=True, where=where)
     return int(hi) + 1
 
 
@@ -218,14 +219,16 @@ def _encode(pred8: np.ndarray, ref8: np.ndarray, n: int, excluded: np.ndarray | 
 
 
 def count_slices(pred: np.ndarray, ref: np.ndarray, *, num_classes: int = 0, ignore_label: int = -1,
-                 roi: np.ndarray | None = None, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+                 roi: np.ndarray | None = None, origin: tuple[int, int] = (0, 0),
+                 max_classes: int = DEFAULT_MAX_CLASSES) -> np.ndarray:
     """Per-slice confusion matrices of (k, y, x) label arrays: a (k, n, n) int64 array.
 
-    ``n`` is ``num_classes``, or (when 0) the largest counted label + 1. ``z0`` only locates errors.
+    ``n`` is ``num_classes``, or (when 0) the largest counted label + 1 (at most ``max_classes``).
+    ``origin`` only locates errors.
     """
     excluded = _excluded_mask(ref, ignore_label, roi)
-    needed = max(check_labels(ref, "reference", num_classes=num_classes, excluded=excluded, origin=origin),
-                 check_labels(pred, "prediction", num_classes=num_classes, excluded=excluded, origin=origin))
+    check = dict(num_classes=num_classes, excluded=excluded, origin=origin, max_classes=max_classes)
+    needed = max(check_labels(ref, "reference", **check), check_labels(pred, "prediction", **check))
     n = num_classes or needed
     plan = count_plan(n, ref[0].size)
     codes = _encode(_as_uint8(pred), _as_uint8(ref), n, excluded, plan)
@@ -307,7 +310,8 @@ def resolve_threads(threads: int) -> int:
 
 def stream_confusion(pred: VolumeSource, ref: VolumeSource, *, num_classes: int, ignore_label: int,
                      roi: VolumeSource | None, slab_slices: int, memory_limit_gb: float, threads: int,
-                     keep_slices: bool, progress: ProgressCallback | None = None) -> ConfusionAccumulator:
+                     keep_slices: bool, progress: ProgressCallback | None = None,
+                     max_classes: int = DEFAULT_MAX_CLASSES) -> ConfusionAccumulator:
     """Count every slab of the two sources (and ROI); the next slab is read while one is counted."""
     sources = [s for s in (pred, ref, roi) if s is not None]
     depth, ny, nx = ref.shape
@@ -324,7 +328,8 @@ def stream_confusion(pred: VolumeSource, ref: VolumeSource, *, num_classes: int,
             _collect(pending, acc, tracker)
             pending = [(z0 + a, done, pool.submit(count_slices, p[a:b, y0:y1], r[a:b, y0:y1],
                                                   num_classes=num_classes, ignore_label=ignore_label,
-                                                  roi=None if m is None else m[a:b, y0:y1], origin=(z0 + a, y0)))
+                                                  roi=None if m is None else m[a:b, y0:y1], origin=(z0 + a, y0),
+                                                  max_classes=max_classes))
                        for a, b, y0, y1, done in _tasks(z1 - z0, ny, nx)]
         _collect(pending, acc, tracker)
     finally:

@@ -289,12 +289,16 @@ def compute_iou(prediction: VolumeLike, reference: VolumeLike, config, *, roi: V
     acc = stream_confusion(pred, ref, num_classes=0 if any(maps) else config.num_classes,
                            ignore_label=config.ignore_label, roi=sources.get("roi"), slab_slices=config.slab_slices,
                            memory_limit_gb=config.memory_limit_gb, threads=config.threads,
-                           keep_slices=config.per_slice, progress=progress)
+                           keep_slices=config.per_slice, progress=progress, max_classes=config.max_classes)
     if acc.total.sum() == 0:
         raise InvalidVolumeError("no voxel was counted: the ROI is empty or every reference voxel holds the "
                                  f"ignore label {config.ignore_label}; check --roi and --ignore-label")
     for note in notes:
         log.warning("%s", note)
+    if config.class_names and not config.num_classes and not any(maps) and acc.n > len(config.class_names):
+        raise LabelError(f"the volumes hold labels up to {acc.n - 1} but {len(config.class_names)} class names are "
+                         f"given (labels 0..{len(config.class_names) - 1}); give one name per class "
+                         "(--class-names) or fix the labels")
     confusion, per_slice = acc.total, acc.per_slice
     min_classes = 1 if config.num_classes else len(names)
     if any(maps):

@@ -147,7 +147,7 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, metadata: ModelM
     except BaseException:
         remove_path(temp)
         raise
-    log.info("saved model %s (%s/%s, %d classes)", path, metadata.arch, metadata.encoder, metadata.num_classes)
+    log.debug("saved model %s (%s/%s, %d classes)", path, metadata.arch, metadata.encoder, metadata.num_classes)
     return path
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from contextlib import contextmanager
 
 from bone_avizo.errors import BoneAvizoError, Cancelled
+from bone_avizo.standalone.spec_args import share_config_keys
 
 COMMANDS = ("fit", "predict", "iou", "info", "export", "phantom", "demo", "cv", "bench", "avizo", "cache")
 
@@ -53,10 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="also print the traceback of an error (same exit code)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    commands = {}
     for name, module in _available_commands().items():
-        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd = commands[name] = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run, _parser=cmd)
+    share_config_keys(commands)
     return parser
 
 
@@ -111,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe is reported here, not at interpreter exit
+        return code
     except Cancelled as exc:
         print(f"bone-avizo {args.command}: {exc}", file=sys.stderr)
         return 130
@@ -123,12 +129,25 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"bone-avizo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`... | head -1`): stop quietly, as Unix tools do
+        _discard_stdout()
+        return 128 + 13  # as if ended by SIGPIPE
     except Exception as exc:  # noqa: BLE001 - last-resort handler of the CLI
         if args.debug:
             traceback.print_exc()
         print(f"bone-avizo {args.command}: internal error: {type(exc).__name__}: {exc}"
               + ("" if args.debug else " (run with --debug for the traceback)"), file=sys.stderr)
         return 1
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null so that flushing it at exit raises no second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (e.g. redirected in a test)
+        pass
 
 
 def entry_point() -> None:

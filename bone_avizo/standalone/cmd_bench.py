@@ -17,8 +17,8 @@ from pathlib import Path
 from bone_avizo.config import PredictConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.standalone.common import add_scan_arguments, parse_options, scan_pairs
-from bone_avizo.standalone.cmd_cv import add_study_arguments, report
-from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
+from bone_avizo.standalone.cmd_cv import add_study_arguments, report, spare_study_inputs
+from bone_avizo.standalone.spec_args import add_config_keys, add_spec_arguments, config_from_args
 
 HELP = "benchmark a grid of architectures, encoders and patch sizes: IoU, size, speed and memory per cell"
 
@@ -27,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io = add_study_arguments(parser)
     add_scan_arguments(io, what="training scans")
     add_scan_arguments(io, "test-", what="test scans (never trained on; every cell is scored on them)")
-    from bone_avizo.studies.bench import BENCH_SPEC
+    from bone_avizo.studies.bench import BENCH_SPEC, GRID_KEYS
 
     add_spec_arguments(parser, BENCH_SPEC)
+    add_config_keys(parser, GRID_KEYS)
     config = next(a for a in parser._actions if a.dest == "config")
     config.metavar = "GRID"
     config.help = ("JSON or YAML grid: lists arch, encoder, patch_size; mappings fit (common fit options) and "
@@ -37,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bone_avizo.studies.bench import BenchConfig, load_grid, merge_bench, run_bench, summary_table
+    from bone_avizo.studies.bench import OUTPUTS, BenchConfig, load_grid, merge_bench, run_bench, summary_table
 
     if args.merge_only:
         return report(merge_bench(Path(args.output)), summary_table, "bench")
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     tests = scan_pairs(args.test_images, args.test_labels, args, ("--test-images", "--test-labels"))
     if not train or not tests:
         raise ConfigError("give training scans (--images/--labels) and test scans (--test-images/--test-labels)")
+    spare_study_inputs(args, OUTPUTS, {"--images/--labels": train, "--test-images/--test-labels": tests}, grid.fit)
     if args.predict_option:
         values = {**grid.predict.to_dict(), **parse_options(args.predict_option, "--predict-option")}
         grid = dataclasses.replace(grid, predict=PredictConfig.from_dict(values))

@@ -15,7 +15,7 @@ from pathlib import Path
 from bone_avizo.config import FIT_SPEC, FitConfig, PredictConfig, load_config_file
 from bone_avizo.errors import ConfigError
 from bone_avizo.standalone.common import (add_reader_option_arguments, add_scan_arguments, add_scan_folder_arguments,
-                                         parse_options, training_scans)
+                                         parse_options, spare_inputs, training_scans)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -73,6 +73,18 @@ def predict_config(args: argparse.Namespace, fit: FitConfig, file_values: dict |
     return PredictConfig.from_dict(values)
 
 
+def spare_study_inputs(args: argparse.Namespace, outputs: tuple[str, ...], scans: dict, fit: FitConfig) -> None:
+    """Refuse a study folder whose files would replace a scan, the fit's weights or the config file.
+
+    scans: a flag -> the ScanSpecs given with it (their images and label volumes are inputs)."""
+    from bone_avizo.studies.tasks import study_paths
+
+    weights = Path(str(fit.weights))
+    inputs = {flag: [p for spec in specs for p in (spec.image, spec.labels)] for flag, specs in scans.items()}
+    spare_inputs(args, {"--output": study_paths(Path(args.output), outputs)},
+                 {**inputs, "--weights": weights if weights.exists() else None})
+
+
 def report(result, table, label: str) -> int:
     """Print the merged table and the files written (rank 0), or what this rank did."""
     from bone_avizo.studies.study import describe_disk_use
@@ -90,7 +102,7 @@ def report(result, table, label: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bone_avizo.studies.cv import CVConfig, merge_cv, run_cv, summary_table
+    from bone_avizo.studies.cv import OUTPUTS, CVConfig, merge_cv, run_cv, summary_table
 
     if args.merge_only:
         return report(merge_cv(Path(args.output)), summary_table, "cv")
@@ -98,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
     fit = config_from_args(FitConfig, args, folds=0, fold=0)
     options = config_from_args(CVConfig, args)
     predict = predict_config(args, fit, file_values)
+    scans = _scans(args)
+    spare_study_inputs(args, OUTPUTS, {"--images/--labels": scans}, fit)
     with progress_bar("cv") as bar:
-        result = run_cv(_scans(args), fit, options, output=Path(args.output), predict=predict,
+        result = run_cv(scans, fit, options, output=Path(args.output), predict=predict,
                         overwrite=args.overwrite, merge=not args.no_merge, wait_timeout_s=args.wait_timeout,
                         progress=bar)
     return report(result, summary_table, "cv")

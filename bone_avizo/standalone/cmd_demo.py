@@ -7,7 +7,7 @@ from pathlib import Path
 from bone_avizo.config import PredictConfig
 from bone_avizo.errors import ConfigError, OutputWriteError
 from bone_avizo.metrics import format_table
-from bone_avizo.standalone.common import existing_path
+from bone_avizo.standalone.common import existing_path, spare_inputs
 from bone_avizo.standalone.progressbar import progress_bar
 
 HELP = "generate a phantom scan, segment it with the shipped model, score it, write a preview"
@@ -33,6 +33,9 @@ def _check(args: argparse.Namespace, shape: tuple, seed: int) -> None:
         raise OutputWriteError(f"--output: {args.output} is a file; give a folder for the demo's files")
     if args.model is not None:
         existing_path(args.model, "--model")
+    from bone_avizo.demo import demo_files
+
+    spare_inputs(args, {"--output": list(demo_files(Path(args.output)).values())}, {"--model": args.model})
     PhantomConfig(shape=shape, seed=seed)
     try:
         resolve_device(args.device)

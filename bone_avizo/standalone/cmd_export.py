@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bone_avizo.errors import ConfigError
-from bone_avizo.standalone.common import existing_path, int_in_range, output_path
+from bone_avizo.standalone.common import existing_path, int_in_range, output_path, spare_inputs
 
 HELP = "export a model to ONNX (FILE.onnx) or convert a BONe .pth checkpoint to a model file (FILE.safetensors)"
 
@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     model_path = existing_path(args.model, "--model")
     refuse_training(model_path)
     output = output_path(args.output, "--output")
+    spare_inputs(args, {"--output": output}, {"--model": model_path})
     suffix = output.suffix.lower()
     if suffix == ".onnx" and not MIN_OPSET <= args.opset <= MAX_OPSET:
         raise ConfigError(f"--opset: {args.opset} is not supported; use {MIN_OPSET}..{MAX_OPSET} (default 17)")

@@ -16,7 +16,8 @@ from bone_avizo.config import FIT_SPEC, FitConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.predict.distributed import current_ranks
 from bone_avizo.standalone.common import (add_reader_option_arguments, add_scan_arguments, add_scan_folder_arguments,
-                                         resolved_config_path, scan_pairs, training_scans, write_json_atomic)
+                                         resolved_config_path, scan_pairs, spare_inputs, training_scans,
+                                         write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -36,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     io.add_argument("--output", required=True, metavar="MODEL",
                     help="model file to write (.safetensors); checkpoint and logs go beside it")
     io.add_argument("--resume", action="store_true",
-                    help="continue the interrupted run whose checkpoint is beside --output (scans and options "
-                         "default to the checkpoint's)")
+                    help="continue the interrupted run from the checkpoint beside --output, which every run writes "
+                         "after each epoch (no flag needed on the first run); scans and options default to the "
+                         "checkpoint's")
     io.add_argument("--overwrite", action="store_true", help="replace an existing model file and checkpoint")
     add_spec_arguments(parser, FIT_SPEC)
 
@@ -74,6 +76,19 @@ def _channels_of_the_weights(config: FitConfig, args: argparse.Namespace) -> Fit
     return FitConfig.from_dict({**config.to_dict(), "in_channels": channels})
 
 
+def _spare_inputs(args: argparse.Namespace, output: Path, train, validation, config: FitConfig) -> None:
+    """Refuse a model file, checkpoint or log that would replace a training scan, the weights or the config."""
+    from bone_avizo.fit import checkpoint_path
+    from bone_avizo.fit.logs import log_paths
+
+    weights = Path(str(config.weights))
+    spare_inputs(args, {"--output": [output, checkpoint_path(output), resolved_config_path(output),
+                                     *log_paths(output).values()]},
+                 {"--images": [s.image for s in train], "--labels": [s.labels for s in train],
+                  "--val-images": [s.image for s in validation], "--val-labels": [s.labels for s in validation],
+                  "--weights": weights if weights.exists() else None})
+
+
 def run(args: argparse.Namespace) -> int:
     from bone_avizo.fit import checkpoint_path, fit_model, resume_inputs
 
@@ -87,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if not train:
         raise ConfigError("no training scans: give --images and --labels (or --image-folders/--mask-folders)")
     config = _config(args, saved)
+    _spare_inputs(args, output, train, validation, config)
     main = current_ranks().is_main  # torchrun or SLURM: rank 0 reports for the job
     with progress_bar("fit") as bar:
         result = fit_model(train, config, output=output, validation=validation, resume=args.resume,

@@ -12,7 +12,8 @@ from bone_avizo.errors import ConfigError, OutputWriteError
 from bone_avizo.io import open_volume
 from bone_avizo.metrics import IoUResult, compute_iou, format_table, pool_results
 from bone_avizo.metrics.report import write_csv, write_json, write_slice_csv
-from bone_avizo.standalone.common import existing_path, parse_options, resolved_config_path, write_json_atomic
+from bone_avizo.standalone.common import (existing_path, parse_options, resolved_config_path, spare_inputs,
+                                          write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -49,13 +50,19 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Path, Path, Path | None]]:
              existing_path(m, "--roi") if m else None) for p, r, m in zip(preds, refs, rois)]
 
 
-def _check_outputs(args: argparse.Namespace, config) -> None:
-    """Fail before the work: missing output folders, a plot without matplotlib or per-slice IoU."""
+def _check_outputs(args: argparse.Namespace, config, pairs) -> None:
+    """Fail before the work: missing output folders, an output onto an input, a plot without matplotlib
+    or per-slice IoU."""
     for flag in ("report", "csv", "slice_csv", "plot"):
         value = getattr(args, flag)
         if value and not Path(value).resolve().parent.is_dir():
             raise OutputWriteError(f"--{flag.replace('_', '-')}: folder {Path(value).parent} does not exist; "
                                    "create it first")
+    report = Path(args.report) if args.report else None
+    spare_inputs(args, {"--report": [report, report and resolved_config_path(report)], "--csv": args.csv,
+                        "--slice-csv": args.slice_csv, "--plot": args.plot},
+                 {"--prediction": [p[0] for p in pairs], "--reference": [p[1] for p in pairs],
+                  "--roi": [p[2] for p in pairs]})
     if (args.plot or args.slice_csv) and not config.per_slice:
         raise ConfigError("--plot and --slice-csv need per-slice IoU; leave out --no-per-slice")
     if args.plot:
@@ -80,7 +87,7 @@ def _score(pair: tuple[Path, Path, Path | None], config, options: dict, label: s
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(IoUConfig, args)
     pairs = _pairs(args)
-    _check_outputs(args, config)
+    _check_outputs(args, config, pairs)
     options = parse_options(args.input_option, "--input-option")
     results = [_score(pair, config, options, f"iou {i + 1}/{len(pairs)}") for i, pair in enumerate(pairs)]
     result = results[0] if len(results) == 1 else pool_results(results)

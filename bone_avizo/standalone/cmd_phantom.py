@@ -6,9 +6,10 @@ import sys
 
 from bone_avizo import __version__
 from bone_avizo.phantom import PHANTOM_SPEC, PhantomConfig, write_phantom
-from bone_avizo.standalone.common import int_in_range, output_path, resolved_config_path, write_json_atomic
+from bone_avizo.standalone.common import (int_in_range, output_path, resolved_config_path, spare_inputs,
+                                          write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
-from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
+from bone_avizo.standalone.spec_args import add_config_keys, add_spec_arguments, config_from_args
 
 HELP = ("write a synthetic micro-CT bone phantom (image) and its exact labels "
         "(0 background, 1 bone, 2 pores)")
@@ -31,11 +32,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=param.name, nargs=nargs, default=None, metavar=metavar,
                                 help=f"{param.help} [{param.describe_range()}; default: {default}]")
     add_spec_arguments(parser, tuple(p for p in PHANTOM_SPEC if p.name not in _OWN_FLAGS))
+    add_config_keys(parser, _OWN_FLAGS)
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(PhantomConfig, args)
     outputs = output_path(args.output, "--output"), output_path(args.labels, "--labels")
+    spare_inputs(args, {"--output": [outputs[0], resolved_config_path(outputs[0])], "--labels": outputs[1]}, {})
     with progress_bar("phantom") as bar:
         image, labels = write_phantom(config, *outputs, overwrite=args.overwrite, slab_slices=args.slab_slices,
                                       progress=bar)

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from bone_avizo import __version__
 from bone_avizo.config import PREDICT_SPEC, PredictConfig
 from bone_avizo.io import open_volume
 from bone_avizo.predict.distributed import current_ranks
 from bone_avizo.standalone.common import (existing_path, output_path, parse_options, resolved_config_path,
-                                          write_json_atomic)
+                                          spare_inputs, write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
 from bone_avizo.standalone.spec_args import add_spec_arguments, config_from_args
 
@@ -30,6 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_spec_arguments(parser, PREDICT_SPEC)
 
 
+def _outputs(output: Path, meta, config: PredictConfig) -> list[Path]:
+    """The files predict writes: the labels, their probability maps (with --probabilities), the record."""
+    from bone_avizo.predict.engine import probability_path
+
+    names = meta.class_names or tuple(f"class{i}" for i in range(meta.num_classes))
+    maps = [probability_path(output, name) for name in names] if config.probabilities else []
+    return [output, *maps, resolved_config_path(output)]
+
+
 def run(args: argparse.Namespace) -> int:
     from bone_avizo.models import load_model
     from bone_avizo.predict import predict_volume
@@ -37,8 +47,10 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(PredictConfig, args)
     model_path = existing_path(args.model, "--model")
     input_path = existing_path(args.input, "--input")
-    output_path(args.output, "--output")
+    output = output_path(args.output, "--output")
     loaded = load_model(model_path)
+    spare_inputs(args, {"--output": _outputs(output, loaded.metadata, config)},
+                 {"--input": input_path, "--model": model_path})
     with open_volume(input_path, **parse_options(args.input_option, "--input-option")) as source:
         with progress_bar("predict") as bar:
             result = predict_volume(source, loaded, config, output=args.output,

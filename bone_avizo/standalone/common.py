@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bone_avizo.errors import ConfigError, InputFileError, OutputWriteError
-from bone_avizo.io.base import partial_path, replace_path
+from bone_avizo.io.base import NamedPaths, check_outputs_spare_inputs, partial_path, replace_path
 
 
 def existing_path(text: str, flag: str) -> Path:
@@ -25,6 +25,12 @@ def output_path(text: str, flag: str) -> Path:
     if not path.resolve().parent.is_dir():
         raise OutputWriteError(f"{flag}: folder {path.parent} does not exist; create it first")
     return path
+
+
+def spare_inputs(args: argparse.Namespace, outputs: NamedPaths, inputs: NamedPaths) -> None:
+    """Refuse outputs that would replace one of the command's inputs (the --config file included) or
+    each other, whatever --overwrite says (see :func:`check_outputs_spare_inputs`)."""
+    check_outputs_spare_inputs(outputs, {**inputs, "--config": getattr(args, "config", None)})
 
 
 def int_in_range(low: int, high: int, *, multiple_of: int = 1):

@@ -33,7 +33,7 @@ PLAN_FILE = "study.json"
 TASKS_FOLDER = "tasks"
 RESULT_FILE = "result.json"
 # fit options that may change between a run and its rerun (they do not change the results)
-UNSHAPING_OPTIONS = ("num_workers", "threads", "tensorboard", "plot", "cache_slices", "device")
+UNSHAPING_OPTIONS = ("num_workers", "threads", "tensorboard", "plot", "cache_slices", "device", "max_classes")
 
 
 class StudyIncompleteError(BoneAvizoError):
@@ -160,6 +160,12 @@ def save_result(output: Path, task: Task, result: dict) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # the plan file
+def study_paths(output: Path, outputs: Sequence[str]) -> list[Path]:
+    """What a study writes or replaces in ``output``: the plan, the task folders and the merged ``outputs``."""
+    output = Path(output)
+    return [output / PLAN_FILE, output / TASKS_FOLDER, *(output / name for name in outputs)]
+
+
 def prepare_output(output: Path, plan: dict, info: RankInfo, *, overwrite: bool) -> None:
     """Create the output folder and check it holds this study (or nothing); rank 0 writes the plan.
 

@@ -205,6 +205,12 @@ def complex_dtype(ctx):
     return ctx.predict(ctx.labels("scan.npy", scan_array().astype(np.complex64)))
 
 
+def tiff_channels(ctx):
+    tifffile.imwrite(ctx.path("scan.tif"), scan_array((3, 13, 29)), imagej=True,
+                     metadata={"axes": "CYX", "mode": "composite"})
+    return ctx.predict(ctx.path("scan.tif"))
+
+
 def two_d_input(ctx):
     return ctx.predict(ctx.labels("scan.npy", scan_array()[0]))
 
@@ -277,6 +283,16 @@ def bad_input_option(ctx):
 
 def config_file_broken(ctx):
     ctx.path("options.json").write_text("{tile_size: 32")
+    return ctx.predict(ctx.scan(), "--config", ctx.path("options.json"))
+
+
+def config_unknown_key(ctx):
+    ctx.path("options.json").write_text('{"tile_sise": 64}')
+    return ctx.predict(ctx.scan(), "--config", ctx.path("options.json"))
+
+
+def config_key_of_another_command(ctx):
+    ctx.path("options.json").write_text('{"tile_size": 64, "epochs": 50}')
     return ctx.predict(ctx.scan(), "--config", ctx.path("options.json"))
 
 
@@ -557,6 +573,16 @@ def fit_labels_beyond_classes(ctx):
     return ctx.fit("--num-classes", "3", pairs=pairs)
 
 
+def fit_grey_value_labels(ctx):
+    pairs = ctx.training_scans()
+    return ctx.fit(pairs=[pairs[0], (pairs[1][0], pairs[1][0]), pairs[2]])
+
+
+def iou_grey_value_reference(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, ctx.labels("scan.npy", (scan_array() // 12).astype(np.uint8)))
+
+
 def fit_float_labels(ctx):
     pairs = ctx.training_scans()
     np.save(pairs[0][1], np.load(pairs[0][1]).astype(np.float32) / 2)
@@ -640,6 +666,88 @@ def export_disk_full(ctx):
     action = Cli(["export", "--model", ctx.model(), "--output", ctx.path("copy.safetensors"), "--fp16"])
     ctx.full_disk(free=100_000)
     return action
+
+
+# outputs onto inputs: refused whatever --overwrite says
+def predict_output_is_input(ctx):
+    return ctx.predict(ctx.scan(), "--overwrite", output="scan.tif")
+
+
+def predict_output_hard_link(ctx):
+    scan = ctx.scan()
+    os.link(scan, ctx.path("labels.tif"))
+    return ctx.predict(scan, "--overwrite")
+
+
+def predict_output_through_link(ctx):
+    scan = ctx.scan()
+    ctx.path("link.tif").symlink_to(scan)
+    return ctx.predict(scan, "--overwrite", output="link.tif")
+
+
+def predict_output_in_slice_folder(ctx):
+    return ctx.predict(ctx.scan("slices", format="tiff-folder"), output="slices/labels.tif")
+
+
+def predict_output_is_mhd_data(ctx):
+    return ctx.predict(ctx.scan("scan.mhd"), "--overwrite", output="scan.raw")
+
+
+def predict_output_is_model(ctx):
+    return ctx.predict(ctx.scan(), "--overwrite", output="model.safetensors", model=ctx.model())
+
+
+def fit_output_is_labels(ctx):
+    return ctx.fit("--overwrite", output="scans/scan1_labels.npy")
+
+
+def fit_output_is_weights(ctx):
+    return ctx.fit("--overwrite", "--weights", str(ctx.model("m.safetensors")))
+
+
+def iou_report_is_reference(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    reference = ctx.labels("truth.npy", (scan_array(seed=1) % 3).astype(np.uint8))
+    return ctx.iou(labels, reference, "--report", reference)
+
+
+def export_output_is_model(ctx):
+    model = ctx.model()
+    return Cli(["export", "--model", model, "--output", model, "--overwrite"])
+
+
+def phantom_outputs_collide(ctx):
+    return Cli(["phantom", "--output", ctx.path("p.tif"), "--labels", ctx.path("p.tif"), "--shape", "4", "32", "32"])
+
+
+def phantom_output_is_config(ctx):
+    ctx.path("opts.json").write_text('{"seed": 3}')
+    return Cli(["phantom", "--output", ctx.path("p.tif"), "--labels", ctx.path("opts.json"), "--config",
+                ctx.path("opts.json"), "--overwrite"])
+
+
+def cv_output_in_slice_folder(ctx):
+    pairs = [(ctx.scan(f"s{k}", format="tiff-folder", seed=k), ctx.labels(f"s{k}_labels.npy",
+              (scan_array(seed=k) % 3).astype(np.uint8))) for k in range(2)]
+    return Cli(["cv", "--images", *[p[0] for p in pairs], "--labels", *[p[1] for p in pairs], "--output",
+                ctx.path("s0"), "--folds", "2", *FIT_FLAGS])
+
+
+def bench_output_holds_labels(ctx):
+    ctx.path("grid.json").write_text('{"arch": ["unet"], "encoder": ["resnet18"], "patch_size": [32]}')
+    (ctx.path("study") / "tasks").mkdir(parents=True)
+    labels = ctx.labels("study/tasks/l.npy", (scan_array() % 3).astype(np.uint8))
+    return Cli(["bench", "--config", ctx.path("grid.json"), "--images", ctx.scan(), "--labels", labels,
+                "--test-images", ctx.scan(), "--test-labels", labels, "--output", ctx.path("study"), "--overwrite"])
+
+
+def demo_output_is_model(ctx):
+    model = ctx.model("phantom_scan.tif")
+    return Cli(["demo", "--output", ctx.dir, "--model", model, "--overwrite"])
+
+
+def avizo_root_missing(ctx):
+    return Cli(["avizo", "install", "--avizo-root", ctx.path("Avizo-2024.1")])
 
 
 def avizo_pickle_payload(ctx):
@@ -729,6 +837,10 @@ CATALOGUE: tuple[Row, ...] = (
         "<dir>/scan.npy has data type complex64, which is not supported; convert it to an integer or "
         "float type (e.g. uint16 or float32)",
         complex_dtype),
+    Row("tiff-channels", "io", "an ImageJ composite TIFF of 3 channels (a stack written by tifffile.imwrite(p, "
+        "volume, imagej=True) is read as z)",
+        "<dir>/scan.tif has 3 channels (axes CYX, shape (3, 13, 29)); save a single-channel (grey-value) stack",
+        tiff_channels),
     Row("not-3d", "io", "a 2-D array",
         "<dir>/scan.npy holds an array of shape (13, 29), not a 3-D volume (z, y, x); give a 3-D stack of"
         " slices",
@@ -784,6 +896,13 @@ CATALOGUE: tuple[Row, ...] = (
         "config file <dir>/options.json cannot be parsed: Expecting property name enclosed in double "
         "quotes: line 1 column 2 (char 1)",
         config_file_broken),
+    Row("config-unknown-key", "predict", "a --config key that no option has (tile_sise)",
+        "config file <dir>/options.json: 'tile_sise' is not an option of predict; did you mean 'tile_size'?",
+        config_unknown_key),
+    Row("config-other-command", "predict", "a --config key of another command (epochs) outside its section",
+        "config file <dir>/options.json: 'epochs' is not an option of predict; it is an option of fit, cv: put "
+        "it in a 'fit:' section",
+        config_key_of_another_command),
     Row("bad-tile-size", "predict", "--tile-size 50 (not a multiple of 32)",
         "tile_size (--tile-size): '50' is not valid; expected 32..4096, a multiple of 32, 0 = auto: whole "
         "slices up to 1024 px, else the tile in [max(patch, 512), 1024] that computes the fewest pixels",
@@ -836,6 +955,31 @@ CATALOGUE: tuple[Row, ...] = (
         "writing <dir>/labels.zarr failed after slice 1: No space left on device; check free disk space",
         disk_full_zarr),
     # model files
+    # outputs onto inputs
+    Row("output-is-input", "predict", "--output the same file as --input, with --overwrite",
+        "--output <dir>/scan.tif is the same file as --input <dir>/scan.tif; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_is_input),
+    Row("output-hard-link", "predict", "--output a hard link to the scan, with --overwrite",
+        "--output <dir>/labels.tif is a hard link to --input <dir>/scan.tif; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_hard_link),
+    Row("output-symlink", "predict", "--output a symbolic link to the scan, with --overwrite",
+        "--output <dir>/link.tif is the same file as --input <dir>/scan.tif; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_through_link),
+    Row("output-in-slice-folder", "predict", "--output inside the folder of TIFF slices being read",
+        "--output <dir>/slices/labels.tif lies inside --input <dir>/slices; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        predict_output_in_slice_folder),
+    Row("output-is-mhd-data", "predict", "--output the data file of the MetaImage (.mhd) scan being read",
+        "--output <dir>/scan.raw is the same file as --input (its data file) <dir>/scan.raw; writing it would "
+        "destroy that input (--overwrite never replaces an input): choose another output path",
+        predict_output_is_mhd_data),
+    Row("output-is-model", "predict", "--output the model file being read, with --overwrite",
+        "--output <dir>/model.safetensors is the same file as --model <dir>/model.safetensors; writing it "
+        "would destroy that input (--overwrite never replaces an input): choose another output path",
+        predict_output_is_model),
     Row("model-missing", "model", "--model path that does not exist",
         "--model: <dir>/none.safetensors does not exist; check the path",
         model_missing),
@@ -899,6 +1043,29 @@ CATALOGUE: tuple[Row, ...] = (
         "permissions and free space",
         export_disk_full),
     # iou
+    Row("export-onto-model", "model", "export --output the model file being read, with --overwrite",
+        "--output <dir>/model.safetensors is the same file as --model <dir>/model.safetensors; writing it "
+        "would destroy that input (--overwrite never replaces an input): choose another output path",
+        export_output_is_model),
+    Row("phantom-outputs-collide", "phantom", "phantom with --output and --labels the same file",
+        "--output <dir>/p.tif is the same file as --labels <dir>/p.tif; give each output its own path",
+        phantom_outputs_collide),
+    Row("phantom-onto-config", "phantom", "phantom --labels the --config file being read",
+        "--labels <dir>/opts.json is the same file as --config <dir>/opts.json; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        phantom_output_is_config),
+    Row("demo-onto-model", "demo", "demo --model a file named like one of the demo's outputs",
+        "--output <dir>/phantom_scan.tif is the same file as --model <dir>/phantom_scan.tif; writing it would "
+        "destroy that input (--overwrite never replaces an input): choose another output path",
+        demo_output_is_model),
+    Row("cv-in-slice-folder", "cv", "cv --output the folder of TIFF slices of a scan",
+        "--output <dir>/s0/study.json lies inside --images/--labels <dir>/s0; writing it would destroy that "
+        "input (--overwrite never replaces an input): choose another output path",
+        cv_output_in_slice_folder),
+    Row("bench-holds-labels", "bench", "bench --output a study folder whose task folders hold a label volume",
+        "--output <dir>/study/tasks is a folder holding --images/--labels <dir>/study/tasks/l.npy; writing it "
+        "would destroy that input (--overwrite never replaces an input): choose another output path",
+        bench_output_holds_labels),
     Row("iou-shapes", "iou", "prediction and reference of different shapes",
         "prediction has shape (7, 13, 29) (z, y, x) but reference has shape (7, 13, 20); both must cover "
         "the same voxels (crop or resample one)",
@@ -907,6 +1074,11 @@ CATALOGUE: tuple[Row, ...] = (
         "reference holds labels up to 2 (the largest, first at z=0, y=0, x=0) but num_classes is 2 "
         "(labels 0..1); set --num-classes 3 or fix the labels",
         iou_label_beyond_classes),
+    Row("iou-grey-reference", "iou", "a grey-value scan given as the reference",
+        "reference holds at least 250 distinct values, the largest 249 (first at z=0, y=1, x=24; dtype uint8); "
+        "a label volume holds classes 0..N-1 with N at most 64 (--max-classes): give the label volume, not "
+        "the grey-value scan, or raise --max-classes above 249 if it really has 250 classes",
+        iou_grey_value_reference),
     Row("iou-not-labels", "iou", "a float prediction with values like 2.5",
         "prediction holds non-integer values (e.g. 2.5 at z=0, y=0, x=0); a label volume holds whole "
         "numbers 0..N-1: threshold or argmax the probabilities first",
@@ -938,14 +1110,23 @@ CATALOGUE: tuple[Row, ...] = (
         "reference's is used)",
         iou_voxel_sizes_differ),
     # fit
+    Row("iou-report-onto-reference", "iou", "--report the reference volume",
+        "--report <dir>/truth.npy is the same file as --reference <dir>/truth.npy; writing it would destroy "
+        "that input (--overwrite never replaces an input): choose another output path",
+        iou_report_is_reference),
     Row("fit-label-shape", "fit", "labels of another shape than their scan",
         "scan scan0: image <dir>/scans/scan0.npy has shape (5, 40, 48) (z, y, x) but labels "
         "<dir>/scans/scan0_labels.npy have (5, 40, 40); give the label volume made for this image",
         fit_label_shape),
     Row("fit-beyond-classes", "fit", "labels up to 4 with --num-classes 3",
-        "labels exceed the 3 declared classes (0..2) in scan1 (max 4); fix the labels or declare more "
-        "classes",
+        "labels exceed the 3 declared classes (0..2) in scan1 (uint8, 3 distinct values, the largest 4); fix "
+        "the labels or declare more classes",
         fit_labels_beyond_classes),
+    Row("fit-grey-labels", "fit", "a grey-value scan given as a label volume",
+        "the label volume of scan scan1 (<dir>/scans/scan1.npy) holds 160 distinct values, the largest 180 "
+        "(dtype uint8); a label volume holds classes 0..N-1 with N at most 64 (--max-classes): give the label "
+        "volume, not the grey-value scan, or raise --max-classes above 180 if it really has 181 classes",
+        fit_grey_value_labels),
     Row("fit-float-labels", "fit", "labels with values like 0.5",
         "labels of scan scan0 (<dir>/scans/scan0_labels.npy) are not integers (slices from z=0); label "
         "volumes hold class numbers 0..N-1",
@@ -992,6 +1173,14 @@ CATALOGUE: tuple[Row, ...] = (
     Row("fit-output-folder", "fit", "--output in a folder that does not exist",
         "output folder <dir>/no/such does not exist; create it first",
         fit_output_folder_missing),
+    Row("fit-onto-labels", "fit", "--output a label volume being trained on, with --overwrite",
+        "--output <dir>/scans/scan1_labels.npy is the same file as --labels <dir>/scans/scan1_labels.npy; "
+        "writing it would destroy that input (--overwrite never replaces an input): choose another output path",
+        fit_output_is_labels),
+    Row("fit-onto-weights", "fit", "--output the model file given as --weights, with --overwrite",
+        "--output <dir>/m.safetensors is the same file as --weights <dir>/m.safetensors; writing it would "
+        "destroy that input (--overwrite never replaces an input): choose another output path",
+        fit_output_is_weights),
     Row("fit-resume-nothing", "fit", "--resume without a checkpoint",
         "no checkpoint <dir>/m.safetensors.ckpt to resume from; start the run without --resume",
         fit_resume_without_checkpoint),
@@ -1007,6 +1196,11 @@ CATALOGUE: tuple[Row, ...] = (
         "cannot write checkpoint <dir>/m.safetensors.ckpt: No space left on device; check the folder's "
         "permissions and free space",
         fit_disk_full_checkpoint, keeps=("m.safetensors", *FIT_LOGS)),
+    Row("avizo-root-missing", "install", "avizo install --avizo-root a folder that does not exist",
+        "--avizo-root: Avizo/Amira folder <dir>/Avizo-2024.1 does not exist (or is not a folder); check the path: "
+        "the folder that holds Avizo's bin/ and share/, e.g. \"C:\\Program Files\\Thermo Scientific "
+        "Amira-Avizo3D 2024.1\" or /opt/Avizo-2024.1",
+        avizo_root_missing),
     # the Avizo face
     Row("avizo-pickle-code", "avizo", "BONeDLPred with a .pth whose pickle would create a file",
         "refused to load <dir>/evil.pth: it holds Python objects other than tensors and plain data (it "
