@@ -14,14 +14,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from bone_avizo.data.normalize import NormStats, StatsAccumulator
 from bone_avizo.errors import ConfigError, InputFileError, InvalidVolumeError, LabelError, ShapeMismatchError
 from bone_avizo.data.lazy import BoundedSource
 from bone_avizo.io.base import VolumeSource
+
+if TYPE_CHECKING:  # normalize imports torch: only where statistics are computed
+    from bone_avizo.data.normalize import NormStats
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,8 @@ def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) 
 
 def image_stats(source: VolumeSource, *, where: str) -> NormStats:
     """Normalisation statistics over voxels > 0 (streamed), refusing NaN or infinite voxels."""
+    from bone_avizo.data.normalize import StatsAccumulator
+
     acc = StatsAccumulator()
     step = pass_slices(source.shape)
     for z0 in range(0, source.shape[0], step):
