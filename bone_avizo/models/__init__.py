@@ -11,8 +11,9 @@ from bone_avizo._lazy import lazy_exports
 # imported on first use (PEP 562), so that reading a model file's metadata does not import torch
 __getattr__, __dir__ = lazy_exports(__name__, {
     "bone_avizo.models.bone_import": ("import_bone_checkpoint",),
+    "bone_avizo.models.header": ("header_summary", "read_metadata"),
     "bone_avizo.models.metadata": ("ModelMetadata",),
-    "bone_avizo.models.modelfile": ("LoadedModel", "load_model", "model_summary", "read_metadata", "save_model"),
+    "bone_avizo.models.modelfile": ("LoadedModel", "load_model", "model_summary", "save_model"),
     "bone_avizo.models.onnx_export": ("export_onnx",),
     "bone_avizo.models.registry": ("ARCHITECTURES", "build_model", "count_parameters", "estimate_gflops",
                                    "list_architectures", "list_encoders"),
@@ -20,4 +21,4 @@ __getattr__, __dir__ = lazy_exports(__name__, {
 
 __all__ = ["ARCHITECTURES", "build_model", "list_architectures", "list_encoders", "count_parameters",
            "estimate_gflops", "ModelMetadata", "save_model", "load_model", "read_metadata", "LoadedModel",
-           "model_summary", "import_bone_checkpoint", "export_onnx"]
+           "model_summary", "header_summary", "import_bone_checkpoint", "export_onnx"]
