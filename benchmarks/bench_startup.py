@@ -9,8 +9,9 @@ Measured, each in a new interpreter, from just before the process is started to 
 4 x 256 x 256 uint16 TIFF) the time from process start to the first ``read_slab`` call of the input
 (``first_slab_s``), the time ``load_model`` took inside that process (``model_load_s``) and their
 difference, which is the start-up the issue bounds (``first_slab_minus_model_load_s``). Each row also
-says whether torch was imported by the time the command ended. On a shared machine the figures
-vary with the load; the load average is recorded.
+says whether torch was imported by the time the command ended, and the CPU time (user + system) of the
+whole process (``cpu_s``), which a shared machine's load changes far less than the wall time. The load
+average is recorded.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -91,14 +93,17 @@ def run_once(script: str, argv: list[str], folder: Path) -> dict:
     report.unlink(missing_ok=True)
     env = {**os.environ, "STARTUP_REPORT": str(report), "PYTHONPATH": os.pathsep.join(
         filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     done = subprocess.run([sys.executable, "-c", script, *argv], env=env, cwd=folder, capture_output=True,
                           text=True)
     wall = time.time() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
     result = json.loads(report.read_text())
     result["wall_s"] = wall
+    result["cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if "first_slab" in result:
         result["first_slab_s"] = result.pop("first_slab") - start
     return result
@@ -111,7 +116,7 @@ def median_row(script: str, argv: list[str], folder: Path, repeats: int, cleanup
         if cleanup:
             cleanup()
     row = {"command": " ".join(argv), "torch_imported": any(r["torch"] for r in runs)}
-    for key in ("wall_s", "first_slab_s", "model_load_s"):
+    for key in ("wall_s", "cpu_s", "first_slab_s", "model_load_s"):
         if key in runs[0]:
             row[key] = round(statistics.median(r[key] for r in runs), 3)
     if "first_slab_s" in row and "model_load_s" in row:

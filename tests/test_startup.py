@@ -31,20 +31,41 @@ runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
 
 
-def run_fresh(module: str, *args, cwd: Path | None = None) -> tuple[int, str, list[str]]:
-    """Exit code, stdout and the heavy modules imported by ``python -m module args`` in a new process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=HEAVY), module, *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+def _env() -> dict[str, str]:
+    """This environment with the repository first on the path (the child imports this checkout)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def run_fresh(module: str, *args, cwd: Path | None = None,
+              heavy: tuple[str, ...] = HEAVY) -> tuple[int, str, list[str]]:
+    """Exit code, stdout and which of ``heavy`` ``python -m module args`` imported, in a new process."""
+    done = subprocess.run([sys.executable, "-c", _PROBE.format(heavy=heavy), module, *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=_env(), timeout=300)
     lines = [line for line in done.stderr.splitlines() if line.startswith("HEAVY=")]
     assert lines, f"the probe did not report (exit {done.returncode}): {done.stderr[-2000:]}"
     heavy = [m for m in lines[-1][len("HEAVY="):].split(",") if m]
     return done.returncode, done.stdout, heavy
 
 
-def test_the_probe_sees_torch_when_a_command_imports_it():
-    code, _, heavy = run_fresh("bone_avizo.standalone", "info", "--architectures")
-    assert code == 0 and "torch" in heavy  # the registry needs smp: the probe is not blind
+LIGHT_MODULES = ("bone_avizo.config", "bone_avizo.errors", "bone_avizo.io", "bone_avizo.metrics", "bone_avizo.phantom",
+                 "bone_avizo.models", "bone_avizo.models.metadata", "bone_avizo.models.header", "bone_avizo.predict",
+                 "bone_avizo.predict.distributed", "bone_avizo.fit", "bone_avizo.studies", "bone_avizo.data.scans",
+                 "bone_avizo.avizo", "bone_avizo.standalone.__main__")
+
+
+def test_light_modules_import_no_torch():
+    code = ("import importlib, sys\n"
+            f"for name in {LIGHT_MODULES!r}:\n"
+            "    importlib.import_module(name)\n"
+            f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""
+
+
+def test_the_probe_reports_what_was_imported():
+    code, _, heavy = run_fresh("bone_avizo.standalone", "--help", heavy=("argparse", "torch"))
+    assert code == 0 and heavy == ["argparse"]  # the probe is not blind
 
 
 def test_help_imports_no_torch():
