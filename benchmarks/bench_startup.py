@@ -3,8 +3,9 @@
 Usage (prints one JSON object; record the figures in benchmarks/RESULTS.md, section "Start-up"):
   python benchmarks/bench_startup.py [--repeats 5] [--model models/bone-bp-unet-resnet18.safetensors]
 
-Measured, each in a new interpreter, from just before the process is started to its exit:
-``--help``, ``iou --help``, ``predict --help``, ``info MODEL`` (the model's header), ``iou`` on two
+Measured, each in a new interpreter, from just before the process is started to its exit: the
+floors (``import numpy``; ``import torch``; ``import torch, segmentation_models_pytorch``, which predict
+needs), ``--help``, ``iou --help``, ``predict --help``, ``info MODEL`` (the model's header), ``iou`` on two
 16 x 64 x 64 uint8 TIFFs, ``avizo install`` into a throw-away Avizo root; and for ``predict`` (MODEL on a
 4 x 256 x 256 uint16 TIFF) the time from process start to the first ``read_slab`` call of the input
 (``first_slab_s``), the time ``load_model`` took inside that process (``model_load_s``) and their
@@ -42,6 +43,15 @@ def _report():
 atexit.register(_report)
 from bone_avizo.standalone.__main__ import main
 sys.exit(main(sys.argv[1:]))
+"""
+
+# imports the modules named in ARGS (the floor each command stands on)
+_IMPORTS = """
+import importlib, json, os, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+with open(os.environ["STARTUP_REPORT"], "w") as fh:
+    json.dump({"torch": "torch" in sys.modules}, fh)
 """
 
 # ``predict`` with the first read_slab of the input and the duration of load_model recorded.
@@ -115,7 +125,8 @@ def median_row(script: str, argv: list[str], folder: Path, repeats: int, cleanup
         runs.append(run_once(script, argv, folder))
         if cleanup:
             cleanup()
-    row = {"command": " ".join(argv), "torch_imported": any(r["torch"] for r in runs)}
+    command = ("import " + ", ".join(argv)) if script is _IMPORTS else " ".join(argv)
+    row = {"command": command, "torch_imported": any(r["torch"] for r in runs)}
     for key in ("wall_s", "cpu_s", "first_slab_s", "model_load_s"):
         if key in runs[0]:
             row[key] = round(statistics.median(r[key] for r in runs), 3)
@@ -151,6 +162,9 @@ def main() -> None:
             return lambda: [(folder / n).unlink(missing_ok=True) for n in names]
 
         commands = [
+            (_IMPORTS, ["numpy"], None),
+            (_IMPORTS, ["torch"], None),
+            (_IMPORTS, ["torch", "segmentation_models_pytorch"], None),
             (_CLI, ["--help"], None),
             (_CLI, ["iou", "--help"], None),
             (_CLI, ["predict", "--help"], None),
