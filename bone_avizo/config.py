@@ -211,15 +211,20 @@ PREDICT_SPEC: tuple[Param, ...] = (
     Param("tta", str, "none", "test-time augmentation averaged over: flips (4 flip combinations), rot90 (4 rotations), d4 (all 8 symmetries)",
           choices=tuple(TTA), group="tiling"),
     Param("batch_size", int, 0, "tiles per forward pass", min=1, max=4096,
-          zero_means="about 0.5 Mpixel of tiles on CPU, 4 Mpixel on CUDA", group="compute"),
+          zero_means="about 0.5 Mpixel of tiles on CPU, 16 Mpixel on CUDA (halved when the GPU runs out "
+                     "of memory)", group="compute"),
     Param("device", str, "auto", "cpu, cuda, cuda:N, or auto (cuda when available; under torchrun "
           "cuda:LOCAL_RANK)", group="compute"),
     Param("devices", str, (), "several devices sharing one volume, e.g. cuda:0,cuda:1 (overrides device)",
           multiple=True, group="compute"),
     Param("backend", str, "auto", "inference engine; auto = onnxruntime on CPU when installed, else torch",
           choices=("auto", "torch", "onnxruntime"), group="compute"),
-    Param("precision", str, "auto", "auto = fp32 on CPU, fp16 autocast on CUDA",
+    Param("precision", str, "auto", "auto = fp32 on CPU, fp16 on CUDA; fp16/bf16 run the network's "
+          "weights and activations in that precision (autocast where the device lacks the kernels)",
           choices=("auto", "fp32", "fp16", "bf16"), group="compute"),
+    Param("compile", str, "auto", "torch.compile the network (backend torch): auto = on CUDA when the "
+          "volume is large enough to pay back the compile time; a failure falls back to eager (logged)",
+          choices=("auto", "on", "off"), group="compute"),
     Param("threads", int, 0, "CPU threads for the compute backend", min=1, max=1024,
           zero_means="all cores", group="compute"),
     Param("slab_slices", int, 0, "slices read, predicted and written together", min=1, max=65536,
@@ -252,9 +257,46 @@ IOU_SPEC: tuple[Param, ...] = (
     Param("threads", int, 0, "CPU threads for counting", min=1, max=1024, zero_means="all cores"),
     Param("memory_limit_gb", float, 0.5, "working-memory budget for the slabs read (two slabs in flight)",
           min=0.01, max=4096.0),
+    Param("map_prediction", str, (), "relabel the prediction before scoring, SRC:DST (repeatable; e.g. 2:1 "
+          "counts class 2, pores, as class 1, bone)", multiple=True, group="classes"),
+    Param("map_reference", str, (), "relabel the reference before scoring, SRC:DST (repeatable); the "
+          "ignore label is matched before relabelling", multiple=True, group="classes"),
+    Param("allow_voxel_size_mismatch", bool, False, "score volumes whose recorded voxel sizes differ (the "
+          "reference's is used for volumes in mm^3); without it that is an error"),
 )
 
-IoUConfig = make_config("IoUConfig", IOU_SPEC, "Options of IoU (evaluation).")
+
+def parse_label_map(items: tuple[str, ...], name: str) -> dict[int, int]:
+    """``('2:1', '3:0')`` -> ``{2: 1, 3: 0}``; ConfigError naming the option for a bad or repeated item."""
+    flag = "--" + name.replace("_", "-")
+    mapping: dict[int, int] = {}
+    for item in items:
+        parts = str(item).split(":")
+        try:
+            src, dst = (int(v) for v in parts) if len(parts) == 2 else (None, None)
+        except ValueError:
+            src = dst = None
+        if src is None or not (0 <= src <= 255 and 0 <= dst <= 255):
+            raise ConfigError(f"{name} ({flag}): {item!r} is not SRC:DST with two labels 0..255 (e.g. 2:1)")
+        if mapping.get(src, dst) != dst:
+            raise ConfigError(f"{name} ({flag}): label {src} is mapped twice ({src}:{mapping[src]} and {item}); "
+                              "give one target per label")
+        mapping[src] = dst
+    return mapping
+
+
+class _IoUConfigBase(ConfigBase):
+    def validate(self) -> None:
+        parse_label_map(self.map_prediction, "map_prediction")
+        parse_label_map(self.map_reference, "map_reference")
+
+    def label_maps(self) -> tuple[dict[int, int], dict[int, int]]:
+        """The (prediction, reference) relabellings as {source label: target label}."""
+        return (parse_label_map(self.map_prediction, "map_prediction"),
+                parse_label_map(self.map_reference, "map_reference"))
+
+
+IoUConfig = make_config("IoUConfig", IOU_SPEC, "Options of IoU (evaluation).", base=_IoUConfigBase)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -302,8 +344,12 @@ FIT_SPEC: tuple[Param, ...] = (
           group="sampling"),
     Param("num_workers", int, 0, "data-loading worker processes (0: load in the training process)",
           min=0, max=256, group="sampling"),
-    Param("normalization", str, "zscore", "per-scan intensity normalisation over voxels > 0",
-          choices=("zscore", "minmax"), group="data"),
+    Param("normalization", str, "zscore", "per-scan intensity normalisation over the voxels that "
+          "normalization_mask selects", choices=("zscore", "minmax"), group="data"),
+    Param("normalization_mask", str, "nonzero", "voxels the per-scan statistics are taken over (the rest "
+          "is padding), recorded in the model and used by predict: nonzero (!= 0; for unsigned scans the "
+          "same as BONe's > 0, and right for signed data such as CT in Hounsfield units), positive "
+          "(> 0, BONe's rule), all", choices=("nonzero", "positive", "all"), group="data"),
     Param("augment", bool, True, "BONe's augmentations: flips (p=0.166 each), rot90/180/270 (p=0.5), "
           "intensity shift and scale (p=0.4 each)", group="augmentation"),
     Param("extra_augment", str, (), "additional augmentations", choices=FIT_EXTRA_AUGMENTATIONS,

@@ -102,16 +102,34 @@ def write_preview(files: dict[str, Path], result: IoUResult) -> bool:
     except ImportError:
         log.warning("matplotlib is not installed: no preview PNG (pip install \"bone-avizo[plot]\")")
         return False
+    fig = preview_figure(plt, files, result)
+    try:
+        save_png(fig, files["preview"], dpi=100)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def plane_aspect(voxel_size, axis: int) -> float:
+    """imshow's aspect (pixel height / width) of a plane read across ``axis`` of a volume with
+    ``voxel_size`` (z, y, x): xy planes vy / vx, xz planes vz / vx, yz planes vz / vy."""
+    rows, cols = [a for a in range(3) if a != axis]
+    return float(voxel_size[rows]) / float(voxel_size[cols])
+
+
+def preview_figure(plt, files: dict[str, Path], result: IoUResult):
+    """The figure of :func:`write_preview`; the slices are drawn to scale (the voxel size's aspect)."""
     with open_volume(files["scan"]) as scan, open_volume(files["labels"]) as labels:
         z = scan.shape[0] // 2
         y = scan.shape[1] // 2
-        views = [(scan.read_plane(0, z), labels.read_plane(0, z), f"xy slice z={z}"),
-                 (scan.read_plane(1, y), labels.read_plane(1, y), f"xz slice y={y}")]
+        voxel = scan.info.voxel_size
+        views = [(scan.read_plane(0, z), labels.read_plane(0, z), f"xy slice z={z}", plane_aspect(voxel, 0)),
+                 (scan.read_plane(1, y), labels.read_plane(1, y), f"xz slice y={y}", plane_aspect(voxel, 1))]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.2))
     colours = np.array([[0, 0, 0, 0], [1.0, 0.85, 0.1, 0.45], [0.9, 0.1, 0.9, 0.8]])
-    for ax, (image, label, title) in zip(axes, views):
-        ax.imshow(image, cmap="gray", aspect="auto")
-        ax.imshow(colours[np.clip(label, 0, 2)], aspect="auto", interpolation="nearest")
+    for ax, (image, label, title, aspect) in zip(axes, views):
+        ax.imshow(image, cmap="gray", aspect=aspect)
+        ax.imshow(colours[np.clip(label, 0, 2)], aspect=aspect, interpolation="nearest")
         ax.set_title(f"{title}: bone yellow, pores magenta")
         ax.axis("off")
     per_slice = result.slice_scores["iou"] if result.slice_scores is not None else None
@@ -124,8 +142,4 @@ def write_preview(files: dict[str, Path], result: IoUResult) -> bool:
         axes[2].legend(loc="lower right")
     axes[2].set_title(f"per-slice IoU (mean IoU {result.mean_iou:.3f})")
     fig.tight_layout()
-    try:
-        save_png(fig, files["preview"], dpi=100)
-    finally:
-        plt.close(fig)
-    return True
+    return fig

@@ -50,7 +50,8 @@ class VolumeInfo:
     """Geometry and metadata of a volume, without its voxels.
 
     shape and voxel_size are (z, y, x); origin is the centre of the first voxel (z, y, x).
-    class_names is set for label volumes (index = label value).
+    class_names is set for label volumes (index = label value). ``calibrated`` is False when the file
+    records no voxel size (e.g. a plain TIFF) and the reader assumed 1 x 1 x 1.
     """
 
     shape: tuple[int, int, int]
@@ -60,6 +61,7 @@ class VolumeInfo:
     name: str = "volume"
     class_names: tuple[str, ...] | None = None
     unit: str = "mm"
+    calibrated: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -81,22 +83,30 @@ class VolumeInfo:
 
 @dataclass(frozen=True)
 class Volume:
-    """A 3-D array in (z, y, x) order with voxel size (z, y, x), origin, name and class names."""
+    """A 3-D array in (z, y, x) order with voxel size (z, y, x), origin, name and class names.
+
+    Without a voxel size the volume is uncalibrated (``calibrated`` False, voxel size 1 x 1 x 1).
+    """
 
     array: np.ndarray
-    voxel_size: Triple = (1.0, 1.0, 1.0)
+    voxel_size: Triple | None = None
     origin: Triple = (0.0, 0.0, 0.0)
     name: str = "volume"
     class_names: tuple[str, ...] | None = None
     unit: str = "mm"
+    calibrated: bool | None = None
     _info: VolumeInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         array = np.asarray(self.array)
         check_array(array, self.name)
         object.__setattr__(self, "array", array)
+        if self.calibrated is None:
+            object.__setattr__(self, "calibrated", self.voxel_size is not None)
+        if self.voxel_size is None:
+            object.__setattr__(self, "voxel_size", (1.0, 1.0, 1.0))
         info = VolumeInfo(array.shape, array.dtype, self.voxel_size, self.origin, self.name,
-                          self.class_names, self.unit)
+                          self.class_names, self.unit, self.calibrated)
         object.__setattr__(self, "voxel_size", info.voxel_size)
         object.__setattr__(self, "origin", info.origin)
         object.__setattr__(self, "class_names", info.class_names)
@@ -104,7 +114,7 @@ class Volume:
 
     @classmethod
     def from_info(cls, array: np.ndarray, info: VolumeInfo) -> "Volume":
-        return cls(array, info.voxel_size, info.origin, info.name, info.class_names, info.unit)
+        return cls(array, info.voxel_size, info.origin, info.name, info.class_names, info.unit, info.calibrated)
 
     @property
     def info(self) -> VolumeInfo:
@@ -125,6 +135,6 @@ class Volume:
     def with_array(self, array: np.ndarray, **changes) -> "Volume":
         """A new Volume with the same geometry and another array (and optional field changes)."""
         fields = dict(voxel_size=self.voxel_size, origin=self.origin, name=self.name,
-                      class_names=self.class_names, unit=self.unit)
+                      class_names=self.class_names, unit=self.unit, calibrated=self.calibrated)
         fields.update(changes)
         return Volume(array, **fields)

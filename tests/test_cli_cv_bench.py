@@ -58,6 +58,8 @@ def test_cv_runs_reruns_and_merges(scans, tmp_path, capsys, one_process):
     printed = capsys.readouterr().out
     assert printed.splitlines()[0].split()[:3] == ["metric", "folds", "mean"]
     assert f"wrote {out / 'cv_boxplot.png'}" in printed
+    assert printed.splitlines()[-1].startswith(f"disk use of {out}: ") and "checkpoints 0.0 MB" in printed
+    assert not list(out.glob("tasks/*/*.ckpt")) and len(list(out.glob("tasks/*/model.safetensors"))) == 2
     scans_csv = (out / "cv_scans.csv").read_text()
     assert main(argv + ["--threads", "1"]) == 0  # nothing left to train
     assert (out / "cv_scans.csv").read_text() == scans_csv
@@ -67,6 +69,17 @@ def test_cv_runs_reruns_and_merges(scans, tmp_path, capsys, one_process):
     capsys.readouterr()
     assert main(argv + ["--no-merge"]) == 0
     assert "ran 0 task(s) (none)" in capsys.readouterr().out
+
+
+def test_cv_keeps_checkpoints_when_asked(scans, tmp_path, capsys):
+    images, labels = scans
+    out = tmp_path / "cv"
+    argv = ["cv", "--images", *images[:2], "--labels", *labels[:2], "--folds", "2", "--output", str(out), *TINY]
+    assert main(argv + ["--keep-checkpoints"]) == 0
+    assert len(list(out.glob("tasks/*/model.safetensors.ckpt"))) == 2
+    assert "checkpoints 0.0 MB" not in capsys.readouterr().out
+    assert main(argv) == 0  # the same study: nothing is trained again
+    assert "ran" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [

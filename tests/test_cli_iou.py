@@ -139,3 +139,28 @@ def test_module_entry_point_contract(files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(report.read_text())
     assert 0 < data["mean_iou"] < 1 and len(data["per_class"]) == 3
+
+
+def test_label_maps_are_repeatable_and_the_report_names_absent_classes(tmp_path, capsys):
+    """The issue's case: a background/bone reference, a background/bone/pores/implant prediction."""
+    ref = np.array([0, 0, 1, 1, 1, 1, 0, 0], np.uint8).reshape(1, 2, 4)
+    pred = np.array([0, 2, 1, 1, 2, 1, 3, 0], np.uint8).reshape(1, 2, 4)
+    np.save(tmp_path / "ref.npy", ref)
+    np.save(tmp_path / "pred.npy", pred)
+    report = tmp_path / "r.json"
+    code, out, err = run_cli(capsys, "--prediction", tmp_path / "pred.npy", "--reference", tmp_path / "ref.npy",
+                             "--report", report)
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert [c["iou"] for c in data["per_class"]] == [0.5, 0.75, None, None]
+    assert data["mean_iou"] == pytest.approx(0.625)
+    assert data["absent_from_reference"] == ["class_2", "class_3"]
+    assert "absent from the reference, not scored and left out of the means: 2 class_2 (2 predicted voxels), " \
+           "3 class_3 (1 predicted voxels)" in out
+    code, out, err = run_cli(capsys, "--prediction", tmp_path / "pred.npy", "--reference", tmp_path / "ref.npy",
+                             "--map-prediction", "2:1", "--map-prediction", "3:0", "--report", report)
+    assert code == 0, err
+    data = json.loads(report.read_text())
+    assert data["confusion_matrix"] == [[3, 1], [0, 4]] and data["mean_iou"] == pytest.approx((3 / 4 + 4 / 5) / 2)
+    assert data["label_maps"] == {"prediction": {"2": 1, "3": 0}, "reference": {}}
+    assert data["absent_from_reference"] == [] and "absent from the reference" not in out

@@ -59,3 +59,28 @@ def test_demo_refuses_a_phantom_thinner_than_the_models_stack(tmp_path, capsys):
     args = ["demo", "--output", str(out), "--shape", str(stack - 1), "64", "64", "--model", str(loaded.source_path)]
     assert main(args) == 2
     assert "--shape with Z >= " in capsys.readouterr().err and not out.exists()
+
+
+def test_preview_draws_slices_to_scale(tmp_path):
+    """The xz panel uses the voxel size: z voxels twice as thick as x voxels are drawn twice as tall."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from bone_avizo.config import IoUConfig
+    from bone_avizo.demo import plane_aspect, preview_figure
+    from bone_avizo.io import save_volume
+    from bone_avizo.metrics import compute_iou
+    from bone_avizo.volume import Volume
+
+    assert plane_aspect((0.04, 0.02, 0.01), 0) == 2.0 and plane_aspect((0.04, 0.02, 0.01), 1) == 4.0
+    assert plane_aspect((0.04, 0.02, 0.01), 2) == 2.0
+    labels = (np.arange(6 * 8 * 10).reshape(6, 8, 10) % 3).astype(np.uint8)
+    files = {"scan": save_volume(Volume(labels * 50, voxel_size=(0.04, 0.02, 0.02)), tmp_path / "s.tif"),
+             "labels": save_volume(Volume(labels, voxel_size=(0.04, 0.02, 0.02)), tmp_path / "l.tif")}
+    fig = preview_figure(plt, files, compute_iou(labels, labels, IoUConfig()))
+    try:
+        assert [fig.axes[k].get_aspect() for k in (0, 1)] == [1.0, 2.0]
+    finally:
+        plt.close(fig)

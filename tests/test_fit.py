@@ -261,3 +261,52 @@ def test_resuming_with_another_number_of_processes_warns(phantoms, tmp_path, cap
     with caplog.at_level("WARNING", logger="bone_avizo.fit.trainer"):
         fit_model(phantoms, config, output=tmp_path / "m.safetensors", resume=True)
     assert "resuming a run of 2 process(es) with 1" in caplog.text
+
+
+def test_fine_tuning_on_labels_with_other_classes_gets_a_new_head(phantoms, tmp_path):
+    """A 3-class model fine-tuned on bone/background labels (2 classes): encoder and decoder are
+    kept, the segmentation head is new; the model file describes the 2 classes."""
+    from bone_avizo.fit.network import build_network
+    from bone_avizo.models import ModelMetadata, save_model
+
+    three = build_network(FitConfig(**TINY), num_classes=3, device=torch.device("cpu"))
+    model_path = save_model(tmp_path / "three.safetensors", three.module.eval(), ModelMetadata(
+        three.arch, three.encoder, 1, 3, 32, class_names=("bg", "bone", "pores"), arch_options=three.arch_options))
+    bone_only = []
+    for k, (image, labels) in enumerate(phantoms[:2]):
+        path = tmp_path / f"bone{k}.npy"
+        np.save(path, (np.load(labels) == 1).astype(np.uint8))
+        bone_only.append((image, path))
+    start = load_file(model_path)
+    net = build_network(FitConfig(**TINY, weights=str(model_path)), num_classes=2, device=torch.device("cpu"))
+    tuned = net.module.state_dict()
+    changed = sorted(k for k in start if tuned[k].shape != start[k].shape)
+    assert changed == ["segmentation_head.0.bias", "segmentation_head.0.weight"]
+    assert tuned["segmentation_head.0.weight"].shape[0] == 2
+    assert all(torch.equal(tuned[k], start[k].to(tuned[k].dtype)) for k in start if k not in changed)
+    second = _fit(bone_only, tmp_path, "bone.safetensors", epochs=1, weights=str(model_path),
+                  class_names=("background", "bone"))
+    meta = load_model(second.model_path).metadata
+    assert (meta.num_classes, meta.class_names) == (2, ("background", "bone"))
+    assert meta.normalization_mask == "nonzero" and meta.training["normalization_mask"] == "nonzero"
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 25])
+def test_training_curves_have_whole_epoch_ticks(epochs):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bone_avizo.fit.logs import curves_figure
+
+    history = [{"epoch": e, "train_loss": 1.0 / e, "val_mean_iou": 0.5, "val_mean_iou_fg": 0.4, "val_iou": [0.6, 0.4]}
+               for e in range(1, epochs + 1)]
+    fig = curves_figure(plt, history, ("bg", "bone"))
+    try:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            low, high = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if low <= t <= high]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    finally:
+        plt.close(fig)

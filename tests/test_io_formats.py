@@ -2,6 +2,7 @@
 slab/region/plane reads, atomic and resumable writes, metadata from other tools' files."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 import sys
@@ -379,3 +380,34 @@ def test_raw_with_explicit_layout_and_with_an_mhd_beside_it(tmp_path, rng):
 def test_units_are_converted_to_mm():
     assert unit_to_mm("µm") == unit_to_mm("um") == unit_to_mm("micron") == unit_to_mm("\\u00B5m") == 1e-3
     assert unit_to_mm("mm") == 1.0 and unit_to_mm("cm") == 10.0 and unit_to_mm("pixel") is None
+
+
+def test_calibration_is_known_per_file(tmp_path):
+    """A file without a recorded voxel size is uncalibrated (its 1 x 1 x 1 is assumed, not measured)."""
+    import tifffile
+
+    from bone_avizo.io import open_volume, save_volume
+    from bone_avizo.volume import Volume
+
+    array = np.zeros((4, 6, 7), np.uint8)
+    tifffile.imwrite(tmp_path / "plain.tif", array, photometric="minisblack", metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "imagej.tif", array, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "calibrated.tif", array, imagej=True, resolution=(50.0, 50.0),
+                     metadata={"axes": "ZYX", "spacing": 0.02, "unit": "mm"})
+    np.save(tmp_path / "bare.npy", array)
+    save_volume(Volume(array), tmp_path / "ours.tif")
+    save_volume(Volume(array), tmp_path / "ours.npy")
+    save_volume(Volume(array, voxel_size=0.02), tmp_path / "ours_calibrated.npy")
+    save_volume(Volume(array), tmp_path / "ours.mhd")
+    save_volume(Volume(array), tmp_path / "ours.h5")
+    save_volume(Volume(array, voxel_size=0.02), tmp_path / "ours_calibrated.mhd")
+    expected = {"plain.tif": False, "imagej.tif": False, "calibrated.tif": True, "bare.npy": False,
+                "ours.tif": False, "ours.npy": False, "ours_calibrated.npy": True, "ours.mhd": False,
+                "ours.h5": False, "ours_calibrated.mhd": True}
+    if importlib.util.find_spec("zarr"):  # an extra on Python >= 3.11
+        save_volume(Volume(array), tmp_path / "ours.zarr")
+        expected["ours.zarr"] = False
+    for name, calibrated in expected.items():
+        with open_volume(tmp_path / name) as source:
+            assert source.info.calibrated is calibrated, name
+            assert source.info.voxel_size == ((0.02,) * 3 if calibrated else (1.0, 1.0, 1.0)), name

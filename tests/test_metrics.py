@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from bone_avizo.config import IoUConfig
-from bone_avizo.errors import Cancelled, InvalidVolumeError, LabelError, ShapeMismatchError, UnsupportedDtypeError
+from bone_avizo.errors import (Cancelled, ConfigError, InvalidVolumeError, LabelError, ShapeMismatchError,
+                               UnsupportedDtypeError, VoxelSizeError)
 from bone_avizo.io import ArraySource
 from bone_avizo.metrics import compute_iou, count_slices, pool_results
 from bone_avizo.metrics import confusion as confusion_module
@@ -151,15 +152,102 @@ def test_scores_on_a_known_case():
     np.testing.assert_allclose(result.volume_fraction("reference"), [3 / 8, 3 / 8, 2 / 8, 0])
 
 
-def test_class_in_one_volume_only_scores_zero_and_counts_in_the_mean():
+def test_class_absent_from_the_reference_is_not_scored_and_left_out_of_the_means():
     ref = np.zeros((2, 3, 4), np.uint8)
     pred = ref.copy()
     pred[0, 0, 0] = 1
     result = compute_iou(pred, ref, IoUConfig(num_classes=3))
-    assert result.iou[1] == 0.0 and np.isnan(result.iou[2])
+    assert np.isnan(result.iou[1]) and np.isnan(result.iou[2]) and np.isnan(result.dice[1])
+    assert result.absent_from_reference.tolist() == [False, True, True]
     assert np.isnan(result.scores["recall"][1]) and result.scores["precision"][1] == 0.0
+    assert result.iou[0] == pytest.approx(23 / 24)
+    assert result.mean_iou == pytest.approx(23 / 24)
+    assert result.mean_iou_foreground is None
+    assert np.isnan(result.slice_scores["iou"][:, 1]).all()  # not scored in any slice either
+
+
+def test_class_never_predicted_scores_zero_and_counts_in_the_means():
+    ref = np.zeros((2, 3, 4), np.uint8)
+    ref[0, 0, 0] = 1
+    result = compute_iou(np.zeros_like(ref), ref, IoUConfig(num_classes=2))
+    assert result.iou.tolist() == [pytest.approx(23 / 24), 0.0]
+    assert result.never_predicted.tolist() == [False, True]
     assert result.mean_iou == pytest.approx((23 / 24 + 0) / 2)
-    assert result.mean_iou_foreground == 0.0
+
+
+# the case: reference background/bone, a model that predicts background/bone/pores
+BONE_REF = np.array([0, 0, 1, 1, 1, 1, 0, 0], np.uint8).reshape(1, 2, 4)
+THREE_CLASS_PRED = np.array([0, 2, 1, 1, 2, 1, 0, 0], np.uint8).reshape(1, 2, 4)
+
+
+def test_pores_absent_from_a_bone_reference_are_not_a_zero_in_the_mean():
+    result = compute_iou(THREE_CLASS_PRED, BONE_REF, IoUConfig())
+    np.testing.assert_allclose(result.iou, [3 / 4, 3 / 4, np.nan])
+    assert result.mean_iou == pytest.approx(0.75) and result.mean_iou_foreground == pytest.approx(0.75)
+
+
+def test_map_prediction_counts_pores_as_bone():
+    result = compute_iou(THREE_CLASS_PRED, BONE_REF, IoUConfig(map_prediction=("2:1",)))
+    assert result.num_classes == 2
+    assert result.confusion.tolist() == [[3, 1], [0, 4]]
+    np.testing.assert_allclose(result.iou, [3 / 4, 4 / 5])
+    assert result.mean_iou == pytest.approx(0.775)
+    np.testing.assert_array_equal(result.per_slice.sum(0), result.confusion)
+
+
+def test_map_reference_and_num_classes():
+    ref = np.array([0, 3, 3, 1], np.uint8).reshape(1, 1, 4)
+    pred = np.array([0, 2, 2, 1], np.uint8).reshape(1, 1, 4)
+    result = compute_iou(pred, ref, IoUConfig(map_reference=("3:2",), num_classes=3))
+    assert result.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [0, 0, 2]]
+    assert result.mean_iou == 1.0
+    with pytest.raises(LabelError, match=r"after relabelling \(--map-reference\) the reference holds label 5 but "
+                                         r"num_classes is 3 \(labels 0..2\); set --num-classes 6"):
+        compute_iou(pred, ref, IoUConfig(map_reference=("3:5",), num_classes=3))
+
+
+@pytest.mark.parametrize("items,message", [
+    (("2-1",), "map_prediction (--map-prediction): '2-1' is not SRC:DST with two labels 0..255 (e.g. 2:1)"),
+    (("2:300",), "map_prediction (--map-prediction): '2:300' is not SRC:DST with two labels 0..255 (e.g. 2:1)"),
+    (("2:1", "2:0"), "map_prediction (--map-prediction): label 2 is mapped twice (2:1 and 2:0); give one target "
+                     "per label"),
+])
+def test_bad_label_maps_are_refused(items, message):
+    with pytest.raises(ConfigError) as info:
+        IoUConfig(map_prediction=items)
+    assert str(info.value) == message
+
+
+def _source(array, **geometry):
+    from bone_avizo.io.base import ArraySource
+    from bone_avizo.volume import Volume
+    return ArraySource(Volume(array, **geometry))
+
+
+def test_uncalibrated_side_takes_the_calibrated_voxel_size_and_says_so(caplog):
+    calibrated = _source(BONE_REF, voxel_size=0.02)
+    plain = _source(BONE_REF)
+    for pred, ref in ((calibrated, plain), (plain, calibrated)):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            result = compute_iou(pred, ref, IoUConfig())
+        assert result.voxel_size == (0.02, 0.02, 0.02)
+        assert result.volume_mm3("reference")[1] == pytest.approx(4 * 0.02 ** 3)
+        warnings = [r.getMessage() for r in caplog.records if "no recorded voxel size" in r.getMessage()]
+        assert len(warnings) == 1 and "0.02 x 0.02 x 0.02 mm is used" in warnings[0], warnings
+
+
+def test_calibrated_sides_that_disagree_are_an_error_unless_accepted(caplog):
+    pred, ref = _source(BONE_REF, voxel_size=0.02), _source(BONE_REF, voxel_size=(0.02, 0.01, 0.01))
+    with pytest.raises(VoxelSizeError) as info:
+        compute_iou(pred, ref, IoUConfig())
+    assert str(info.value) == ("prediction voxel size 0.02 x 0.02 x 0.02 mm differs from the reference's "
+                               "0.02 x 0.01 x 0.01 mm; check that both volumes are of the same scan, or accept it "
+                               "with --allow-voxel-size-mismatch (the reference's is used)")
+    result = compute_iou(pred, ref, IoUConfig(allow_voxel_size_mismatch=True))
+    assert result.voxel_size == (0.02, 0.01, 0.01)
+    same = _source(BONE_REF, voxel_size=20.0, unit="um")  # the same size in another unit agrees
+    assert compute_iou(same, pred, IoUConfig()).voxel_size == (0.02, 0.02, 0.02)
 
 
 def test_ignored_class_is_undefined(rng):
@@ -326,3 +414,9 @@ def test_real_scan_two_classical_segmentations():
     worst = int(np.nanargmin(result.slice_scores["iou"][:, 1]))
     alone = compute_iou(pred[worst:worst + 1], ref[worst:worst + 1], IoUConfig(num_classes=2))
     assert result.slice_scores["iou"][worst, 1] == pytest.approx(alone.iou[1])
+
+
+def test_a_class_only_the_prediction_has_keeps_the_predictions_name():
+    result = compute_iou(_source(THREE_CLASS_PRED, class_names=("background", "bone", "pores")),
+                         _source(BONE_REF, class_names=("bg", "bone")), IoUConfig())
+    assert result.class_names == ("bg", "bone", "pores")

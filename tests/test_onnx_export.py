@@ -122,3 +122,37 @@ def test_export_command_bad_input_exits_2(tmp_path, model_file, monkeypatch, cap
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_an_exported_onnx_file_is_a_model_for_predict(tmp_path, model_file, monkeypatch):
+    """`predict --model bone.onnx` runs the file itself (its metadata says how); the torch backend too."""
+    from bone_avizo.config import PredictConfig
+    from bone_avizo.predict import predict_volume
+
+    monkeypatch.setenv("BONE_AVIZO_CACHE", str(tmp_path / "cache"))
+    path = export_onnx(load_model(model_file), tmp_path / "bone.onnx", patch_size=64)
+    loaded = load_model(path)
+    assert loaded.format == "onnx" and loaded.metadata == load_model(model_file).metadata
+    volume = np.random.default_rng(1).integers(1, 200, (3, 64, 96)).astype(np.uint8)
+    options = dict(tile_size=64, device="cpu", threads=1)
+    reference = predict_volume(volume, load_model(model_file), PredictConfig(backend="torch", **options)).labels.array
+    for backend in ("onnxruntime", "torch"):
+        labels = predict_volume(volume, loaded, PredictConfig(backend=backend, **options)).labels.array
+        assert (labels == reference).mean() >= 0.999, backend
+    assert not (tmp_path / "cache").exists()  # the file runs as it is: nothing exported, nothing cached
+    assert main(["predict", "--model", str(path), "--input", str(_npy(tmp_path, volume)), "--output",
+                 str(tmp_path / "labels.npy"), "--tile-size", "64", "--threads", "1"]) == 0
+    assert (np.load(tmp_path / "labels.npy") == reference).mean() >= 0.999
+
+
+def _npy(tmp_path, volume):
+    np.save(tmp_path / "scan.npy", volume)
+    return tmp_path / "scan.npy"
+
+
+def test_an_onnx_file_cannot_be_fine_tuned_or_exported_again(tmp_path, model_file, capsys):
+    path = export_onnx(load_model(model_file), tmp_path / "bone.onnx", patch_size=64)
+    assert main(["export", "--model", str(path), "--output", str(tmp_path / "again.onnx")]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"{path} is an exported ONNX file, which predicts but cannot be trained or exported again; give the "
+        ".safetensors model file it was exported from")

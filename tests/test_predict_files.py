@@ -1,5 +1,6 @@
 """DLPred from files: the CLI contract, real model files (ours and BONe .pth), resume, bad input."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -11,6 +12,7 @@ from bone_avizo.errors import OutputExistsError, OutputWriteError
 from bone_avizo.io import load_volume, open_volume, save_volume
 from bone_avizo.models import ModelMetadata, build_model, load_model, save_model
 from bone_avizo.predict import predict_volume
+from bone_avizo.predict.engine import PREDICT_UNITS, STATS_UNITS
 from bone_avizo.standalone.__main__ import main
 from bone_avizo.volume import Volume
 from fakes import fake_loaded, pointwise_reference
@@ -122,8 +124,10 @@ def test_interrupted_hdf5_prediction_resumes_bit_identical(tmp_path):
     cfg = PredictConfig(backend="torch", tile_size=32, slab_slices=3, resume=True)
     out = tmp_path / "labels.h5"
 
+    stats = 10 * STATS_UNITS["cpu"]  # the statistics pass of 10 slices, in progress units
+
     def stop_after_two_blocks(done, total, message):
-        return done >= 10 + 6  # stats pass (10 slices) + two blocks of 3
+        return done >= stats + 6 * PREDICT_UNITS  # two blocks of 3 slices predicted
 
     with pytest.raises(Exception, match="cancelled"):
         predict_volume(volume, loaded, cfg, output=out, progress=stop_after_two_blocks)
@@ -131,7 +135,8 @@ def test_interrupted_hdf5_prediction_resumes_bit_identical(tmp_path):
     seen = []
     predict_volume(volume, loaded, cfg, output=out, progress=lambda d, t, m: seen.append(d))
     assert out.exists() and not (tmp_path / "labels.h5.partial").exists()
-    assert seen[len([s for s in seen if s <= 10]) - 1] >= 10
+    first_after_stats = next(s for s in seen if s > stats)
+    assert first_after_stats - stats >= 3 * PREDICT_UNITS  # the finished slices are skipped, not predicted again
     np.testing.assert_array_equal(load_volume(out).array, pointwise_reference(volume, loaded))
 
 
@@ -169,3 +174,31 @@ def test_onnxruntime_backend_agrees_with_torch_and_caches_the_export(tmp_path, m
     stamp = exports[0].stat().st_mtime_ns
     predict_volume(volume, loaded, PredictConfig(backend="auto", tile_size=32, device="cpu"))
     assert exports[0].stat().st_mtime_ns == stamp
+
+
+def test_labels_of_an_uncalibrated_scan_stay_uncalibrated_and_score_in_the_references_units(
+        tmp_path, tiny_model_file, scan_file, caplog):
+    """A plain TIFF scan (no voxel size) gives labels without one; iou against a calibrated reference then
+    reports volumes in the reference's voxel size, saying so once."""
+    import tifffile
+
+    from bone_avizo.config import IoUConfig
+    from bone_avizo.io import open_volume
+    from bone_avizo.metrics import compute_iou
+
+    _, volume = scan_file
+    tifffile.imwrite(tmp_path / "plain.tif", volume.array, metadata={"axes": "ZYX"})
+    for output in ("labels.tif", "labels.h5", "labels.npy"):
+        assert main(["predict", "--model", str(tiny_model_file), "--input", str(tmp_path / "plain.tif"),
+                     "--output", str(tmp_path / output), "--backend", "torch", "--tile-size", "32"]) == 0
+        with open_volume(tmp_path / output) as labels:
+            assert not labels.info.calibrated, output
+    reference = save_volume(Volume(np.ones(volume.shape, np.uint8), voxel_size=(0.03, 0.02, 0.02)), tmp_path / "ref.tif")
+    caplog.clear()
+    with open_volume(tmp_path / "labels.tif") as pred, open_volume(reference) as ref, caplog.at_level("WARNING"):
+        result = compute_iou(pred, ref, IoUConfig(num_classes=3))
+    assert result.voxel_size == (0.03, 0.02, 0.02)
+    assert result.volume_mm3("reference")[1] == pytest.approx(volume.array.size * 0.03 * 0.02 * 0.02)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "prediction has no recorded voxel size (its reader assumed 1 x 1 x 1 mm); the reference's "
+        "0.03 x 0.02 x 0.02 mm is used for volumes"]

@@ -48,7 +48,8 @@ def run_fresh(module: str, *args, cwd: Path | None = None,
 
 
 LIGHT_MODULES = ("bone_avizo.config", "bone_avizo.errors", "bone_avizo.io", "bone_avizo.metrics", "bone_avizo.phantom",
-                 "bone_avizo.models", "bone_avizo.models.metadata", "bone_avizo.models.header", "bone_avizo.predict",
+                 "bone_avizo.models", "bone_avizo.models.metadata", "bone_avizo.models.header",
+                 "bone_avizo.models.onnx_cache", "bone_avizo.predict",
                  "bone_avizo.predict.distributed", "bone_avizo.fit", "bone_avizo.studies", "bone_avizo.data.scans",
                  "bone_avizo.avizo", "bone_avizo.standalone.__main__")
 
@@ -152,6 +153,12 @@ def test_avizo_install_imports_no_torch(module, prefix, tmp_path):
     code, out, heavy = run_fresh(module, *prefix, "install", "--avizo-root", root)
     assert code == 0 and heavy == []
     assert (root / "share" / "python_script_objects" / "BONeInfo.pyscro").is_file()
+
+
+def test_cache_list_imports_no_torch(tmp_path, monkeypatch):
+    monkeypatch.setenv("BONE_AVIZO_CACHE", str(tmp_path / "cache"))
+    code, out, heavy = run_fresh("bone_avizo.standalone", "cache", "list")
+    assert code == 0 and "0 file(s)" in out and heavy == []
 
 
 def test_lazy_package_exports_resolve():

@@ -1,11 +1,14 @@
-"""Per-scan intensity normalisation (BONe's policy: statistics over voxels > 0), streamed.
+"""Per-scan intensity normalisation, streamed.
 
 z-score: (x - mean) / std, clipped to [-5, 5]; min-max: (x - min) / (max - min), clipped to
-[0, 1]. Statistics come from all voxels > 0 of one scan (zero is treated as "outside the
-scan", e.g. the corners of a reconstructed cylinder), gathered slab by slab.
+[0, 1]. Statistics come from the voxels of one scan that :class:`StatsMask` selects, gathered slab
+by slab: BONe's rule is voxels > 0 (zero is "outside the scan", e.g. the corners of a reconstructed
+cylinder), which on signed data (CT in Hounsfield units: air, fat and water are <= 0) throws away
+most of the tissue; "nonzero" keeps them and is the same as "> 0" for unsigned scans.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from bone_avizo._compat import StrEnum
 
@@ -13,6 +16,9 @@ import numpy as np
 import torch
 
 from bone_avizo.errors import InvalidVolumeError
+from bone_avizo.streams import prefetched
+
+log = logging.getLogger(__name__)
 
 Z_CLIP = 5.0
 
@@ -20,6 +26,17 @@ Z_CLIP = 5.0
 class Normalization(StrEnum):
     ZSCORE = "zscore"
     MINMAX = "minmax"
+
+
+class StatsMask(StrEnum):
+    """Which voxels the statistics are taken over (the rest is padding)."""
+
+    POSITIVE = "positive"  # voxels > 0: BONe's rule, and that of every model without a recorded rule
+    NONZERO = "nonzero"    # voxels != 0: the same as > 0 for unsigned scans; keeps negative values
+    ALL = "all"            # every voxel
+
+
+MASK_WORDS = {StatsMask.POSITIVE: "voxels > 0", StatsMask.NONZERO: "voxels != 0", StatsMask.ALL: "all voxels"}
 
 
 @dataclass(frozen=True)
@@ -38,10 +55,13 @@ class NormStats:
 
 
 class StatsAccumulator:
-    """Accumulates sum, sum of squares, min and max of voxels > 0 over slabs (float64, exact
-    for integer data through a histogram)."""
+    """Accumulates sum, sum of squares, min and max of the voxels ``mask`` selects (default: > 0)
+    over slabs (float64, exact for integer data through a histogram)."""
 
-    def __init__(self):
+    def __init__(self, mask: str = StatsMask.POSITIVE):
+        self.mask = StatsMask(mask)
+        self.seen = 0
+        self.signed = False
         self.count = 0
         self.total = 0.0
         self.total_sq = 0.0
@@ -50,11 +70,15 @@ class StatsAccumulator:
         self._hist: np.ndarray | None = None
 
     def add(self, slab: np.ndarray) -> None:
+        self.seen += slab.size
+        self.signed = self.signed or slab.dtype.kind in "if"
         if slab.dtype in (np.uint8, np.uint16):
             hist = np.bincount(slab.reshape(-1), minlength=256 if slab.dtype == np.uint8 else 65536)
             self._hist = hist if self._hist is None else self._hist + hist
             return
-        values = slab[slab > 0].astype(np.float64)
+        selected = {StatsMask.POSITIVE: lambda: slab[slab > 0], StatsMask.NONZERO: lambda: slab[slab != 0],
+                    StatsMask.ALL: lambda: slab.reshape(-1)}[self.mask]()
+        values = selected.astype(np.float64)
         if values.size:
             self.count += values.size
             self.total += float(values.sum())
@@ -66,15 +90,21 @@ class StatsAccumulator:
         if self._hist is not None:
             self._merge_histogram()
         if self.count == 0:
-            raise InvalidVolumeError("the scan has no voxels > 0, so it cannot be normalised; "
+            raise InvalidVolumeError(f"the scan has no {MASK_WORDS[self.mask]}, so it cannot be normalised; "
                                      "check that the right volume was given")
+        if self.mask == StatsMask.POSITIVE and self.signed and self.count < self.seen / 2:
+            log.warning("only %.0f%% of the voxels of this signed scan are > 0, and the model's normalisation "
+                        "takes its statistics over voxels > 0 only (BONe's rule): air, fat and water of CT in "
+                        "Hounsfield units count as padding; train with --normalization-mask nonzero for such "
+                        "data", 100 * self.count / self.seen)
         mean = self.total / self.count
         var = max(self.total_sq / self.count - mean * mean, 0.0)
         return NormStats(mean, float(np.sqrt(var)), float(self.minimum), float(self.maximum), self.count)
 
     def _merge_histogram(self) -> None:
         hist = self._hist.astype(np.float64)
-        hist[0] = 0
+        if self.mask != StatsMask.ALL:  # unsigned: > 0 and != 0 are the same
+            hist[0] = 0
         values = np.arange(hist.size, dtype=np.float64)
         nonzero = np.flatnonzero(hist)
         self._hist = None
@@ -87,14 +117,16 @@ class StatsAccumulator:
         self.maximum = max(self.maximum, float(nonzero[-1]))
 
 
-def scan_stats(source, *, slab_slices: int = 32, progress=None) -> NormStats:
-    """Statistics over voxels > 0 of a whole source (any VolumeSource), read slab by slab."""
-    acc = StatsAccumulator()
+def scan_stats(source, *, slab_slices: int = 32, progress=None, mask: str = StatsMask.POSITIVE) -> NormStats:
+    """Statistics over the voxels ``mask`` selects (default > 0) of a whole source (any VolumeSource),
+    read slab by slab."""
+    acc = StatsAccumulator(mask)
     nz = source.shape[0]
-    for z0 in range(0, nz, slab_slices):
-        acc.add(source.read_slab(z0, min(z0 + slab_slices, nz)))
+    slabs = [(z0, min(z0 + slab_slices, nz)) for z0 in range(0, nz, slab_slices)]
+    for (z0, z1), slab in prefetched(lambda zs: source.read_slab(*zs), slabs):
+        acc.add(slab)
         if progress is not None:
-            progress.advance(min(slab_slices, nz - z0))
+            progress.advance(z1 - z0)
     return acc.result()
 
 
@@ -107,3 +139,24 @@ def normalize(data: np.ndarray | torch.Tensor, stats: NormStats, mode: str) -> t
     span = stats.maximum - stats.minimum
     scale = 1.0 / span if span > 0 else 1.0
     return tensor.sub_(stats.minimum).mul_(scale).clamp_(0.0, 1.0)
+
+
+LOOKUP_DTYPES = {np.dtype(np.uint8): np.uint8, np.dtype(np.int8): np.uint8,
+                 np.dtype(np.uint16): np.uint16, np.dtype(np.int16): np.uint16}
+
+
+def lookup_table(stats: NormStats, mode: str, dtype) -> np.ndarray | None:
+    """The normalised value of every possible voxel value of an 8/16-bit integer ``dtype`` as a float32
+    table indexed by the voxels' unsigned bit pattern (``raw.view(index_dtype(dtype))``); None for other
+    dtypes. ``table[raw]`` equals ``normalize(raw)`` exactly (the same float32 operations, done once per
+    value instead of once per voxel)."""
+    dtype = np.dtype(dtype)
+    if dtype not in LOOKUP_DTYPES:
+        return None
+    patterns = np.arange(np.iinfo(LOOKUP_DTYPES[dtype]).max + 1, dtype=LOOKUP_DTYPES[dtype])
+    return normalize(patterns.view(dtype), stats, mode).numpy()
+
+
+def index_dtype(dtype) -> type | None:
+    """The unsigned dtype whose values index :func:`lookup_table` for ``dtype`` (None: no table)."""
+    return LOOKUP_DTYPES.get(np.dtype(dtype))

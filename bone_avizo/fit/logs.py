@@ -110,6 +110,18 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, class_names: Sequ
     except ImportError:
         log.warning("curve plot skipped: matplotlib is not installed (pip install matplotlib)")
         return None
+    fig = curves_figure(plt, history, class_names)
+    temp = partial_path(path)
+    fig.savefig(temp, format="png", dpi=100)
+    plt.close(fig)
+    replace_path(temp, path)
+    return path
+
+
+def curves_figure(plt, history: Sequence[dict[str, Any]], class_names: Sequence[str]):
+    """The figure of :func:`plot_curves` (x axis: whole epochs only, also for a single epoch)."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_iou) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], marker="o", label="training loss")
@@ -127,12 +139,9 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, class_names: Sequ
         ax_iou.text(0.5, 0.5, "no validation scans", ha="center", va="center", transform=ax_iou.transAxes)
     ax_iou.set_xlabel("epoch")
     ax_iou.set_ylabel("validation IoU")
-    from matplotlib.ticker import MaxNLocator
     for ax in (ax_loss, ax_iou):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        # min_n_ticks=1: with fewer than two whole epochs in view MaxNLocator would fall back to fractions
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.tight_layout()
-    temp = partial_path(path)
-    fig.savefig(temp, format="png", dpi=100)
-    plt.close(fig)
-    replace_path(temp, path)
-    return path
+    return fig

@@ -2,8 +2,10 @@
 
 ``weights``: 'random' (seeded initialisation), 'imagenet' (the encoder's ImageNet weights, which
 must be in the local cache when offline: a clear ModelError otherwise), or the path of a model
-file (fine-tuning: its architecture, encoder and weights are used; its classes must match the run's,
-and its input channels too, except that a 2D model can seed a 2.5D run: :func:`widen_to_stack`).
+file (fine-tuning: its architecture, encoder and weights are used; its input channels must match
+the run's, except that a 2D model can seed a 2.5D run: :func:`widen_to_stack`; when the run has
+another number of classes the network gets a new, freshly initialised segmentation head for them
+and keeps its encoder and decoder: :func:`replace_head`).
 """
 from __future__ import annotations
 
@@ -47,19 +49,62 @@ def arch_options(config, arch: str) -> dict:
 
 
 def _from_file(path: Path, config, num_classes: int) -> Network:
+    from bone_avizo.models.onnx_model import refuse_training
+
+    refuse_training(path)
     loaded = load_model(path)
     meta = loaded.metadata
-    if meta.in_channels == 1 < config.in_channels and meta.num_classes == num_classes:
+    module = loaded.module
+    if meta.in_channels == 1 < config.in_channels:
         log.info("fine-tuning %s (%s/%s), widened from 2D to %d slices", path, meta.arch, meta.encoder,
                  config.in_channels)
-        module = widen_to_stack(loaded.module, config.in_channels, source=path)
-        return Network(module.train(), meta.arch, meta.encoder, dict(meta.arch_options), str(path))
-    if meta.in_channels != config.in_channels or meta.num_classes != num_classes:
-        raise ConfigError(f"model file {path} takes {meta.in_channels} channel(s) and {meta.num_classes} classes, "
-                          f"but this run has in_channels={config.in_channels} and {num_classes} classes; "
-                          "fine-tune a model made for the same inputs and classes")
-    log.info("fine-tuning %s (%s/%s)", path, meta.arch, meta.encoder)
-    return Network(loaded.module.train(), meta.arch, meta.encoder, dict(meta.arch_options), str(path))
+        module = widen_to_stack(module, config.in_channels, source=path)
+    elif meta.in_channels != config.in_channels:
+        raise ConfigError(f"model file {path} takes {meta.in_channels} channel(s) but this run has "
+                          f"in_channels={config.in_channels}; leave out --in-channels (the file's count is "
+                          f"used), or give --in-channels {meta.in_channels}")
+    else:
+        log.info("fine-tuning %s (%s/%s)", path, meta.arch, meta.encoder)
+    if meta.num_classes != num_classes:
+        with torch.random.fork_rng(devices=[]):  # the new head is seeded; the run's RNG is untouched
+            torch.manual_seed(config.seed)
+            module = replace_head(module, meta.num_classes, num_classes, source=path)
+        log.info("%s predicts %d classes, the labels have %d: a new segmentation head for %d classes (its "
+                 "encoder and decoder are kept)", path, meta.num_classes, num_classes, num_classes)
+    return Network(module.train(), meta.arch, meta.encoder, dict(meta.arch_options), str(path))
+
+
+def replace_head(module: torch.nn.Module, old_classes: int, num_classes: int, *, source: Path) -> torch.nn.Module:
+    """``module`` with its last convolution (the one producing the ``old_classes`` outputs) replaced by a
+    freshly initialised one producing ``num_classes``; everything before it is kept. ConfigError when
+    no such convolution is found or the output does not then have ``num_classes`` channels."""
+    parent, name, conv = None, None, None
+    for owner in module.modules():
+        for child_name, child in owner.named_children():
+            if isinstance(child, torch.nn.Conv2d) and child.out_channels == old_classes:
+                parent, name, conv = owner, child_name, child  # the last one wins
+    if conv is None:
+        raise ConfigError(f"model file {source}: no final convolution with {old_classes} outputs to replace; "
+                          f"fine-tune with --num-classes {old_classes}, or start from random/imagenet weights")
+    head = torch.nn.Conv2d(conv.in_channels, num_classes, conv.kernel_size, stride=conv.stride,
+                           padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
+                           padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
+    setattr(parent, name, head)
+    if _output_channels(module, _first_conv(module)[2].in_channels) != num_classes:
+        raise ConfigError(f"model file {source}: replacing its last {old_classes}-output convolution did not "
+                          f"give {num_classes} output classes; fine-tune with --num-classes {old_classes}")
+    return module
+
+
+def _output_channels(module: torch.nn.Module, in_channels: int) -> int:
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            device = next(module.parameters()).device
+            return int(module(torch.zeros(1, in_channels, PROBE_SIZE, PROBE_SIZE, device=device)).shape[1])
+    finally:
+        module.train(was_training)
 
 
 def widen_to_stack(module: torch.nn.Module, channels: int, *, source: Path) -> torch.nn.Module:
@@ -146,6 +191,10 @@ def check_architecture(config) -> None:
     elif not Path(weights).is_file():
         raise ConfigError(f"weights (--weights): {weights!r} is neither random, imagenet nor an existing "
                           "model file")
+    else:
+        from bone_avizo.models.onnx_model import refuse_training
+
+        refuse_training(Path(weights))
 
 
 def build_network(config, *, num_classes: int, device: torch.device) -> Network:

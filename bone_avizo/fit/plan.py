@@ -57,7 +57,7 @@ def _val_refs(scans: Sequence[Scan], axes: Sequence[int], per_axis: int) -> list
 def make_plan(train: Sequence[ScanSpec], validation: Sequence[ScanSpec], config) -> FitPlan:
     """Open and check all scans, split them, and list the slices (scans are closed again)."""
     specs = list(train) + list(validation)
-    scans = open_scans(specs)
+    scans = open_scans(specs, mask=config.normalization_mask)
     try:
         num_classes = resolve_num_classes(scans, num_classes=config.num_classes, class_names=config.class_names)
         split = make_split(len(scans), n_explicit_val=len(validation), val_fraction=config.val_fraction,

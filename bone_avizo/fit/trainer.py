@@ -32,7 +32,7 @@ from bone_avizo.config import FitConfig
 from bone_avizo.data.augment import Augmenter
 from bone_avizo.data.datasets import (EpochSampler, PatchDataset, PatchSettings, SliceSet, collate_patches,
                                       steps_for, worker_init)
-from bone_avizo.data.scans import ScanSpec
+from bone_avizo.data.scans import ScanSpec, location_text
 from bone_avizo.errors import Cancelled, ConfigError, OutputExistsError
 from bone_avizo.fit import checkpoint as ckpt
 from bone_avizo.fit.distributed import DistContext, init_distributed, lost_ranks_fail, shutdown
@@ -242,7 +242,7 @@ class _Run:
         training = {
             "num_classes": p.num_classes, "patch_size": c.patch_size, "in_channels": c.in_channels,
             "model_arch": self.net.arch, "backbone": self.net.encoder, "normalization": c.normalization,
-            "augmentations": self.augmenter.describe(), "learning_rate": c.lr, "criterion": c.loss,
+            "normalization_mask": c.normalization_mask, "augmentations": self.augmenter.describe(), "learning_rate": c.lr, "criterion": c.loss,
             "best_val_score": self.best_score, "best_epoch": self.best_epoch,
             "flops_G": self._flops(),
             "param_count": count_parameters(module), "peak_ram_GB": round(_peak_ram_gb(), 4),
@@ -256,7 +256,9 @@ class _Run:
                      f"({c.val_mode} mode)"}
         return ModelMetadata(self.net.arch, self.net.encoder, c.in_channels, p.num_classes, c.patch_size,
                              class_names=p.class_names, normalization=c.normalization,
-                             normalization_stats="per_scan_nonzero", context_slices=c.in_channels,
+                             normalization_stats="per_scan_all" if c.normalization_mask == "all"
+                             else "per_scan_nonzero", normalization_mask=c.normalization_mask,
+                             context_slices=c.in_channels,
                              planes=tuple(c.planes), arch_options=self.net.arch_options, training=training)
 
     def _flops(self) -> float:
@@ -295,7 +297,7 @@ def _as_specs(scans: Sequence) -> list[ScanSpec]:
 
 
 def _spec_record(spec: ScanSpec) -> dict:
-    return {"image": str(spec.image), "labels": str(spec.labels), "name": spec.name,
+    return {"image": location_text(spec.image), "labels": location_text(spec.labels), "name": spec.name,
             "image_options": dict(spec.image_options), "label_options": dict(spec.label_options)}
 
 

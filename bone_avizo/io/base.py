@@ -93,7 +93,7 @@ class ArraySource(VolumeSource):
         if isinstance(data, Volume):
             info, data = data.info, data.array
         self.array = data
-        self.info = info or VolumeInfo(data.shape, data.dtype)
+        self.info = info or VolumeInfo(data.shape, data.dtype, calibrated=False)
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)

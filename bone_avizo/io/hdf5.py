@@ -141,7 +141,7 @@ def compression_args(compression: str | None, level: int | None, itemsize: int) 
 def hdf5_attrs(info: VolumeInfo) -> dict:
     """Dataset attributes for ``info``: :func:`volume_attrs` plus ilastik's element_size_um."""
     attrs = volume_attrs(info)
-    if info.unit == "mm":
+    if info.unit == "mm" and info.calibrated:
         attrs["element_size_um"] = [v * 1000.0 for v in info.voxel_size]
     return attrs
 

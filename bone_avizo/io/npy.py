@@ -87,6 +87,8 @@ def volume_attrs(info: VolumeInfo) -> dict[str, Any]:
     """The JSON-able metadata of ``info``: voxel_size/origin (z, y, x), unit, name, class_names."""
     attrs: dict[str, Any] = {"axes": "zyx", "voxel_size": list(info.voxel_size), "origin": list(info.origin),
                              "unit": info.unit, "name": info.name}
+    if not info.calibrated:  # no voxel size was ever recorded: do not make the assumed 1 x 1 x 1 look measured
+        del attrs["voxel_size"]
     if info.class_names is not None:
         attrs["class_names"] = list(info.class_names)
     return attrs
@@ -107,7 +109,8 @@ def _plain(value):
 
 def info_from_attrs(attrs: Mapping[str, Any], shape, dtype, *, name: str, where: str) -> VolumeInfo:
     """A VolumeInfo from a metadata mapping written by :func:`volume_attrs` (or ilastik's
-    ``element_size_um``); missing entries get defaults (voxel size 1, origin 0)."""
+    ``element_size_um``); missing entries get defaults (voxel size 1, origin 0). Without a voxel size the
+    info is marked uncalibrated."""
     def get(key):
         return _plain(attrs[key]) if key in attrs else None
 
@@ -120,8 +123,9 @@ def info_from_attrs(attrs: Mapping[str, Any], shape, dtype, *, name: str, where:
         voxel, unit_out = to_mm(voxel, voxel_unit, where=where)
         origin, _ = to_mm(get("origin") or [0.0, 0.0, 0.0], unit, where=where)
         names = get("class_names")
+        calibrated = get("voxel_size") is not None or get("element_size_um") is not None
         return VolumeInfo(tuple(shape), dtype, tuple(voxel), tuple(origin), str(get("name") or name),
-                          tuple(names) if names else None, unit_out)
+                          tuple(names) if names else None, unit_out, calibrated)
     except (TypeError, ValueError) as exc:
         raise CorruptFileError(f"{where} has malformed metadata ({exc}); fix or remove its voxel_size/origin "
                                "attributes") from exc

@@ -63,7 +63,7 @@ class RawSource(MappedSource):
     ``header_bytes`` (-1: data at the end), ``voxel_size``/``origin`` (z, y, x, mm), ``name``."""
 
     def __init__(self, path: str | os.PathLike, *, shape=None, dtype=None, byte_order: str = "little",
-                 header_bytes: int = 0, voxel_size=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                 header_bytes: int = 0, voxel_size=None, origin=(0.0, 0.0, 0.0),
                  name: str | None = None):
         self.path = require_file(Path(path))
         self._remember(self.path, shape=shape, dtype=dtype, byte_order=byte_order, header_bytes=header_bytes,
@@ -74,7 +74,8 @@ class RawSource(MappedSource):
         shape = _shape(shape)
         stored = file_dtype(dtype, byte_order)
         offset = self._offset(shape, stored, int(header_bytes))
-        self.info = VolumeInfo(shape, stored.newbyteorder("="), voxel_size, origin, name or self.path.stem)
+        self.info = VolumeInfo(shape, stored.newbyteorder("="), voxel_size or (1.0, 1.0, 1.0), origin,
+                               name or self.path.stem, calibrated=voxel_size is not None)
         self._array = np.memmap(self.path, dtype=stored, mode="r", offset=offset, shape=shape)
 
     def _offset(self, shape, dtype: np.dtype, header: int) -> int:
@@ -173,7 +174,7 @@ def _mhd_geometry(fields: dict, path: Path) -> dict:
     msb = fields.get("binarydatabyteordermsb", fields.get("elementbyteordermsb", "False")).lower() == "true"
     return dict(shape=tuple(int(v) for v in reversed(_field(fields, "DimSize", path, 3))),
                 dtype=MET_TYPES[element], byte_order="big" if msb else "little",
-                voxel_size=tuple(reversed(_field(fields, spacing, path, 3, default=[1.0, 1.0, 1.0]))),
+                voxel_size=tuple(reversed(_field(fields, spacing, path, 3))) if spacing.lower() in fields else None,
                 origin=tuple(reversed(_field(fields, offset_key, path, 3, default=[0.0, 0.0, 0.0]))),
                 name=path.stem)
 
@@ -221,7 +222,9 @@ def _compressed(path: Path, header: int, geometry: dict) -> ArraySource:
         raise CorruptFileError(f"{path} decompresses to {len(raw)} bytes but shape {shape} {stored.name} needs "
                                f"{needed}; the file is truncated or its header is wrong")
     array = np.frombuffer(raw, stored).reshape(shape).astype(stored.newbyteorder("="))
-    return ArraySource(array, VolumeInfo(shape, array.dtype, **geometry))
+    voxel_size = geometry.pop("voxel_size")
+    return ArraySource(array, VolumeInfo(shape, array.dtype, voxel_size or (1.0, 1.0, 1.0),
+                                         calibrated=voxel_size is not None, **geometry))
 
 
 def _number(value: float) -> str:
@@ -238,6 +241,8 @@ def mhd_header(info: VolumeInfo, data_file: str, byte_order: str = "little") -> 
              ("TransformMatrix", "1 0 0 0 1 0 0 0 1"), ("Offset", xyz(info.origin)),
              ("CenterOfRotation", "0 0 0"), ("ElementSpacing", xyz(info.voxel_size)),
              ("DimSize", xyz(info.shape)), ("ElementType", MET_NAMES[info.dtype]), ("ElementDataFile", data_file)]
+    if not info.calibrated:  # no voxel size was recorded: do not write the assumed 1 x 1 x 1 as a measured one
+        lines = [(key, value) for key, value in lines if key != "ElementSpacing"]
     return "".join(f"{key} = {value}\n" for key, value in lines)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bone_avizo.errors import ConfigError, InvalidVolumeError
+from bone_avizo.errors import ConfigError, InvalidVolumeError, LabelError, VoxelSizeError
 from bone_avizo.io.base import VolumeSource
 from bone_avizo.metrics.confusion import VolumeLike, as_source, check_same_shape, stream_confusion
 from bone_avizo.progress import ProgressCallback
@@ -24,11 +24,16 @@ from bone_avizo.progress import ProgressCallback
 log = logging.getLogger(__name__)
 
 UNDEFINED_POLICY = (
-    "A class with no counted voxel in either the reference or the prediction is undefined: its IoU and Dice "
-    "are null (not 0, not 1) and it is left out of every mean; so is the class equal to the ignore label. "
+    "A class absent from the reference (no counted reference voxel in the scan) cannot be scored (undefined): its IoU and "
+    "Dice are null (not 0, not 1), in the scan and in each of its slices, and it is left out of every mean "
+    "(absent_from_reference lists it; its predicted voxels are errors of the classes they cover: relabel it with "
+    "--map-prediction SRC:DST to count it as another class). So is the class equal to the ignore label. "
     "Precision is null for a class never predicted and recall for a class absent from the reference. "
-    "A class present in only one of the two volumes scores IoU 0. Means are over the defined classes: "
-    "mean_iou includes background (class 0, BONe's definition), mean_iou_foreground leaves it out.")
+    "A class of the reference that is never predicted scores IoU 0 and counts in the means (never_predicted "
+    "lists it; when the model has no such class, relabel the reference with --map-reference). In one slice, a "
+    "class the scan's reference holds but that slice's reference lacks scores IoU 0 where it is predicted. "
+    "Means are over the defined classes: mean_iou includes background (class 0, BONe's definition), "
+    "mean_iou_foreground leaves it out.")
 
 MM_PER_UNIT = {"mm": 1.0, "um": 1e-3, "µm": 1e-3, "μm": 1e-3, "micron": 1e-3, "nm": 1e-6, "cm": 10.0,
                 "m": 1000.0}
@@ -60,6 +65,35 @@ def scores_from_confusion(cm: np.ndarray, *, ignore_label: int = -1) -> dict[str
             values[..., ignore_label] = np.nan
     return dict(tp=tp, fp=pred - tp, fn=ref - tp, voxels_reference=ref, voxels_prediction=pred,
                 iou=iou, dice=dice, precision=precision, recall=recall)
+
+
+def relabel_confusion(cm: np.ndarray, prediction_map: dict[int, int], reference_map: dict[int, int], *,
+                      num_classes: int = 0, min_classes: int = 1) -> np.ndarray:
+    """Confusion matrices (..., m, m) of the original labels -> (..., n, n) of the relabelled ones.
+
+    A label missing from a map keeps its value. ``n`` is ``num_classes``, or (0) the largest relabelled
+    label that has counts + 1 (at least ``min_classes``). Raises LabelError when a counted label is
+    relabelled to ``num_classes`` or more.
+    """
+    m = cm.shape[-1]
+    targets = {"prediction": np.array([prediction_map.get(i, i) for i in range(m)]),
+               "reference": np.array([reference_map.get(i, i) for i in range(m)])}
+    total = cm.reshape(-1, m, m).sum(0)
+    used = {"reference": targets["reference"][total.sum(1) > 0], "prediction": targets["prediction"][total.sum(0) > 0]}
+    needed = max(int(v.max(initial=0)) for v in used.values()) + 1
+    if num_classes and needed > num_classes:
+        role = max(used, key=lambda r: int(used[r].max(initial=0)))
+        raise LabelError(f"after relabelling (--map-{role}) the {role} holds label {needed - 1} but num_classes is "
+                         f"{num_classes} (labels 0..{num_classes - 1}); set --num-classes {needed} or map it to a "
+                         "smaller label")
+    n = num_classes or max(needed, min_classes)
+    onehot = {}
+    for role, target in targets.items():
+        matrix = np.zeros((m, n), np.int64)
+        keep = target < n  # labels that are never counted may point anywhere
+        matrix[np.flatnonzero(keep), target[keep]] = 1
+        onehot[role] = matrix
+    return onehot["reference"].T @ cm.astype(np.int64) @ onehot["prediction"]
 
 
 def mean_defined(values: np.ndarray, *, foreground: bool = False) -> np.ndarray:
@@ -128,9 +162,28 @@ class IoUResult:
         return int(self.confusion.sum())
 
     @cached_property
+    def absent_from_reference(self) -> np.ndarray:
+        """(n,) bool: classes with no counted reference voxel in the scan (not scored, see UNDEFINED_POLICY)."""
+        absent = self.confusion.sum(1) == 0
+        if 0 <= self.ignore_label < absent.size:
+            absent[self.ignore_label] = False
+        return absent
+
+    @property
+    def never_predicted(self) -> np.ndarray:
+        """(n,) bool: classes of the reference that the prediction never holds (they score IoU 0)."""
+        return (self.confusion.sum(0) == 0) & (self.confusion.sum(1) > 0)
+
+    def _scored(self, cm: np.ndarray) -> dict[str, np.ndarray]:
+        scores = scores_from_confusion(cm, ignore_label=self.ignore_label)
+        for key in ("iou", "dice"):
+            scores[key][..., self.absent_from_reference] = np.nan
+        return scores
+
+    @cached_property
     def scores(self) -> dict[str, np.ndarray]:
         """Per-class arrays (n,): tp, fp, fn, voxels_reference, voxels_prediction, iou, dice, precision, recall."""
-        return scores_from_confusion(self.confusion, ignore_label=self.ignore_label)
+        return self._scored(self.confusion)
 
     @property
     def iou(self) -> np.ndarray:
@@ -177,7 +230,7 @@ class IoUResult:
         """Per-slice arrays (z, n) as in :attr:`scores`, or None when not computed."""
         if self.per_slice is None:
             return None
-        return scores_from_confusion(self.per_slice, ignore_label=self.ignore_label)
+        return self._scored(self.per_slice)
 
     def slice_mean_iou(self, *, foreground: bool = False) -> np.ndarray | None:
         """Mean IoU of each slice (z,) over its defined classes; NaN for a slice with none."""
@@ -205,10 +258,11 @@ def _class_names(config, sources: Sequence[VolumeSource]) -> tuple[str, ...]:
             raise ConfigError(f"{len(config.class_names)} class names given for num_classes "
                               f"{config.num_classes}; give one name per class, in label order")
         return tuple(config.class_names)
-    for source in sources:
-        if source.info.class_names:
-            return tuple(source.info.class_names)
-    return ()
+    names: tuple[str, ...] = ()
+    for source in sources:  # the reference's names first; classes only the other side has keep its names
+        more = tuple(source.info.class_names or ())
+        names += more[len(names):]
+    return names
 
 
 def _input_name(source: VolumeSource) -> str:
@@ -229,18 +283,29 @@ def compute_iou(prediction: VolumeLike, reference: VolumeLike, config, *, roi: V
         sources["roi"] = as_source(roi, "roi")
     shape = check_same_shape(sources)
     names = _class_names(config, [ref, pred])
-    acc = stream_confusion(pred, ref, num_classes=config.num_classes, ignore_label=config.ignore_label,
-                           roi=sources.get("roi"), slab_slices=config.slab_slices,
+    voxel_size, unit, notes = _geometry({"reference": (reference, ref), "prediction": (prediction, pred)},
+                                        allow_mismatch=config.allow_voxel_size_mismatch)
+    maps = config.label_maps()
+    acc = stream_confusion(pred, ref, num_classes=0 if any(maps) else config.num_classes,
+                           ignore_label=config.ignore_label, roi=sources.get("roi"), slab_slices=config.slab_slices,
                            memory_limit_gb=config.memory_limit_gb, threads=config.threads,
                            keep_slices=config.per_slice, progress=progress)
     if acc.total.sum() == 0:
         raise InvalidVolumeError("no voxel was counted: the ROI is empty or every reference voxel holds the "
                                  f"ignore label {config.ignore_label}; check --roi and --ignore-label")
-    if not config.num_classes and len(names) > acc.n:
-        acc.grow(len(names))
-    n = acc.n
-    voxel_size, unit = _geometry({"reference": (reference, ref), "prediction": (prediction, pred)})
-    result = IoUResult(confusion=acc.total, class_names=default_class_names(n, names), per_slice=acc.per_slice,
+    for note in notes:
+        log.warning("%s", note)
+    confusion, per_slice = acc.total, acc.per_slice
+    min_classes = 1 if config.num_classes else len(names)
+    if any(maps):
+        confusion = relabel_confusion(confusion, *maps, num_classes=config.num_classes, min_classes=min_classes)
+        if per_slice is not None:
+            per_slice = relabel_confusion(per_slice, *maps, num_classes=confusion.shape[0])
+    elif min_classes > acc.n:
+        acc.grow(min_classes)
+        confusion, per_slice = acc.total, acc.per_slice
+    n = confusion.shape[0]
+    result = IoUResult(confusion=confusion, class_names=default_class_names(n, names), per_slice=per_slice,
                        shape=shape, voxel_size=voxel_size, unit=unit,
                        ignore_label=config.ignore_label, options=config.to_dict(),
                        inputs={role: _input_name(s) for role, s in sources.items()})
@@ -253,17 +318,39 @@ def compute_iou(prediction: VolumeLike, reference: VolumeLike, config, *, roi: V
     return result
 
 
-def _geometry(inputs: dict[str, tuple[VolumeLike, VolumeSource]]) -> tuple[tuple | None, str]:
-    """Voxel size and unit of the first input that has a geometry (a bare array has none)."""
+def _geometry(inputs: dict[str, tuple[VolumeLike, VolumeSource]], *,
+              allow_mismatch: bool = False) -> tuple[tuple | None, str, list[str]]:
+    """Voxel size and unit for the volumes in mm^3: the first calibrated input's (a bare array has no
+    geometry; a file without a recorded voxel size is uncalibrated, its reader's 1 x 1 x 1 is not used
+    when the other side is calibrated). Two calibrated inputs that disagree: VoxelSizeError unless
+    ``allow_mismatch``. Also returns the warnings to log once the volumes are counted."""
     known = [(role, s.info) for role, (data, s) in inputs.items() if not isinstance(data, np.ndarray)]
-    if not known:
-        return None, "mm"
-    (role, info), *others = known
+    calibrated = [(role, info) for role, info in known if info.calibrated]
+    if not calibrated:
+        return (known[0][1].voxel_size, known[0][1].unit, []) if known else (None, "mm", [])
+    (role, info), *others = calibrated
+    notes = []
     for other_role, other in others:
-        if not np.allclose(other.voxel_size, info.voxel_size, rtol=1e-4) or other.unit != info.unit:
-            log.warning("%s voxel size %s %s differs from the %s's %s %s; the %s's is used", other_role,
-                        other.voxel_size, other.unit, role, info.voxel_size, info.unit, role)
-    return info.voxel_size, info.unit
+        if not _same_voxel_size(info, other):
+            text = (f"{other_role} voxel size {_size_text(other)} differs from the {role}'s {_size_text(info)}")
+            if not allow_mismatch:
+                raise VoxelSizeError(f"{text}; check that both volumes are of the same scan, or accept it with "
+                                     f"--allow-voxel-size-mismatch (the {role}'s is used)")
+            notes.append(f"{text}; the {role}'s is used (--allow-voxel-size-mismatch)")
+    notes += [f"{other_role} has no recorded voxel size (its reader assumed {_size_text(other)}); the {role}'s "
+              f"{_size_text(info)} is used for volumes" for other_role, other in known if not other.calibrated]
+    return info.voxel_size, info.unit, notes
+
+
+def _size_text(info) -> str:
+    return " x ".join(f"{v:g}" for v in info.voxel_size) + f" {info.unit}"
+
+
+def _same_voxel_size(a, b) -> bool:
+    fa, fb = (MM_PER_UNIT.get(str(i.unit).strip().lower()) for i in (a, b))
+    if fa is None or fb is None:
+        return a.unit == b.unit and np.allclose(a.voxel_size, b.voxel_size, rtol=1e-4)
+    return bool(np.allclose(np.multiply(a.voxel_size, fa), np.multiply(b.voxel_size, fb), rtol=1e-4))
 
 
 def pool_results(results: Sequence[IoUResult]) -> IoUResult:

@@ -33,7 +33,12 @@ def _panel(ax, result: IoUResult, title: str) -> None:
     for c, name in enumerate(result.class_names):
         if not np.all(np.isnan(iou[:, c])):
             ax.plot(z, iou[:, c], lw=0.8, label=f"{c} {name}")
-    ax.plot(z, result.slice_mean_iou(), color="black", lw=1.5, label="mean (all classes)")
+    ax.plot(z, result.slice_mean_iou(), color="black", lw=1.5, label="mean (scored classes)")
+    absent = [f"{c} {result.class_names[c]}" for c in np.flatnonzero(result.absent_from_reference)
+              if result.scores["voxels_prediction"][c] > 0]
+    if absent:  # predicted but absent from the reference: not scored, so not drawn; say so
+        ax.text(0.99, 0.02, "not scored (absent from the reference): " + ", ".join(absent),
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlim(0, max(iou.shape[0] - 1, 1))
     ax.set_ylabel("IoU")

@@ -5,7 +5,8 @@ JSON keys (top level): ``mean_iou`` (all defined classes, background included),
 ``per_class`` (objects with ``index``, ``name``, ``iou``, ``dice``, ``precision``, ``recall``,
 ``voxels_reference``, ``voxels_prediction``, ``true_positive``, ``false_positive``,
 ``false_negative``, ``volume_fraction`` and ``volume_mm3`` as {reference, prediction}),
-``undefined_policy``, ``confusion_matrix`` (rows = reference, columns = prediction),
+``undefined_policy``, ``absent_from_reference`` and ``never_predicted`` (class names, see the policy),
+``label_maps`` ({prediction, reference}: {source label: target label}), ``confusion_matrix`` (rows = reference, columns = prediction),
 ``per_slice`` (one object per z slice, or null), ``surface`` (or null), ``inputs``, ``shape``,
 ``voxel_size``, ``unit``, ``ignore_label``, ``voxels_counted``, ``options``. Undefined values are null.
 Several scans: the top level is the pooled result (confusion matrices summed) and adds
@@ -23,6 +24,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from bone_avizo import __version__
+from bone_avizo.config import parse_label_map
 from bone_avizo.errors import OutputWriteError
 from bone_avizo.io.base import partial_path, replace_path
 from bone_avizo.metrics.iou import UNDEFINED_POLICY, IoUResult, nan_to_none
@@ -74,6 +76,10 @@ def _per_slice(result: IoUResult) -> list[dict[str, Any]] | None:
              "iou": _values(iou[z], result.num_classes)} for z in range(iou.shape[0])]
 
 
+def _names(result: IoUResult, mask: np.ndarray) -> list[str]:
+    return [result.class_names[i] for i in np.flatnonzero(mask)]
+
+
 def result_to_dict(result: IoUResult) -> dict[str, Any]:
     """The JSON-able report of one result (pooled results include their scans)."""
     out: dict[str, Any] = {
@@ -82,6 +88,11 @@ def result_to_dict(result: IoUResult) -> dict[str, Any]:
         "mean_dice": result.mean_dice, "mean_dice_foreground": result.mean_dice_foreground,
         "num_classes": result.num_classes, "class_names": list(result.class_names),
         "per_class": _per_class(result), "undefined_policy": UNDEFINED_POLICY,
+        "absent_from_reference": _names(result, result.absent_from_reference),
+        "never_predicted": _names(result, result.never_predicted),
+        "label_maps": {role: {str(k): v for k, v in parse_label_map(result.options.get(f"map_{role}", ()),
+                                                                     f"map_{role}").items()}
+                       for role in ("prediction", "reference")},
         "confusion_matrix": result.confusion.tolist(),
         "confusion_matrix_layout": "rows: reference class, columns: predicted class (voxel counts)",
         "voxels_counted": result.voxels_counted, "ignore_label": result.ignore_label,
@@ -195,10 +206,28 @@ def class_table(result: IoUResult) -> str:
     lines.append(f"mean IoU (all classes, incl. background): {_fmt(result.mean_iou)}   "
                  f"foreground: {_fmt(result.mean_iou_foreground)}   "
                  f"mean Dice: {_fmt(result.mean_dice)} / {_fmt(result.mean_dice_foreground)}")
-    undefined = [result.class_names[i] for i in np.flatnonzero(np.isnan(result.iou))]
-    if undefined:
-        lines.append(f"undefined (left out of the means): {', '.join(undefined)}")
+    lines += class_notes(result)
     return "\n".join(lines)
+
+
+def class_notes(result: IoUResult) -> list[str]:
+    """Lines naming the classes one side lacks and the other undefined classes (see UNDEFINED_POLICY)."""
+    predicted = result.scores["voxels_prediction"]
+    absent = result.absent_from_reference & (predicted > 0)
+    notes = []
+    if absent.any():
+        items = [f"{i} {result.class_names[i]} ({predicted[i]} predicted voxels)" for i in np.flatnonzero(absent)]
+        notes.append(f"absent from the reference, not scored and left out of the means: {', '.join(items)}; "
+                     "its voxels count as errors of the classes they cover (--map-prediction SRC:DST counts them "
+                     "as class DST)")
+    missed = _names(result, result.never_predicted)
+    if missed:
+        notes.append(f"never predicted, IoU 0 counted in the means: {', '.join(missed)} (if the model has no such "
+                     "class, relabel the reference with --map-reference SRC:DST)")
+    undefined = _names(result, np.isnan(result.iou) & ~absent)
+    if undefined:
+        notes.append(f"undefined (left out of the means): {', '.join(undefined)}")
+    return notes
 
 
 def _surface_lines(result: IoUResult) -> list[str]:

@@ -25,7 +25,10 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def detect_model_format(path: Path) -> str:
-    """'bone_avizo' (safetensors) or 'bone_pth' (a torch.save file) from the file's first bytes."""
+    """'bone_avizo' (safetensors) or 'bone_pth' (a torch.save file) from the file's first bytes;
+    'onnx' for a file named .onnx (an export, see :mod:`bone_avizo.models.onnx_model`)."""
+    if Path(path).suffix.lower() == ".onnx":
+        return "onnx"
     with open(path, "rb") as fh:
         head = fh.read(9)
     # safetensors first: its 8-byte header length may start with 0x80, a pickle's first byte
@@ -33,8 +36,8 @@ def detect_model_format(path: Path) -> str:
         return "bone_avizo"
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "bone_pth"
-    raise ModelError(f"{path} is not a model file (neither a bone_avizo .safetensors file nor a PyTorch "
-                     "checkpoint); check the path")
+    raise ModelError(f"{path} is not a model file (neither a bone_avizo .safetensors file, a PyTorch "
+                     "checkpoint nor an exported .onnx file); check the path")
 
 
 def read_header(path: Path) -> dict[str, Any]:
@@ -71,15 +74,20 @@ def _check_data_extent(path: Path, header: dict, data_bytes: int) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """The ModelMetadata of a bone_avizo model file (without reading the weights) or of a BONe
-    ``.pth`` checkpoint (without building its network)."""
+    """The ModelMetadata of a bone_avizo model file (without reading the weights), of a BONe
+    ``.pth`` checkpoint (without building its network) or of an exported ``.onnx`` file."""
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"model file {path} does not exist; check the path")
-    if detect_model_format(path) == "bone_pth":
+    kind = detect_model_format(path)
+    if kind == "bone_pth":
         from bone_avizo.models.bone_import import read_bone_metadata
 
         return read_bone_metadata(path)
+    if kind == "onnx":
+        from bone_avizo.models.onnx_model import onnx_metadata
+
+        return onnx_metadata(path)
     return metadata_from_header(path, read_header(path))[0]
 
 
@@ -141,6 +149,7 @@ def summary(path: Path, format: str, weights_dtype: str, metadata: ModelMetadata
         "input_multiple": input_multiple,
         "normalization": meta.normalization,
         "normalization_stats": meta.normalization_stats,
+        "normalization_mask": meta.normalization_mask,
         "context_slices": meta.context_slices,
         "planes": list(meta.planes),
         "parameters": parameters,

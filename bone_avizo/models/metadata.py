@@ -19,6 +19,7 @@ METADATA_VERSION = 1
 
 NORMALIZATIONS = ("zscore", "minmax")
 NORMALIZATION_STATS = ("per_scan_nonzero", "per_scan_all")
+NORMALIZATION_MASKS = ("positive", "nonzero", "all")
 PLANES = ("xy", "xz", "yz")
 MAX_CONTEXT_SLICES = 9
 
@@ -81,8 +82,11 @@ class ModelMetadata:
     arch, encoder: registry names (see :mod:`bone_avizo.models.registry`);
     arch_options: extra keyword arguments of the smp class (e.g. decoder_channels);
     patch_size: training patch edge in pixels; normalization: 'zscore' | 'minmax';
-    normalization_stats: where the statistics come from ('per_scan_nonzero' = per scan over voxels
-    > 0, as BONe); planes: training planes; training: provenance (scans, epochs, loss, optimiser,
+    normalization_stats: where the statistics come from ('per_scan_nonzero' = per scan over the
+    voxels normalization_mask selects, 'per_scan_all' = per scan over all voxels);
+    normalization_mask: which voxels the statistics are taken over, the rest being padding:
+    'positive' (> 0: BONe's rule, and that of every model file written without this key),
+    'nonzero' (!= 0), 'all'; fit records it, predict applies it; planes: training planes; training: provenance (scans, epochs, loss, optimiser,
     scores, history, cost figures, seed, version, date ...); extra: anything else.
     """
 
@@ -94,6 +98,7 @@ class ModelMetadata:
     class_names: tuple[str, ...] = ()
     normalization: str = "zscore"
     normalization_stats: str = "per_scan_nonzero"
+    normalization_mask: str = "positive"
     context_slices: int = 1
     planes: tuple[str, ...] = ("xy",)
     arch_options: dict = field(default_factory=dict)
@@ -115,6 +120,9 @@ class ModelMetadata:
         if self.normalization_stats not in NORMALIZATION_STATS:
             raise ModelError(f"metadata key 'normalization_stats': {self.normalization_stats!r} is not one of "
                              f"{', '.join(NORMALIZATION_STATS)}")
+        if self.normalization_mask not in NORMALIZATION_MASKS:
+            raise ModelError(f"metadata key 'normalization_mask': {self.normalization_mask!r} is not one of "
+                             f"{', '.join(NORMALIZATION_MASKS)}")
         self._check_context()
         set_("planes", self._checked_planes())
         for key in ("arch_options", "training", "extra"):
@@ -183,6 +191,8 @@ class ModelMetadata:
         if unknown:
             raise ModelError(f"model metadata has unknown key(s) {', '.join(unknown)}; known keys: "
                              f"{', '.join(sorted(names))}")
+        if "normalization_mask" not in values:  # files written before the key: BONe's > 0, or all voxels
+            values["normalization_mask"] = "all" if values.get("normalization_stats") == "per_scan_all" else "positive"
         for key in ("class_names", "planes"):
             if key in values and not isinstance(values[key], (list, tuple, str)):
                 raise ModelError(f"metadata key {key!r} must be a list, got {values[key]!r}")

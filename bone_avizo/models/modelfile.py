@@ -170,7 +170,7 @@ def _tensors_for_saving(state: Mapping[str, Any], float_dtype: torch.dtype) -> d
 # ------------------------------------------------------------------------------------------
 # load
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedModel:
-    """Load a bone_avizo model file or a BONe ``.pth`` checkpoint, for inference.
+    """Load a bone_avizo model file, a BONe ``.pth`` checkpoint or an exported ``.onnx`` file, for inference.
 
     Returns a :class:`LoadedModel` whose module is in eval mode, float32, on ``device``
     ('cpu', 'cuda', 'cuda:N' or 'auto'). Nothing in the file is ever executed.
@@ -184,6 +184,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         from bone_avizo.models.bone_import import load_bone_checkpoint
 
         loaded = load_bone_checkpoint(path)
+    elif kind == "onnx":
+        from bone_avizo.models.onnx_model import load_onnx_model
+
+        loaded = load_onnx_model(path)
     else:
         loaded = _load_safetensors_model(path)
     loaded.module.to(target).eval()

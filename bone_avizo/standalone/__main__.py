@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from bone_avizo.errors import BoneAvizoError, Cancelled
 
-COMMANDS = ("fit", "predict", "iou", "info", "export", "phantom", "demo", "cv", "bench", "avizo")
+COMMANDS = ("fit", "predict", "iou", "info", "export", "phantom", "demo", "cv", "bench", "avizo", "cache")
 
 log = logging.getLogger("bone_avizo")
 

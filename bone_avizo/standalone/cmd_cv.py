@@ -75,13 +75,17 @@ def predict_config(args: argparse.Namespace, fit: FitConfig, file_values: dict |
 
 def report(result, table, label: str) -> int:
     """Print the merged table and the files written (rank 0), or what this rank did."""
+    from bone_avizo.studies.study import describe_disk_use
+
     if result.summary is None:
         print(f"{label}: ran {len(result.tasks_run)} task(s) ({', '.join(result.tasks_run) or 'none'}) in "
               f"{result.output}; rank 0 merges (or run with --merge-only)")
+        print(describe_disk_use(result.output))
         return 0
     print(table(result.summary), end="")
     for path in result.paths.values():
         print(f"wrote {path}")
+    print(describe_disk_use(result.output))
     return 0
 
 

@@ -30,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from bone_avizo.models.modelfile import detect_model_format
     from bone_avizo.models.onnx_export import MAX_OPSET, MIN_OPSET
 
+    from bone_avizo.models.onnx_model import refuse_training
+
     model_path = existing_path(args.model, "--model")
+    refuse_training(model_path)
     output = output_path(args.output, "--output")
     suffix = output.suffix.lower()
     if suffix == ".onnx" and not MIN_OPSET <= args.opset <= MAX_OPSET:

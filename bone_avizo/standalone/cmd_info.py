@@ -16,7 +16,7 @@ MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 _TRAINING_SHOWN = ("train_scans", "val_scans", "epochs", "loss", "criterion", "optimizer", "lr", "learning_rate",
                    "best_val_score",
                    "best_epoch", "seed", "flops_G", "param_count", "peak_ram_GB", "peak_vram_GB",
-                   "wall_time_sec", "version", "created", "source")
+                   "wall_time_sec", "version", "created", "source", "bone_fields_read", "bone_fields_ignored")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +102,8 @@ def _volume_info(path: Path, options: dict[str, Any]) -> dict[str, Any]:
         info = source.info
         return {"kind": "volume", "path": str(path), "format": fmt, "name": info.name,
                 "shape_zyx": list(info.shape), "dtype": str(info.dtype), "voxel_size_zyx": list(info.voxel_size),
-                "unit": info.unit, "origin_zyx": list(info.origin), "size_MB": round(info.nbytes / 1e6, 3),
+                "unit": info.unit, "calibrated": info.calibrated, "origin_zyx": list(info.origin),
+                "size_MB": round(info.nbytes / 1e6, 3),
                 "class_names": list(info.class_names) if info.class_names else None}
 
 
@@ -112,7 +113,7 @@ def _format(info: dict[str, Any]) -> str:
     lines = []
     for key in ("path", "format", "weights_dtype", "arch", "encoder", "arch_options", "in_channels",
                 "num_classes", "class_names", "patch_size", "input_multiple", "normalization",
-                "normalization_stats", "context_slices", "planes", "parameters"):
+                "normalization_stats", "normalization_mask", "context_slices", "planes", "parameters"):
         if info.get(key) not in (None, {}, []):
             lines.append(f"{key}: {_show(info[key])}")
     training = info.get("training") or {}

@@ -19,8 +19,9 @@ def add_spec_arguments(parser: argparse.ArgumentParser, spec: tuple[Param, ...])
         kwargs: dict[str, Any] = dict(dest=param.name, default=None, help=help_text)
         if param.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif param.multiple:
+        elif param.multiple:  # repeatable: --planes xy yz and --planes xy --planes yz are the same
             kwargs["nargs"] = "+"
+            kwargs["action"] = "extend"
             kwargs["metavar"] = param.name.upper()
         else:
             kwargs["metavar"] = param.name.upper() if not param.choices else "{" + ",".join(param.choices) + "}"

@@ -212,7 +212,8 @@ def _work(grid: BenchGrid, fit: FitConfig, predict: PredictConfig, skips: Mappin
         train = [spec_from_record(s) for s in d["train"]]
         tests = [spec_from_record(s) for s in d["test"]]
         config, validation = selection_inputs(fit.with_(**cell), grid.options.selection, tests)
-        figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name))
+        figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name),
+                             keep_checkpoint=grid.options.keep_checkpoints)
         scores = score_task(folder, tests, predict, keep_predictions=grid.options.keep_predictions)
         return {"status": "done", "cell": cell, "fit": figures, **scores}
     return work

@@ -83,7 +83,8 @@ def _work(fit: FitConfig, options: CVConfig, predict: PredictConfig, progress: P
         train = [spec_from_record(s) for s in d["train"]]
         tests = [spec_from_record(s) for s in d["test"]]
         config, validation = selection_inputs(fit.with_(seed=d["seed"]), options.selection, tests)
-        figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name))
+        figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name),
+                             keep_checkpoint=options.keep_checkpoints)
         scores = score_task(folder, tests, predict, keep_predictions=options.keep_predictions)
         return {"status": "done", "replicate": d["replicate"], "fold": d["fold"], "seed": d["seed"],
                 "train_scans": [s.name for s in train], "test_scans": [s.name for s in tests],

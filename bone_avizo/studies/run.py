@@ -23,7 +23,7 @@ from bone_avizo._memory import peak_rss_bytes, reset_peak_rss
 from bone_avizo.config import FitConfig, IoUConfig, Param, PredictConfig
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
-from bone_avizo.metrics.iou import mean_defined, nan_to_none, scores_from_confusion
+from bone_avizo.metrics.iou import IoUResult, nan_to_none
 from bone_avizo.progress import ProgressCallback
 from bone_avizo.studies.tasks import (RankInfo, Task, finished_result, read_json, save_result, single_process_env,
                                       task_folder, write_json)
@@ -141,11 +141,13 @@ def _checkpoint_complete(path: Path, config: FitConfig) -> bool:
 
 
 def train_task(folder: Path, train: Sequence[ScanSpec], validation: Sequence[ScanSpec], config: FitConfig, *,
-               progress: ProgressCallback | None = None) -> dict[str, Any]:
+               progress: ProgressCallback | None = None, keep_checkpoint: bool = False) -> dict[str, Any]:
     """Train the task's model into ``folder`` (resuming an interrupted run); returns its figures.
 
     The figures come from the model file's metadata (cumulated over resumptions) and, for peak
-    memory, from this process while it trained (None when the model was already trained)."""
+    memory, from this process while it trained (None when the model was already trained). The
+    training checkpoint (weights and optimiser state, several times the model's size) is deleted
+    once the training is complete, unless ``keep_checkpoint``."""
     from bone_avizo.fit import checkpoint_path, fit_model
     from bone_avizo.models import read_metadata
 
@@ -170,6 +172,10 @@ def train_task(folder: Path, train: Sequence[ScanSpec], validation: Sequence[Sca
                "train_peak_vram_gb": None if complete else peak.vram_gb,
                "train_scans": meta.get("train_scans"), "val_scans": meta.get("val_scans")}
     write_json(trained, figures)
+    if not keep_checkpoint and ckpt.is_file():
+        size = ckpt.stat().st_size
+        ckpt.unlink()
+        log.info("deleted the training checkpoint %s (%.0f MB; keep it with --keep-checkpoints)", ckpt, size / 1e6)
     return figures
 
 
@@ -177,12 +183,11 @@ def train_task(folder: Path, train: Sequence[ScanSpec], validation: Sequence[Sca
 # scoring
 def confusion_scores(confusion, class_names: Sequence[str]) -> dict[str, Any]:
     """Mean IoU (all classes, BONe's), mean foreground IoU and per-class IoU of a confusion matrix
-    (rows = reference, columns = prediction); undefined values are None."""
-    cm = np.asarray(confusion, np.int64)
-    iou = scores_from_confusion(cm)["iou"]
-    return {"mean_iou": nan_to_none(float(mean_defined(iou))),
-            "mean_iou_fg": nan_to_none(float(mean_defined(iou, foreground=True))),
-            "iou": {name: nan_to_none(float(v)) for name, v in zip(class_names, iou)}}
+    (rows = reference, columns = prediction), as the IoU module scores it (a class absent from the
+    reference is not scored); undefined values are None."""
+    result = IoUResult(confusion=np.asarray(confusion, np.int64), class_names=tuple(class_names))
+    return {"mean_iou": result.mean_iou, "mean_iou_fg": result.mean_iou_foreground,
+            "iou": {name: nan_to_none(float(v)) for name, v in zip(class_names, result.iou)}}
 
 
 def pooled_confusion(entries: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -277,7 +282,11 @@ def study_params() -> tuple[Param, ...]:
     """The options every study has: how the epoch is selected, whether predictions are kept."""
     return (Param("selection", str, "heldout", SELECTION_HELP, choices=tuple(Selection), group="study"),
             Param("keep_predictions", bool, False, "keep the predicted label volumes of the test scans "
-                  "(tasks/<task>/predictions/<scan>.npy)", group="study"))
+                  "(tasks/<task>/predictions/<scan>.npy)", group="study"),
+            Param("keep_checkpoints", bool, False, "keep each task's training checkpoint "
+                  "(tasks/<task>/model.safetensors.ckpt: weights and optimiser state, about 4x the model) "
+                  "after its training is complete; an interrupted task resumes from it either way",
+                  group="study"))
 
 
 def selection_inputs(config: FitConfig, selection: str, tests: Sequence[ScanSpec]

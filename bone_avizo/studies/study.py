@@ -32,6 +32,30 @@ class StudyResult:
     tasks_run: list[str] = field(default_factory=list)
 
 
+def disk_use(folder: str | os.PathLike) -> dict[str, int]:
+    """Bytes under a study folder: {"total", "models" (*.safetensors), "checkpoints" (*.ckpt),
+    "predictions" (files in predictions/ folders), "other"}."""
+    use = dict.fromkeys(("total", "models", "checkpoints", "predictions", "other"), 0)
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                size = (Path(root) / name).stat().st_size
+            except OSError:  # removed meanwhile
+                continue
+            kind = ("checkpoints" if name.endswith(".ckpt") else "models" if name.endswith(".safetensors")
+                    else "predictions" if Path(root).name == "predictions" else "other")
+            use[kind] += size
+            use["total"] += size
+    return use
+
+
+def describe_disk_use(folder: str | os.PathLike) -> str:
+    """``disk use of F: 120.3 MB (models 114.0 MB, checkpoints 0.0 MB, predictions 0.0 MB, other 6.3 MB)``."""
+    use = disk_use(folder)
+    parts = ", ".join(f"{k} {use[k] / 1e6:.1f} MB" for k in ("models", "checkpoints", "predictions", "other"))
+    return f"disk use of {folder}: {use['total'] / 1e6:.1f} MB ({parts})"
+
+
 def as_specs(scans: Sequence, what: str = "scans") -> list[ScanSpec]:
     """ScanSpecs from ScanSpecs, (image, labels) pairs or dicts; names made unique; every path must
     exist (checked before any work)."""

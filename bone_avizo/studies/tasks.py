@@ -184,6 +184,8 @@ def prepare_output(output: Path, plan: dict, info: RankInfo, *, overwrite: bool)
 def _comparable(plan: dict) -> dict:
     out = {k: v for k, v in plan.items() if k not in ("version", "fit")}
     out["fit"] = shaping_options(plan.get("fit", {}))
+    if isinstance(out.get("options"), dict):  # what is kept on disk does not change the study
+        out["options"] = {k: v for k, v in out["options"].items() if k != "keep_checkpoints"}
     return out
 
 

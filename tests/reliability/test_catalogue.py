@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Callable
 
 import h5py
+import nrrd
 import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image
 
 import fake_hx
 from bone_avizo.avizo import config_to_ports
 from bone_avizo.config import PREDICT_SPEC, FitConfig
 from test_avizo_modules import HXSCRIPTS, add_field
+from test_io_slices_dicom import write_ct_series
 
 from .helpers import (FIT_FLAGS, FIT_OPTIONS, PREDICT_FLAGS, SimulatedDisk, cli_error, fit_argv, scan_array,
                       tree_state, write_scan, write_tiny_model)
@@ -246,6 +249,28 @@ def hdf5_no_such_dataset(ctx):
     return ctx.predict(ctx.scan("scan.h5"), "--input-option", "dataset=/volume")
 
 
+def png_slices_differ(ctx):
+    folder = ctx.path("slices")
+    folder.mkdir()
+    for z, plane in enumerate(scan_array((3, 13, 29)).astype(np.uint8)):
+        Image.fromarray(plane).save(folder / f"s{z}.png")
+    Image.fromarray(np.zeros((13, 30), np.uint8)).save(folder / "s3.png")
+    return ctx.predict(folder)
+
+
+def dicom_two_series(ctx):
+    folder = ctx.path("dicom")
+    write_ct_series(folder, scan_array((3, 13, 29)), series_uid="1.2.3.1", series_number=3, names=["a1", "a2", "a3"])
+    write_ct_series(folder, scan_array((2, 13, 29)), series_uid="1.2.3.2", series_number=7, names=["b1", "b2"])
+    return ctx.predict(folder)
+
+
+def nrrd_oblique(ctx):
+    header = {"space": "left-posterior-superior", "space directions": [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 1]]}
+    nrrd.write(str(ctx.path("scan.nrrd")), scan_array(), header, index_order="C")
+    return ctx.predict(ctx.path("scan.nrrd"))
+
+
 def bad_input_option(ctx):
     return ctx.predict(ctx.scan(), "--input-option", "dataset")
 
@@ -299,11 +324,40 @@ def model_pickle_payload(ctx):
     return ctx.predict(ctx.scan(), model=_evil_checkpoint(ctx))
 
 
+def model_bone_3d(ctx):
+    """A BONe checkpoint made in its 3D mode (2D weights inside, so only the metadata can tell)."""
+    from bone_avizo.models import load_model
+
+    module = load_model(ctx.model()).module
+    torch.save({"model_state": module.state_dict(),
+                "metadata": {"model_arch": "U-Net", "backbone": "mobilenet_v2", "num_classes": 3, "in_channels": 1,
+                             "patch_size": 32, "normalization": "ZScore", "is_3d": True, "mode": "3D"}},
+               ctx.path("bone3d.pth"))
+    return ctx.predict(ctx.scan(), model=ctx.path("bone3d.pth"))
+
+
 def model_plain_safetensors(ctx):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, str(ctx.path("plain.safetensors")))
     return ctx.predict(ctx.scan(), model=ctx.path("plain.safetensors"))
+
+
+def _onnx_without_metadata(ctx) -> Path:
+    from bone_avizo.models import export_onnx, load_model
+
+    return export_onnx(load_model(ctx.model_file).module, ctx.path("bare.onnx"), in_channels=1, patch_size=32)
+
+
+def model_onnx_without_metadata(ctx):
+    return ctx.predict(ctx.scan(), model=_onnx_without_metadata(ctx))
+
+
+def fit_weights_onnx(ctx):
+    from bone_avizo.models import export_onnx, load_model
+
+    path = export_onnx(load_model(ctx.model_file), ctx.path("bone.onnx"), patch_size=32)
+    return ctx.fit("--weights", path)
 
 
 def _edit_metadata(path: Path, **changes) -> Path:
@@ -324,6 +378,10 @@ def _edit_metadata(path: Path, **changes) -> Path:
 
 def model_unknown_arch(ctx):
     return ctx.predict(ctx.scan(), model=_edit_metadata(ctx.model(), arch="unet3000"))
+
+
+def model_unknown_normalization_mask(ctx):
+    return ctx.predict(ctx.scan(), model=_edit_metadata(ctx.model(), normalization_mask="negative"))
 
 
 def model_newer_format(ctx):
@@ -349,6 +407,12 @@ def resume_fused_planes(ctx):
 
 def bad_device(ctx):
     return ctx.predict(ctx.scan(), "--device", "gpu0")
+
+
+def bad_cache_limit(ctx):
+    ctx.monkeypatch.setenv("BONE_AVIZO_CACHE", str(ctx.path("cache")))
+    ctx.monkeypatch.setenv("BONE_AVIZO_CACHE_MB", "lots")
+    return ctx.predict(ctx.scan(), "--backend", "onnxruntime")
 
 
 def output_exists(ctx):
@@ -459,6 +523,26 @@ def iou_disk_full(ctx):
     action = ctx.iou(labels, labels, "--report", ctx.path("report.json"))
     ctx.full_disk(free=100)
     return action
+
+
+def iou_bad_label_map(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, labels, "--map-prediction", "2-1")
+
+
+def iou_map_beyond_classes(ctx):
+    labels = ctx.labels("pred.npy", (scan_array() % 3).astype(np.uint8))
+    return ctx.iou(labels, labels, "--map-prediction", "2:5", "--num-classes", "3")
+
+
+def iou_voxel_sizes_differ(ctx):
+    from bone_avizo.io import save_volume
+    from bone_avizo.volume import Volume
+
+    labels = (scan_array() % 3).astype(np.uint8)
+    save_volume(Volume(labels, voxel_size=0.02), ctx.path("pred.npy"))
+    save_volume(Volume(labels, voxel_size=0.01), ctx.path("ref.npy"))
+    return ctx.iou(ctx.path("pred.npy"), ctx.path("ref.npy"))
 
 
 def fit_label_shape(ctx):
@@ -654,9 +738,10 @@ CATALOGUE: tuple[Row, ...] = (
         " of slices",
         zero_size_axis),
     Row("unknown-extension", "io", "an input named scan.xyz",
-        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .am, .h5, .hdf, "
-        ".hdf5, .mha, .mhd, .npy, .ome.tif, .ome.tiff, .ome.zarr, .raw, .tif, .tiff, .zarr, a folder of "
-        "TIFF slices, or name the format",
+        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
+        ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
+        "slices, or name the format",
         unknown_extension),
     Row("input-missing", "io", "an input path that does not exist",
         "--input: <dir>/nowhere.tif does not exist; check the path",
@@ -668,6 +753,18 @@ CATALOGUE: tuple[Row, ...] = (
     Row("hdf5-no-dataset", "io", "dataset=/volume in an HDF5 file without it",
         "<dir>/scan.h5 has no dataset '/volume'; available: data (7, 13, 29)",
         hdf5_no_such_dataset),
+    Row("slice-sizes-differ", "io", "a folder of PNG slices, one of another size",
+        "slice s3.png has shape (13, 30) uint8, but s0.png has (13, 29) uint8; all slices of a folder must be 2-D "
+        "with the same shape and type",
+        png_slices_differ),
+    Row("dicom-two-series", "io", "a DICOM folder holding two series and no series= option",
+        "folder <dir>/dicom holds 2 DICOM series (1 = SeriesNumber 3 's3' (3 files, UID 1.2.3.1); 2 = SeriesNumber"
+        " 7 's7' (2 files, UID 1.2.3.2)); choose one with series=<number, SeriesNumber or UID>",
+        dicom_two_series),
+    Row("nrrd-oblique", "io", "an NRRD whose space directions are not along the axes",
+        "<dir>/scan.nrrd has a non-axis-aligned space direction (0.5,0.5,0) for axis 0; resample it onto an "
+        "axis-aligned grid first (e.g. 3D Slicer: harden the transform and resample)",
+        nrrd_oblique),
     # predict: scans, options, outputs
     Row("nan-slice", "predict", "a float32 TIFF with a NaN slice",
         "scan contains NaN or infinite values (the first in slice z=4); replace them (e.g. "
@@ -697,6 +794,10 @@ CATALOGUE: tuple[Row, ...] = (
     Row("bad-device", "predict", "--device gpu0",
         "device 'gpu0' is not valid; use cpu, cuda, cuda:N or auto",
         bad_device),
+    Row("bad-cache-limit", "predict", "BONE_AVIZO_CACHE_MB=lots with --backend onnxruntime",
+        "environment variable BONE_AVIZO_CACHE_MB='lots' is not a size in megabytes; give a number >= 0 (e.g. "
+        "BONE_AVIZO_CACHE_MB=500), or unset it for 1024",
+        bad_cache_limit),
     Row("output-exists", "predict", "an output that already exists (no --overwrite)",
         "output <dir>/labels.tif already exists; choose another name or allow overwriting (--overwrite)",
         output_exists),
@@ -710,9 +811,10 @@ CATALOGUE: tuple[Row, ...] = (
         "output folder <dir>/locked is not writable; choose another output path",
         output_folder_read_only),
     Row("output-extension", "predict", "an output named labels.xyz",
-        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .am, .h5, .hdf,"
-        " .hdf5, .mha, .mhd, .npy, .ome.tif, .ome.tiff, .ome.zarr, .raw, .tif, .tiff, .zarr, a folder of "
-        "TIFF slices, or name the format",
+        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
+        ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
+        "slices, or name the format",
         output_unknown_extension),
     Row("disk-full-tiff", "predict", "a full disk when the TIFF output is created",
         "cannot create <dir>/labels.tif.partial: No space left on device; check the folder's permissions "
@@ -739,7 +841,7 @@ CATALOGUE: tuple[Row, ...] = (
         model_missing),
     Row("model-truncated", "model", "a model file cut in half",
         "model file <dir>/model.safetensors is truncated: its tensors need 1138988 bytes of data, the "
-        "file holds 555062; the file is damaged (copy it again)",
+        "file holds 555042; the file is damaged (copy it again)",
         model_truncated),
     Row("model-huge-header", "model", "a safetensors header length of 200 MB",
         "model file <dir>/huge.safetensors declares a 209715200-byte header (limit 104857600); the file "
@@ -753,15 +855,28 @@ CATALOGUE: tuple[Row, ...] = (
         "references io.open); loading it could run arbitrary code. Re-save the checkpoint as "
         "{'model_state': state_dict, 'metadata': dict of plain values}",
         model_pickle_payload),
+    Row("model-bone-3d", "model", "a BONe checkpoint trained in its 3D mode",
+        "<dir>/bone3d.pth: 3D models are not supported (BONe metadata: mode '3D', is_3d True); bone_avizo "
+        "runs 2D and 2.5D models: train one in BONe's 2D or 2.5D mode, or with bone_avizo fit",
+        model_bone_3d),
     Row("model-no-metadata", "model", "a safetensors file without bone_avizo metadata",
         "<dir>/plain.safetensors is a safetensors file without bone_avizo metadata; it is not a "
         "bone_avizo model file (only files written by save_model can be loaded)",
         model_plain_safetensors),
+    Row("model-onnx-no-metadata", "model", "an ONNX file exported without bone_avizo metadata",
+        "<dir>/bare.onnx is an ONNX file without bone_avizo metadata (architecture, classes, patch size, "
+        "normalisation); give the model file it was exported from (.safetensors or BONe .pth), or export that "
+        "with `bone-avizo export --model MODEL --output bare.onnx`",
+        model_onnx_without_metadata),
     Row("model-unknown-arch", "model", "metadata naming an unknown architecture",
         "model file <dir>/model.safetensors: metadata key 'arch': unknown architecture 'unet3000'; valid "
         "architectures: unet, unetplusplus, fpn, pspnet, deeplabv3, deeplabv3plus, linknet, manet, pan, "
         "upernet, segformer, dpt",
         model_unknown_arch),
+    Row("model-normalization-mask", "model", "metadata naming an unknown normalisation mask",
+        "model file <dir>/model.safetensors: metadata key 'normalization_mask': 'negative' is not one of "
+        "positive, nonzero, all",
+        model_unknown_normalization_mask),
     Row("model-newer-format", "model", "a model file of a newer format version",
         "model file <dir>/model.safetensors has format version '7', newer than this bone_avizo reads (1);"
         " update bone_avizo",
@@ -810,6 +925,18 @@ CATALOGUE: tuple[Row, ...] = (
     Row("iou-disk-full", "iou", "a full disk when the report is written",
         "cannot write <dir>/report.json: No space left on device; check permissions and free space",
         iou_disk_full),
+    Row("iou-bad-label-map", "iou", "--map-prediction 2-1 (not SRC:DST)",
+        "map_prediction (--map-prediction): '2-1' is not SRC:DST with two labels 0..255 (e.g. 2:1)",
+        iou_bad_label_map),
+    Row("iou-map-beyond-classes", "iou", "--map-prediction 2:5 with --num-classes 3",
+        "after relabelling (--map-prediction) the prediction holds label 5 but num_classes is 3 (labels 0..2); "
+        "set --num-classes 6 or map it to a smaller label",
+        iou_map_beyond_classes),
+    Row("iou-voxel-sizes-differ", "iou", "a prediction recorded at 0.02 mm and its reference at 0.01 mm",
+        "prediction voxel size 0.02 x 0.02 x 0.02 mm differs from the reference's 0.01 x 0.01 x 0.01 mm; "
+        "check that both volumes are of the same scan, or accept it with --allow-voxel-size-mismatch (the "
+        "reference's is used)",
+        iou_voxel_sizes_differ),
     # fit
     Row("fit-label-shape", "fit", "labels of another shape than their scan",
         "scan scan0: image <dir>/scans/scan0.npy has shape (5, 40, 48) (z, y, x) but labels "
@@ -831,6 +958,10 @@ CATALOGUE: tuple[Row, ...] = (
         "unknown architecture 'unet3000'; valid architectures: unet, unetplusplus, fpn, pspnet, "
         "deeplabv3, deeplabv3plus, linknet, manet, pan, upernet, segformer, dpt",
         fit_unknown_arch),
+    Row("fit-weights-onnx", "fit", "--weights bone.onnx (an exported ONNX file)",
+        "<dir>/bone.onnx is an exported ONNX file, which predicts but cannot be trained or exported again; give "
+        "the .safetensors model file it was exported from",
+        fit_weights_onnx),
     Row("fit-unknown-encoder", "fit", "--encoder resnet1800",
         "unknown encoder 'resnet1800'; did you mean resnet18, resnet101, resnet50, resnet152, "
         "se_resnet101? see all 76 encoders with `python -m bone_avizo.standalone info --encoders` (timm "
@@ -884,7 +1015,7 @@ CATALOGUE: tuple[Row, ...] = (
         avizo_pickle_payload),
     Row("avizo-truncated-model", "avizo", "BONeDLPred with a model file cut in half",
         "model file <dir>/model.safetensors is truncated: its tensors need 1138988 bytes of data, the "
-        "file holds 555062; the file is damaged (copy it again)",
+        "file holds 555042; the file is damaged (copy it again)",
         avizo_truncated_model),
     Row("avizo-nan-scan", "avizo", "BONeDLPred on a float field with a NaN slice",
         "scan.am contains 377 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before "
@@ -897,8 +1028,8 @@ CATALOGUE: tuple[Row, ...] = (
     Row("avizo-fit-nan-scan", "avizo", "BONeDLFit: a float scan with a NaN slice",
         "scan1.am contains 1920 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before segmenting",
         avizo_fit_nan_scan),
-    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk when the scans are staged beside the model",
-        "cannot create <dir>/.bone.safetensors.<...>.fitting/scans/0_image.npy.partial: No space left on device; "
+    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk while the model is written in its training folder",
+        "cannot write model file <dir>/bone.safetensors.fitting/bone.safetensors: No space left on device; "
         "check the folder's permissions and free space",
         avizo_fit_disk_full),
     Row("avizo-iou-classes", "avizo", "BONeIoU: labels 0..2 with num_classes 2",
