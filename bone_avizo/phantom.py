@@ -51,7 +51,6 @@ from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from bone_avizo.config import ConfigBase, Param, make_config
 from bone_avizo.errors import ConfigError, OutputWriteError
@@ -453,6 +452,8 @@ def phantom_slab(config, z0: int, z1: int) -> tuple[np.ndarray, np.ndarray]:
         if i0 < i1:
             labels[i0 - z0:i1 - z0] = MATERIAL_LABEL[mat[i0 - c0:i1 - c0]]
     if config.blur_sigma > 0:
+        from scipy.ndimage import gaussian_filter  # here: the CLI imports this module for its flags
+
         grey = gaussian_filter(grey, config.blur_sigma, mode="nearest", truncate=_TRUNCATE)
     image = grey[z0 - e0:z1 - e0]
     cupping, rings = _radial_maps(config)

@@ -14,15 +14,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from bone_avizo.data.normalize import MASK_WORDS, NormStats, StatsAccumulator, StatsMask
 from bone_avizo.errors import ConfigError, InputFileError, InvalidVolumeError, LabelError, ShapeMismatchError
 from bone_avizo.labels import DEFAULT_MAX_CLASSES, SUPPORTED_CLASSES, not_a_label_volume
 from bone_avizo.data.lazy import BoundedSource
 from bone_avizo.io.base import VolumeSource
+
+if TYPE_CHECKING:  # normalize imports torch: only where statistics are computed
+    from bone_avizo.data.normalize import NormStats
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +235,8 @@ def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) 
 
 def image_stats(source: VolumeSource, *, where: str, mask: str = "positive") -> NormStats:
     """Normalisation statistics over the voxels ``mask`` selects (streamed), refusing NaN or infinite voxels."""
+    from bone_avizo.data.normalize import StatsAccumulator
+
     acc = StatsAccumulator(mask)
     step = pass_slices(source.shape)
     for z0 in range(0, source.shape[0], step):
@@ -265,6 +269,8 @@ def _open_pair(spec: ScanSpec) -> tuple[VolumeSource, VolumeSource]:
 def open_scan(spec: ScanSpec, index: int = 0, *, mask: str = "positive") -> Scan:
     """Open one scan and run its checks and statistics over the voxels ``mask`` selects (one streamed
     pass over image and labels)."""
+    from bone_avizo.data.normalize import MASK_WORDS, StatsMask
+
     image, labels = _open_pair(spec)
     try:
         summary = summarize_labels(labels, where=f"scan {spec.name} ({location_text(spec.labels)})")

@@ -6,13 +6,19 @@ model file (safetensors + metadata JSON), BONe checkpoint import and ONNX export
     loaded = load_model("bone.safetensors")      # or a BONe .pth checkpoint
     loaded.module(x)                             # (B, 1, H, W) -> (B, 3, H, W) logits
 """
-from bone_avizo.models.bone_import import import_bone_checkpoint
-from bone_avizo.models.metadata import ModelMetadata
-from bone_avizo.models.modelfile import LoadedModel, load_model, model_summary, read_metadata, save_model
-from bone_avizo.models.onnx_export import export_onnx
-from bone_avizo.models.registry import (ARCHITECTURES, build_model, count_parameters, estimate_gflops,
-                                        list_architectures, list_encoders)
+from bone_avizo._lazy import lazy_exports
+
+# imported on first use (PEP 562), so that reading a model file's metadata does not import torch
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "bone_avizo.models.bone_import": ("import_bone_checkpoint",),
+    "bone_avizo.models.header": ("header_summary", "read_metadata"),
+    "bone_avizo.models.metadata": ("ModelMetadata",),
+    "bone_avizo.models.modelfile": ("LoadedModel", "load_model", "model_summary", "save_model"),
+    "bone_avizo.models.onnx_export": ("export_onnx",),
+    "bone_avizo.models.registry": ("ARCHITECTURES", "build_model", "count_parameters", "estimate_gflops",
+                                   "list_architectures", "list_encoders"),
+})
 
 __all__ = ["ARCHITECTURES", "build_model", "list_architectures", "list_encoders", "count_parameters",
            "estimate_gflops", "ModelMetadata", "save_model", "load_model", "read_metadata", "LoadedModel",
-           "model_summary", "import_bone_checkpoint", "export_onnx"]
+           "model_summary", "header_summary", "import_bone_checkpoint", "export_onnx"]

@@ -31,6 +31,36 @@ _NORMALIZATION_SPELLINGS = {
 
 REQUIRED_KEYS = ("arch", "encoder", "in_channels", "num_classes", "patch_size")
 
+# our architecture names -> smp class names (in the order shown to users); the registry keeps those
+# that the installed segmentation-models-pytorch has
+SMP_CLASS_NAMES = {
+    "unet": "Unet",
+    "unetplusplus": "UnetPlusPlus",
+    "fpn": "FPN",
+    "pspnet": "PSPNet",
+    "deeplabv3": "DeepLabV3",
+    "deeplabv3plus": "DeepLabV3Plus",
+    "linknet": "Linknet",
+    "manet": "MAnet",
+    "pan": "PAN",
+    "upernet": "UPerNet",
+    "segformer": "Segformer",
+    "dpt": "DPT",
+}
+
+# extra spellings (after lower-casing and dropping '-', '_' and spaces)
+_ARCH_ALIASES = {"unet++": "unetplusplus", "deeplabv3+": "deeplabv3plus"}
+
+
+def architecture_key(name: Any, known: Mapping[str, Any] = SMP_CLASS_NAMES) -> str:
+    """Our name for architecture ``name`` (any case, BONe or smp spelling) among ``known``; ConfigError
+    if unknown. Torch-free, so that reading a model file's metadata does not import smp."""
+    key = str(name).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
+    key = _ARCH_ALIASES.get(key, key)
+    if key not in known:
+        raise ConfigError(f"unknown architecture {name!r}; valid architectures: {', '.join(known)}")
+    return key
+
 
 def canonical_normalization(value: Any, key: str = "normalization") -> str:
     """'zscore' or 'minmax' from any common spelling ('Z-score', 'min_max', ...); ModelError otherwise."""
@@ -76,11 +106,9 @@ class ModelMetadata:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        from bone_avizo.models.registry import canonical_arch
-
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         try:
-            set_("arch", canonical_arch(self.arch))
+            set_("arch", architecture_key(self.arch))
         except ConfigError as exc:
             raise ModelError(f"metadata key 'arch': {exc}") from None
         if not isinstance(self.encoder, str) or not self.encoder.strip():

@@ -4,19 +4,20 @@ Layout (see docs/models.md)::
 
     8 bytes    little-endian u64 N = header length
     N bytes    JSON header: {"__metadata__": {"format": "bone_avizo", "format_version": "1",
-                              "bone_avizo": "<ModelMetadata JSON>", "weights_dtype": "float32"},
+                              "bone_avizo": "<ModelMetadata JSON>", "weights_dtype": "float32",
+                              "parameters": "<count>", "input_multiple": "<n>"},
                              "<tensor name>": {"dtype", "shape", "data_offsets"}, ...}
     rest       raw tensor data
+
+The header is read without torch by :mod:`bone_avizo.models.header` (metadata, ``info``).
 
 ``load_model`` also reads BONe ``.pth`` checkpoints (through :mod:`bone_avizo.models.bone_import`),
 never unpickling code: ``torch.load(..., weights_only=True)`` only.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,16 +26,14 @@ import torch
 
 from bone_avizo.errors import ConfigError, InputFileError, ModelError, OutputWriteError
 from bone_avizo.io.base import check_output_path, partial_path, remove_path, replace_path
+from bone_avizo.models.header import (FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BYTES, METADATA_KEY,  # noqa: F401
+                                      MODEL_SUFFIX, detect_model_format, metadata_from_header, read_header,
+                                      read_metadata, summary)
 from bone_avizo.models.metadata import ModelMetadata
 from bone_avizo.models.registry import build_model, count_parameters
 
 log = logging.getLogger(__name__)
 
-FORMAT_NAME = "bone_avizo"
-FORMAT_VERSION = 1
-METADATA_KEY = "bone_avizo"
-MODEL_SUFFIX = ".safetensors"
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 WEIGHT_DTYPES = {None: torch.float32, "fp32": torch.float32, "float32": torch.float32,
                  "fp16": torch.float16, "float16": torch.float16}
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -130,11 +129,14 @@ def save_model(path: str | os.PathLike, model: torch.nn.Module, metadata: ModelM
     if not isinstance(metadata, ModelMetadata):
         raise ConfigError(f"metadata must be a ModelMetadata, got {type(metadata).__name__}")
     check_output_path(path, overwrite=overwrite)
-    state = _tensors_for_saving(unwrap_module(model).state_dict(), WEIGHT_DTYPES[dtype])
+    network = unwrap_module(model)
+    state = _tensors_for_saving(network.state_dict(), WEIGHT_DTYPES[dtype])
     if check:
         load_weights(build_from_metadata(metadata), state, "the model being saved")
     header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION),
-              METADATA_KEY: metadata.to_json(), "weights_dtype": str(WEIGHT_DTYPES[dtype]).replace("torch.", "")}
+              METADATA_KEY: metadata.to_json(), "weights_dtype": str(WEIGHT_DTYPES[dtype]).replace("torch.", ""),
+              # what info shows without building the network (header.header_summary)
+              "parameters": str(count_parameters(network)), "input_multiple": str(input_multiple(network))}
     temp = partial_path(path)
     try:
         with open(temp, "wb") as fh:  # plain open(): the file gets the user's umask permissions
@@ -167,22 +169,6 @@ def _tensors_for_saving(state: Mapping[str, Any], float_dtype: torch.dtype) -> d
 
 # ------------------------------------------------------------------------------------------
 # load
-def detect_model_format(path: Path) -> str:
-    """'bone_avizo' (safetensors) or 'bone_pth' (a torch.save file) from the file's first bytes;
-    'onnx' for a file named .onnx (an export, see :mod:`bone_avizo.models.onnx_model`)."""
-    if Path(path).suffix.lower() == ".onnx":
-        return "onnx"
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    # safetensors first: its 8-byte header length may start with 0x80, a pickle's first byte
-    if len(head) == 9 and head[8:9] == b"{":
-        return "bone_avizo"
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "bone_pth"
-    raise ModelError(f"{path} is not a model file (neither a bone_avizo .safetensors file, a PyTorch "
-                     "checkpoint nor an exported .onnx file); check the path")
-
-
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedModel:
     """Load a bone_avizo model file, a BONe ``.pth`` checkpoint or an exported ``.onnx`` file, for inference.
 
@@ -222,77 +208,11 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return target
 
 
-def read_header(path: Path) -> dict[str, Any]:
-    """The safetensors JSON header of ``path``, after checking its size against the file."""
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise ModelError(f"model file {path} is truncated ({size} bytes); the file is damaged")
-        (length,) = struct.unpack("<Q", raw)
-        if length > MAX_HEADER_BYTES:
-            raise ModelError(f"model file {path} declares a {length}-byte header (limit {MAX_HEADER_BYTES}); "
-                             "the file is damaged or not a model file")
-        if 8 + length > size:
-            raise ModelError(f"model file {path} is truncated: its header needs {length} bytes but the file "
-                             f"has {size - 8}; the file is damaged (copy it again)")
-        text = fh.read(length)
-    try:
-        header = json.loads(text)
-    except ValueError as exc:
-        raise ModelError(f"model file {path} has a malformed header ({exc}); the file is damaged") from None
-    if not isinstance(header, dict):
-        raise ModelError(f"model file {path} has a malformed header; the file is damaged")
-    _check_data_extent(path, header, size - 8 - length)
-    return header
-
-
-def _check_data_extent(path: Path, header: dict, data_bytes: int) -> None:
-    end = max((entry.get("data_offsets", [0, 0])[1] for name, entry in header.items()
-               if name != "__metadata__" and isinstance(entry, dict)), default=0)
-    if end > data_bytes:
-        raise ModelError(f"model file {path} is truncated: its tensors need {end} bytes of data, the file "
-                         f"holds {data_bytes}; the file is damaged (copy it again)")
-
-
-def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """The ModelMetadata of a bone_avizo model file (without reading the weights), of a BONe
-    ``.pth`` checkpoint (without building its network) or of an exported ``.onnx`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"model file {path} does not exist; check the path")
-    kind = detect_model_format(path)
-    if kind == "bone_pth":
-        from bone_avizo.models.bone_import import read_bone_metadata
-
-        return read_bone_metadata(path)
-    if kind == "onnx":
-        from bone_avizo.models.onnx_model import onnx_metadata
-
-        return onnx_metadata(path)
-    return _metadata_from_header(path, read_header(path))[0]
-
-
-def _metadata_from_header(path: Path, header: dict) -> tuple[ModelMetadata, dict]:
-    meta = header.get("__metadata__") or {}
-    if METADATA_KEY not in meta:
-        raise ModelError(f"{path} is a safetensors file without bone_avizo metadata; it is not a bone_avizo "
-                         "model file (only files written by save_model can be loaded)")
-    version = meta.get("format_version", "1")
-    if not str(version).isdigit() or int(version) > FORMAT_VERSION:
-        raise ModelError(f"model file {path} has format version {version!r}, newer than this bone_avizo "
-                         f"reads ({FORMAT_VERSION}); update bone_avizo")
-    try:
-        return ModelMetadata.from_json(meta[METADATA_KEY]), meta
-    except ModelError as exc:
-        raise ModelError(f"model file {path}: {exc}") from None
-
-
 def _load_safetensors_model(path: Path) -> LoadedModel:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    metadata, meta = _metadata_from_header(path, read_header(path))
+    metadata, meta = metadata_from_header(path, read_header(path))
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -305,33 +225,8 @@ def _load_safetensors_model(path: Path) -> LoadedModel:
 # ------------------------------------------------------------------------------------------
 def model_summary(loaded: LoadedModel) -> dict[str, Any]:
     """What ``info`` shows: architecture, classes, input conventions, size and training provenance."""
-    meta = loaded.metadata
-    training = meta.training
-    return {
-        "path": str(loaded.source_path),
-        "format": loaded.format,
-        "weights_dtype": loaded.weights_dtype,
-        "arch": meta.arch,
-        "encoder": meta.encoder,
-        "arch_options": meta.arch_options,
-        "in_channels": meta.in_channels,
-        "num_classes": meta.num_classes,
-        "class_names": list(meta.class_names),
-        "patch_size": meta.patch_size,
-        "input_multiple": input_multiple(loaded.module),
-        "normalization": meta.normalization,
-        "normalization_stats": meta.normalization_stats,
-        "normalization_mask": meta.normalization_mask,
-        "context_slices": meta.context_slices,
-        "planes": list(meta.planes),
-        "parameters": count_parameters(loaded.module),
-        "train_scans": training.get("train_scans"),
-        "val_scans": training.get("val_scans"),
-        "best_val_score": training.get("best_val_score"),
-        "best_epoch": training.get("best_epoch"),
-        "training": training,
-        "extra": meta.extra,
-    }
+    return summary(loaded.source_path, loaded.format, loaded.weights_dtype, loaded.metadata,
+                   input_multiple=input_multiple(loaded.module), parameters=count_parameters(loaded.module))
 
 
 def input_multiple(module: torch.nn.Module) -> int:

@@ -16,10 +16,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from bone_avizo.errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: `bone-avizo cache` and --help do not import torch
+    import torch
 
 log = logging.getLogger(__name__)
 

@@ -20,36 +20,18 @@ from typing import Any
 import torch
 
 from bone_avizo.errors import ConfigError, ModelError
+from bone_avizo.models.metadata import SMP_CLASS_NAMES, architecture_key
 
 log = logging.getLogger(__name__)
-
-# our name -> smp class name (in the order shown to users)
-_SMP_CLASS_NAMES = {
-    "unet": "Unet",
-    "unetplusplus": "UnetPlusPlus",
-    "fpn": "FPN",
-    "pspnet": "PSPNet",
-    "deeplabv3": "DeepLabV3",
-    "deeplabv3plus": "DeepLabV3Plus",
-    "linknet": "Linknet",
-    "manet": "MAnet",
-    "pan": "PAN",
-    "upernet": "UPerNet",
-    "segformer": "Segformer",
-    "dpt": "DPT",
-}
 
 
 def _load_architectures() -> dict[str, type]:
     import segmentation_models_pytorch as smp
 
-    return {name: getattr(smp, cls) for name, cls in _SMP_CLASS_NAMES.items() if hasattr(smp, cls)}
+    return {name: getattr(smp, cls) for name, cls in SMP_CLASS_NAMES.items() if hasattr(smp, cls)}
 
 
 ARCHITECTURES: dict[str, type] = _load_architectures()
-
-# extra spellings (after lower-casing and dropping '-', '_' and spaces)
-_ARCH_ALIASES = {"unet++": "unetplusplus", "deeplabv3+": "deeplabv3plus"}
 
 # smp "weights" names accepted by build_model besides None
 IMAGENET = "imagenet"
@@ -68,12 +50,9 @@ def list_encoders() -> list[str]:
 
 
 def canonical_arch(name: str) -> str:
-    """Our name for architecture ``name`` (any case, BONe or smp spelling); ConfigError if unknown."""
-    key = str(name).strip().lower().replace("-", "").replace("_", "").replace(" ", "")
-    key = _ARCH_ALIASES.get(key, key)
-    if key not in ARCHITECTURES:
-        raise ConfigError(f"unknown architecture {name!r}; valid architectures: {', '.join(ARCHITECTURES)}")
-    return key
+    """Our name for architecture ``name`` (any case, BONe or smp spelling); ConfigError if unknown or
+    not in the installed segmentation-models-pytorch."""
+    return architecture_key(name, ARCHITECTURES)
 
 
 def canonical_encoder(name: str) -> str:

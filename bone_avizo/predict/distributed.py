@@ -22,7 +22,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Mapping
 
-import h5py
 import numpy as np
 
 from bone_avizo.errors import BoneAvizoError, ConfigError, OutputWriteError
@@ -127,6 +126,8 @@ class PartWriter:
             remove_path(marker(path, kind))
         if path.exists() and not resume:
             remove_path(path)
+        import h5py  # here, not at the top: the CLI imports this module for current_ranks
+
         try:
             self.file = h5py.File(path, "a", locking=False)
         except OSError as exc:
@@ -215,6 +216,8 @@ def _done(part: Path, fingerprint: str) -> bool:
 def merge_parts(output: Path, ranks: Ranks, blocks: list[Block], write) -> None:
     """Rank 0: copy every block from its owner's part through ``write(z0, labels, quantised)``,
     after checking that every owner finished every block it was given."""
+    import h5py
+
     parts = [part_path(output, ranks, r) for r in range(ranks.world)]
     files = [h5py.File(p, "r", locking=False) for p in parts]
     try:

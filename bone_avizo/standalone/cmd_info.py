@@ -73,6 +73,10 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _model_info(path: Path) -> dict[str, Any]:
+    from bone_avizo.models.header import detect_model_format, header_summary
+
+    if detect_model_format(path) == "bone_avizo":  # the header says it all: no torch
+        return {"kind": "model", **header_summary(path)}
     from bone_avizo.models import load_model, model_summary
 
     return {"kind": "model", **model_summary(load_model(path))}

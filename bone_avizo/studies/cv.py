@@ -28,7 +28,6 @@ from typing import Any, Sequence
 from bone_avizo.config import ConfigBase, FitConfig, Param, PredictConfig, make_config
 from bone_avizo.data.split import kfold_splits
 from bone_avizo.errors import ConfigError
-from bone_avizo.fit.network import check_architecture
 from bone_avizo.progress import ProgressCallback
 from bone_avizo.studies import report
 from bone_avizo.studies.run import (absolute_specs, check_inner_split, score_task, selection_inputs,
@@ -104,6 +103,8 @@ def run_cv(scans: Sequence, fit: FitConfig | None = None, options: CVConfig | No
     i % WORLD_SIZE == RANK; with ``merge`` rank 0 then waits for all results (``wait_timeout_s``,
     0 = no limit) and writes the summary. Returns a StudyResult (``summary`` None where not merged).
     """
+    from bone_avizo.fit.network import check_architecture
+
     fit, options = fit or FitConfig(), options or CVConfig()
     if fit.folds:
         raise ConfigError("give the number of folds as the study's option (CVConfig.folds / --folds), not as a "

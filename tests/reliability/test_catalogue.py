@@ -985,7 +985,7 @@ CATALOGUE: tuple[Row, ...] = (
         model_missing),
     Row("model-truncated", "model", "a model file cut in half",
         "model file <dir>/model.safetensors is truncated: its tensors need 1138988 bytes of data, the "
-        "file holds 555066; the file is damaged (copy it again)",
+        "file holds 555042; the file is damaged (copy it again)",
         model_truncated),
     Row("model-huge-header", "model", "a safetensors header length of 200 MB",
         "model file <dir>/huge.safetensors declares a 209715200-byte header (limit 104857600); the file "
@@ -1209,7 +1209,7 @@ CATALOGUE: tuple[Row, ...] = (
         avizo_pickle_payload),
     Row("avizo-truncated-model", "avizo", "BONeDLPred with a model file cut in half",
         "model file <dir>/model.safetensors is truncated: its tensors need 1138988 bytes of data, the "
-        "file holds 555066; the file is damaged (copy it again)",
+        "file holds 555042; the file is damaged (copy it again)",
         avizo_truncated_model),
     Row("avizo-nan-scan", "avizo", "BONeDLPred on a float field with a NaN slice",
         "scan.am contains 377 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before "
