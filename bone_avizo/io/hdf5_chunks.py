@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -22,19 +23,37 @@ from bone_avizo.io.threads import parallel_map
 DEFLATE, SHUFFLE = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE
 
 
+WORDS = {2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")} if sys.byteorder == "little" else {}
+
+
 def shuffle_bytes(data: np.ndarray) -> np.ndarray:
-    """HDF5's shuffle filter: the bytes of n elements of size s, (n, s) transposed to (s, n)."""
+    """HDF5's shuffle filter: the bytes of n elements of size s, (n, s) transposed to (s, n) (uint8, flat).
+    Element sizes 2, 4 and 8 take byte k of each element with shifts, much faster than a byte transpose."""
     size = data.dtype.itemsize
     raw = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    return raw if size == 1 else np.ascontiguousarray(raw.reshape(-1, size).T).reshape(-1)
+    if size == 1:
+        return raw
+    if size not in WORDS:
+        return np.ascontiguousarray(raw.reshape(-1, size).T).reshape(-1)
+    words = raw.view(WORDS[size])
+    out = np.empty(raw.size, np.uint8)
+    for k in range(size):
+        out[k * words.size:(k + 1) * words.size] = words >> (8 * k)  # the low byte is kept
+    return out
 
 
 def unshuffle_bytes(raw: bytes, size: int) -> np.ndarray:
-    """The inverse of :func:`shuffle_bytes`: (s, n) bytes back to n elements of s bytes (uint8 array)."""
+    """The inverse of :func:`shuffle_bytes`: (s, n) bytes back to n elements of s bytes (uint8, flat)."""
     data = np.frombuffer(raw, np.uint8)
     if size == 1 or data.size % size:
         return data  # HDF5 leaves such buffers as they are
-    return np.ascontiguousarray(data.reshape(size, -1).T).reshape(-1)
+    if size not in WORDS:
+        return np.ascontiguousarray(data.reshape(size, -1).T).reshape(-1)
+    n = data.size // size
+    words = data[:n].astype(WORDS[size])
+    for k in range(1, size):
+        words |= data[k * n:(k + 1) * n].astype(WORDS[size]) << (8 * k)
+    return words.view(np.uint8)
 
 
 @dataclass(frozen=True)
