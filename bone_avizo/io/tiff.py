@@ -250,10 +250,16 @@ class TiffSource(ReopeningSource):
         try:
             with self._lock:
                 pages = _stack_pages([self._pages[z] for z in zs], maxworkers=io_threads())
-        except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
-            raise CorruptFileError(f"{self.path}: pages {zs.start}..{zs.stop - 1} cannot be read ({exc}); the "
-                                   "file is damaged") from exc
+        except Exception:  # decoders raise their own types (zlib.error, imagecodecs errors)
+            pages = np.stack([self._page(z) for z in zs])  # one by one: the error names the damaged page
         return pages.reshape((len(zs),) + self.shape[1:])
+
+    def _page(self, z: int) -> np.ndarray:
+        try:
+            with self._lock:
+                return self._pages[z].asarray()
+        except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
+            raise CorruptFileError(f"{self.path}: page {z} cannot be read ({exc}); the file is damaged") from exc
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)
