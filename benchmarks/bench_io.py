@@ -60,6 +60,11 @@ def best_of(repeat: int, run, cleanup=None) -> float:
     return min(times)
 
 
+def figure(value: float) -> float:
+    """Four significant digits."""
+    return float(f"{value:.4g}")
+
+
 def slabs(n: int, size: int):
     return [(z0, min(z0 + size, n)) for z0 in range(0, n, size)]
 
@@ -151,6 +156,15 @@ def zarr_settings(settings: dict | None):
             "threading.max_workers": zarr.config.get("threading.max_workers")}
 
 
+def zarr_installed() -> bool:
+    try:
+        import zarr  # noqa: F401
+    except ImportError:
+        print("zarr is not installed: no Zarr rows", flush=True)
+        return False
+    return True
+
+
 def remove(path: Path):
     return lambda: shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
@@ -166,8 +180,8 @@ def run(args) -> dict:
 
     def row(fmt: str, what: str, data: np.ndarray, before: float, after: float, **extra) -> None:
         mvox = data.size / 1e6
-        rows.append({"format": fmt, "what": what, "dtype": str(data.dtype), "before_mvox_s": round(mvox / before, 1),
-                     "after_mvox_s": round(mvox / after, 1), "ratio": round(before / after, 2), **extra})
+        rows.append({"format": fmt, "what": what, "dtype": str(data.dtype), "before_mvox_s": figure(mvox / before),
+                     "after_mvox_s": figure(mvox / after), "ratio": figure(before / after), **extra})
         print(f"{fmt:5} {what:44} {data.dtype!s:6} before {mvox / before:8.1f}  after {mvox / after:8.1f} Mvoxel/s"
               f"  x{before / after:.2f}", flush=True)
 
@@ -193,7 +207,7 @@ def run(args) -> dict:
         after = best_of(args.repeat, lambda: ours_write(ours, labels, args.slab), remove(ours))
         row("TIFF", "write labels, uncompressed (one imwrite vs ours)", labels, before, after)
 
-        for name, data in (("labels", labels), ("scan", scan)):
+        for name, data in (("labels", labels), ("scan", scan)) if zarr_installed() else ():
             path = folder / f"{name}.zarr"
             figures = {}
             for setting, settings in (("serial", {"async.concurrency": 1, "threading.max_workers": 1}),
@@ -207,7 +221,7 @@ def run(args) -> dict:
             for k, what in enumerate(("write", "read")):
                 serial, default, ours = (figures[s][k] for s in ("serial", "zarr default", "ours"))
                 row("Zarr", f"{what} {name}, zstd (1 chunk at a time vs ours)", data, serial, ours,
-                    zarr_default_mvox_s=round(data.size / 1e6 / default, 1),
+                    zarr_default_mvox_s=figure(data.size / 1e6 / default),
                     settings={s: figures[s][2] for s in figures})
     finally:
         shutil.rmtree(folder, ignore_errors=True)

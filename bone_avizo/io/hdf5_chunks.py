@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -141,13 +142,18 @@ class ChunkReader:
     def __init__(self, ds: h5py.Dataset, codec: ChunkCodec, *, cache_bytes: int):
         self.ds, self.codec = ds, codec
         self.cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # one read at a time (each one parallel inside)
         self.cache_slots = max(1, cache_bytes // codec.chunk_bytes)
         stored = []
         ds.id.chunk_iter(lambda info: stored.append(info.chunk_offset))
         self.stored = frozenset(stored)
 
     def read(self, region: tuple[slice, slice, slice], dtype: np.dtype) -> np.ndarray:
-        """The region (step-1 slices of z, y, x) as a new array of ``dtype``."""
+        """The region (step-1 slices of z, y, x) as a new array of ``dtype``; safe from several threads."""
+        with self._lock:
+            return self._read(region, dtype)
+
+    def _read(self, region: tuple[slice, slice, slice], dtype: np.dtype) -> np.ndarray:
         bounds = [r.indices(n)[:2] for r, n in zip(region, self.ds.shape)]
         out = np.empty([max(0, b - a) for a, b in bounds], dtype)
         if out.size == 0:
