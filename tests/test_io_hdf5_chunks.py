@@ -71,6 +71,22 @@ def test_threaded_reads_equal_h5py_on_files_h5py_wrote(dtype, shuffle, tmp_path)
         assert np.array_equal(source.read_plane(2, 44), data[:, :, 44])
 
 
+def test_partly_used_chunks_are_cached_within_the_cache_size(tmp_path, monkeypatch):
+    data = smooth((40, 64, 64), "uint16")
+    path = tmp_path / "c.h5"
+    plain_h5py(path, data, chunks=(8, 16, 16), shuffle=True)  # 5 x 4 x 4 chunks of 4 KiB
+    decoded, decode = [], ChunkCodec.decode
+    monkeypatch.setattr(ChunkCodec, "decode", lambda codec, raw, mask: decoded.append(1) or decode(codec, raw, mask))
+    with Hdf5Source(path) as source:
+        reader = source._chunks
+        reader.cache_slots = 16  # one layer of chunks
+        for z0 in range(0, 8, 2):  # slab after slab inside one chunk layer: each chunk decoded once
+            assert np.array_equal(source.read_slab(z0, z0 + 2), data[z0:z0 + 2])
+        assert len(decoded) == 16 and len(reader.cache) == 16
+        assert np.array_equal(source.read_plane(2, 5), data[:, :, 5])  # 20 chunks in part: none kept
+        assert len(reader.cache) == 16
+
+
 def test_unwritten_chunks_read_as_the_fill_value_and_big_endian_files_as_native(tmp_path):
     data = smooth((20, 40, 40), "uint16")
     path = tmp_path / "partial.h5"

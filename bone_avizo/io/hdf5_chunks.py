@@ -137,7 +137,9 @@ class ChunkReader:
     """Reads regions of a deflate(/shuffle) dataset by decoding the chunks they touch in threads.
 
     Chunks a read uses only in part (e.g. a 16-slice chunk read by a 3-slice slab) stay decoded in a
-    least-recently-used cache of ``cache_bytes``, so reading slab after slab decodes each chunk once."""
+    least-recently-used cache of ``cache_bytes``, so reading slab after slab decodes each chunk once.
+    A read that uses more chunks in part than the cache holds (a plane across the whole z range)
+    keeps none: memory stays within the cache plus one chunk per thread."""
 
     def __init__(self, ds: h5py.Dataset, codec: ChunkCodec, *, cache_bytes: int):
         self.ds, self.codec = ds, codec
@@ -171,6 +173,8 @@ class ChunkReader:
                 out[target] = self.codec.fill
             else:
                 todo.append((offset, inside, target, not all(p[3] for p in parts)))
+        if sum(job[3] for job in todo) > self.cache_slots:
+            todo = [job[:3] + (False,) for job in todo]
 
         def load(job):
             offset, inside, target, keep = job
