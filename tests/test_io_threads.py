@@ -28,6 +28,15 @@ def test_compressed_tiff_slabs_and_regions_are_decoded_by_threads(threads, tmp_p
         assert np.array_equal(source.read_plane(2, 3), data[:, :, 3])
 
 
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_compressed_slabs_are_decoded_in_place_or_converted(byteorder, tmp_path):
+    data = np.random.default_rng(2).normal(0, 100, (6, 20, 24)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "f.tif", data.astype(byteorder + "f4"), compression="zlib", byteorder=byteorder)
+    with TiffSource(tmp_path / "f.tif") as source:
+        slab = source.read_slab(1, 6)
+        assert slab.dtype == np.dtype("float32") and np.array_equal(slab, data[1:6])
+
+
 def test_uncompressed_tiff_slabs_land_in_place_in_any_order(tmp_path):
     data = np.random.default_rng(1).integers(-300, 300, (9, 17, 23)).astype(np.int16)
     with create_writer(tmp_path / "v.tif", VolumeInfo(data.shape, np.int16)) as writer:

@@ -187,13 +187,17 @@ def stream_region(read_plane, info: VolumeInfo, z: slice, y: slice, x: slice) ->
     return out
 
 
-def _stack_pages(pages: list, *, maxworkers: int) -> np.ndarray:
-    """The pages stacked, decoded by ``maxworkers`` threads: tifffile's stack_pages (pages in parallel, or
-    one page's strips and tiles), else page after page with each page's own threads."""
+def _stack_pages(pages: list, *, maxworkers: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The pages stacked (into ``out`` when given), decoded by ``maxworkers`` threads: tifffile's
+    stack_pages (pages in parallel, or one page's strips and tiles), else page after page."""
     stack = getattr(getattr(tifffile, "tifffile", None), "stack_pages", None)
     if stack is not None:
-        return stack(pages, maxworkers=maxworkers)
-    return np.stack([page.asarray(maxworkers=maxworkers) for page in pages])
+        return stack(pages, maxworkers=maxworkers, out=None if out is None else out.view())
+    decoded = np.stack([page.asarray(maxworkers=maxworkers) for page in pages])
+    if out is None:
+        return decoded
+    out[...] = decoded.reshape(out.shape)
+    return out
 
 
 class TiffSource(ReopeningSource):
@@ -245,11 +249,14 @@ class TiffSource(ReopeningSource):
                                    f"{actual}; re-export it")
         return np.memmap(self.path, dtype=file_dtype, mode="r", offset=offset, shape=self.shape)
 
-    def _decode(self, zs: range) -> np.ndarray:
-        """Pages ``zs`` as (n, y, x), decoded in parallel by tifffile's ``maxworkers`` I/O threads."""
+    def _decode(self, zs: range, out: np.ndarray | None = None) -> np.ndarray:
+        """Pages ``zs`` as (n, y, x), decoded in parallel by tifffile's ``maxworkers`` I/O threads; straight
+        into ``out`` (n, y, x) when it has the pages' type."""
+        if out is not None and out.dtype != self._pages[zs.start].dtype:
+            out = None
         try:
             with self._lock:
-                pages = _stack_pages([self._pages[z] for z in zs], maxworkers=io_threads())
+                pages = _stack_pages([self._pages[z] for z in zs], maxworkers=io_threads(), out=out)
         except Exception:  # decoders raise their own types (zlib.error, imagecodecs errors)
             pages = np.stack([self._page(z) for z in zs])  # one by one: the error names the damaged page
         return pages.reshape((len(zs),) + self.shape[1:])
@@ -273,8 +280,13 @@ class TiffSource(ReopeningSource):
             return np.array(self._memmap[z, y, x], dtype=self.dtype)
         zs, ys, xs = (range(*s.indices(n)) for s, n in zip((z, y, x), self.shape))
         out = np.empty((len(zs), len(ys), len(xs)), self.dtype)
-        batch = len(zs) if (len(ys), len(xs)) == self.shape[1:] else io_threads()
-        for i in range(0, len(zs), max(batch, 1)):
+        if (len(ys), len(xs)) == self.shape[1:] and zs.step == 1 and len(zs):
+            decoded = self._decode(zs, out)  # the whole slab at once, in place when the types agree
+            if not np.shares_memory(decoded, out):
+                out[...] = decoded
+            return out
+        batch = io_threads()
+        for i in range(0, len(zs), batch):
             out[i:i + batch] = self._decode(zs[i:i + batch])[:, y, x]
         return out
 
