@@ -424,6 +424,12 @@ def disk_full_zarr(ctx):
     return action
 
 
+def io_threads_not_a_number(ctx):
+    action = ctx.predict(ctx.scan(), output="labels.h5")
+    ctx.monkeypatch.setenv("BONE_AVIZO_IO_THREADS", "many")
+    return action
+
+
 def iou_shapes_differ(ctx):
     labels = scan_array() % 3
     return ctx.iou(ctx.labels("pred.npy", labels.astype(np.uint8)), ctx.labels("ref.npy", labels[:, :, :20]))
@@ -733,6 +739,9 @@ CATALOGUE: tuple[Row, ...] = (
     Row("disk-full-zarr", "predict", "a disk that fills up while writing a Zarr output",
         "writing <dir>/labels.zarr failed after slice 1: No space left on device; check free disk space",
         disk_full_zarr),
+    Row("io-threads-setting", "predict", "BONE_AVIZO_IO_THREADS set to something other than a positive whole number",
+        "BONE_AVIZO_IO_THREADS='many' is not a positive whole number; set it to the threads volume I/O may use "
+        "(e.g. 4) or unset it", io_threads_not_a_number),
     # model files
     Row("model-missing", "model", "--model path that does not exist",
         "--model: <dir>/none.safetensors does not exist; check the path",
