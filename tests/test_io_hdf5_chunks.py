@@ -11,7 +11,7 @@ import pytest
 from bone_avizo.errors import ConfigError, CorruptFileError
 from bone_avizo.io import create_writer, load_volume
 from bone_avizo.io.hdf5 import Hdf5Source, Hdf5Writer
-from bone_avizo.io.hdf5_chunks import DEFLATE, SHUFFLE, ChunkCodec, shuffle_bytes, unshuffle_bytes
+from bone_avizo.io.hdf5_chunks import DEFLATE, SHUFFLE, ChunkCodec, ChunkWriter, shuffle_bytes, unshuffle_bytes
 from bone_avizo.io.threads import IO_THREADS_ENV, io_threads
 from bone_avizo.volume import VolumeInfo
 
@@ -119,6 +119,24 @@ def test_written_files_are_standard_gzip_hdf5_identical_to_h5pys(dtype, tmp_path
         assert codes == ([SHUFFLE] if np.dtype(dtype).itemsize > 1 else []) + [DEFLATE]
         assert np.array_equal(ds[...], data)
     assert stored_chunks(tmp_path / "fast.h5") == stored_chunks(tmp_path / "plain.h5")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_chunk_writer_stores_what_h5py_stores(dtype, shuffle, tmp_path):
+    data = smooth((23, 70, 45), dtype)
+    plain_h5py(tmp_path / "plain.h5", data, chunks=(5, 16, 24), shuffle=shuffle)
+    with h5py.File(tmp_path / "fast.h5", "w") as f:
+        ds = f.create_dataset("data", shape=data.shape, dtype=data.dtype, chunks=(5, 16, 24), compression="gzip",
+                              compression_opts=1, shuffle=shuffle)
+        writer = ChunkWriter(ds, ChunkCodec.of(ds))
+        for z0, z1 in [(0, 7), (7, 8), (8, 20), (20, 23)]:
+            writer.write(z0, data[z0:z1])
+        writer.flush()
+    assert stored_chunks(tmp_path / "fast.h5") == stored_chunks(tmp_path / "plain.h5")
+    with h5py.File(tmp_path / "fast.h5") as f:
+        assert f["data"].compression == "gzip" and f["data"].shuffle == shuffle
+        assert np.array_equal(f["data"][...], data)
 
 
 @pytest.mark.parametrize("dtype, shuffle", [("uint8", False), ("uint16", True), ("float32", True)])
