@@ -231,6 +231,16 @@ def _floor_h5(src: Path, dst: Path) -> None:
                          compression_opts=1)
 
 
+def _network_alone(volume: np.ndarray, loaded) -> float:
+    """Seconds of the network's own work: forward + argmax of already normalised float32 slices."""
+    normed = _prepared(volume, loaded)
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for z in range(volume.shape[0]):
+            loaded.module(normed[z][None, None]).argmax(1).to(torch.uint8)
+    return time.perf_counter() - t
+
+
 def overhead(args) -> dict:
     """The pipeline's own cost: the engine with a near-free network (K pointwise affine channels) file to
     file, against a numpy floor (read the same file, one pointwise op, write uint8 the same way)."""
@@ -264,6 +274,8 @@ def overhead(args) -> dict:
             t = time.perf_counter()
             predict_volume(volume, loaded, configs["default"])
             _keep_best(rows, "in memory: engine default", time.perf_counter() - t)
+            _keep_best(rows, "in memory: network alone (forward + argmax of normalised slices)",
+                       _network_alone(volume, loaded))
     voxels = float(np.prod(shape))
     ratios = {}
     for case in cases:

@@ -1,15 +1,6 @@
-"""Small compatibility shims for Python 3.10."""
+"""One import place for names whose home moved between Python versions (the minimum is 3.11)."""
 from __future__ import annotations
 
-import enum
-
-try:
-    from enum import StrEnum
-except ImportError:  # Python 3.10
-    class StrEnum(str, enum.Enum):
-        """An Enum whose members are also strings (enum.StrEnum from Python 3.11)."""
-
-        def __str__(self) -> str:
-            return str(self.value)
+from enum import StrEnum
 
 __all__ = ["StrEnum"]

@@ -211,15 +211,20 @@ PREDICT_SPEC: tuple[Param, ...] = (
     Param("tta", str, "none", "test-time augmentation averaged over: flips (4 flip combinations), rot90 (4 rotations), d4 (all 8 symmetries)",
           choices=tuple(TTA), group="tiling"),
     Param("batch_size", int, 0, "tiles per forward pass", min=1, max=4096,
-          zero_means="about 0.5 Mpixel of tiles on CPU, 4 Mpixel on CUDA", group="compute"),
+          zero_means="about 0.5 Mpixel of tiles on CPU, 16 Mpixel on CUDA (halved when the GPU runs out "
+                     "of memory)", group="compute"),
     Param("device", str, "auto", "cpu, cuda, cuda:N, or auto (cuda when available; under torchrun "
           "cuda:LOCAL_RANK)", group="compute"),
     Param("devices", str, (), "several devices sharing one volume, e.g. cuda:0,cuda:1 (overrides device)",
           multiple=True, group="compute"),
     Param("backend", str, "auto", "inference engine; auto = onnxruntime on CPU when installed, else torch",
           choices=("auto", "torch", "onnxruntime"), group="compute"),
-    Param("precision", str, "auto", "auto = fp32 on CPU, fp16 autocast on CUDA",
+    Param("precision", str, "auto", "auto = fp32 on CPU, fp16 on CUDA; fp16/bf16 run the network's "
+          "weights and activations in that precision (autocast where the device lacks the kernels)",
           choices=("auto", "fp32", "fp16", "bf16"), group="compute"),
+    Param("compile", str, "auto", "torch.compile the network (backend torch): auto = on CUDA when the "
+          "volume is large enough to pay back the compile time; a failure falls back to eager (logged)",
+          choices=("auto", "on", "off"), group="compute"),
     Param("threads", int, 0, "CPU threads for the compute backend", min=1, max=1024,
           zero_means="all cores", group="compute"),
     Param("slab_slices", int, 0, "slices read, predicted and written together", min=1, max=65536,

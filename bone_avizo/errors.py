@@ -51,3 +51,26 @@ class LabelError(BoneAvizoError):
 
 class Cancelled(BoneAvizoError):
     """The user cancelled a long operation through the progress callback."""
+
+
+def describe_import_failure(exc: BaseException) -> str:
+    """One line for a scripted module whose heavy imports failed: the real error and its fix.
+
+    ``ModuleNotFoundError`` names the missing package; an ``OSError`` (on Windows "DLL load
+    failed" while importing torch) means a broken or mismatched torch install.
+    """
+    import sys
+
+    where = f"Python {sys.version.split()[0]} in {sys.prefix}"
+    missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+    if missing:
+        package = {"segmentation_models_pytorch": "segmentation-models-pytorch"}.get(missing, missing)
+        fix = (f"install {package} into that Python ({sys.executable} -m pip install {package}, or through "
+               "Avizo's Python environment manager), then restart Avizo")
+    elif isinstance(exc, OSError):
+        fix = (f"reinstall torch for that Python ({sys.executable} -m pip install --force-reinstall torch; on "
+               "Windows also install the Microsoft Visual C++ Redistributable), then restart Avizo")
+    else:
+        fix = f"reinstall bone_avizo into that Python ({sys.executable} -m pip install --force-reinstall bone_avizo)"
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return f"BONe modules cannot start in {where}: {text}; fix: {fix} (docs/avizo.md)"

@@ -48,8 +48,26 @@ class ProgressTracker:
             self._last_log = now
         self.check(text)
 
+    def phase(self, weight: int) -> "ProgressPhase":
+        """A view of this tracker whose steps count ``weight`` of its steps each (phases of unequal cost
+        share one bar: its percentage and ETA follow time, not items)."""
+        return ProgressPhase(self, weight)
+
     def check(self, message: str | None = None) -> None:
         """Call the callback without advancing; raise Cancelled if it asks to stop."""
         if self.callback is not None and self.callback(self.done, self.total, message or self.message):
             raise Cancelled(f"{self.message}: cancelled by the user at {self.done}/{self.total}; "
                             "partial results were discarded")
+
+
+class ProgressPhase:
+    """One phase of a :class:`ProgressTracker`'s work, each of its steps worth ``weight`` tracker steps."""
+
+    def __init__(self, tracker: ProgressTracker, weight: int):
+        self.tracker, self.weight = tracker, int(weight)
+
+    def advance(self, steps: int = 1, message: str | None = None) -> None:
+        self.tracker.advance(steps * self.weight, message)
+
+    def check(self, message: str | None = None) -> None:
+        self.tracker.check(message)

@@ -15,7 +15,7 @@ right build of torch (CPU, or CUDA for an NVIDIA GPU) and bone-avizo into it, an
 Without --cpu/--cuda the GPU is detected with nvidia-smi: the newest torch build whose CUDA version
 the driver supports is installed, and the CPU build when there is no working nvidia-smi. The
 environment is made once and reused; --reinstall installs torch and bone-avizo again. Standard
-library only, so any Python 3.10+ can run it.
+library only, so any Python 3.11+ can run it (the one bone-avizo needs).
 """
 import argparse
 import json
@@ -27,7 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-MIN_PYTHON = (3, 10)
+MIN_PYTHON = (3, 11)  # pyproject.toml requires-python; tests check they agree
 HERE = Path(__file__).resolve().parent
 DEFAULT_VENV = HERE / "bone_avizo_env"
 MARKER = "bone_avizo_launcher.json"

@@ -429,8 +429,10 @@ def test_boneinfo_says_which_python_lacks_bone_avizo(world, monkeypatch):
     monkeypatch.setitem(sys.modules, "bone_avizo.avizo", None)  # as in a Python without bone_avizo
     scan = world.create_field(pattern_xyz(), name="scan")
     module = fake_hx.load_pyscro(HXSCRIPTS / "BONeInfo.pyscro", world.hx_project, connect=scan)
-    assert module.environment.text.startswith("bone_avizo cannot be imported by Python ")
+    assert module.environment.text.startswith("BONe modules cannot start in Python ")
     assert sys.prefix in module.environment.text and module.dimensions.text == "no field connected"
+    (level, text), = world.hx_message.records  # shown once, when the module is created
+    assert level == "error" and text == module.environment.text and "docs/avizo.md" in text
+    assert not module.do_it.enabled
     module.do_it.press()
-    (level, text), = world.hx_message.records
-    assert level == "error" and "docs/avizo.md" in text
+    assert len(world.hx_message.records) == 1

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import fake_hx
-from bone_avizo.avizo import FitStaging, config_to_ports, folder_pairs, ports_to_config
+from bone_avizo.avizo import FitStaging, MissingInputError, config_to_ports, folder_pairs, ports_to_config
 from bone_avizo.avizo import fields as avizo_fields
 from bone_avizo.config import FIT_SPEC, FitConfig
 from bone_avizo.errors import ConfigError, OutputExistsError
@@ -205,19 +205,34 @@ def test_files_on_disk_and_ticked_validation_pairs(world, tmp_path, monkeypatch)
         "scan0.am", "scan0.labels", "BONeDLFit"}
 
 
-def test_stop_keeps_nothing_of_the_run_and_the_previous_model(world, tmp_path):
+def test_stop_keeps_the_previous_model_and_a_resumable_run_in_sight(world, tmp_path):
     output = tmp_path / "bone.safetensors"
     output.write_bytes(b"previous model")
     module = dlfit(world, output, FitConfig.from_dict({**TINY.to_dict(), "epochs": 2}))
     module.overwrite.toggles[0].checked = 1
-    world.hx_progress.interrupt_after = 3  # in epoch 2: the staged model of epoch 1 exists by then
+    world.hx_progress.interrupt_after = 3  # in epoch 2: the checkpoint of epoch 1 exists by then
     before = world.hx_project.objects
     module.do_it.press()
     (level, text), = errors_and_warnings(world)
     assert level == "warning" and "cancelled" in text and world.hx_progress.steps == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["bone.safetensors"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bone.safetensors", "bone.safetensors.fitting"]
+    assert (tmp_path / "bone.safetensors.fitting" / "bone.safetensors.ckpt").is_file()
+    assert "Resume continues it from " in module.history.text
     assert output.read_bytes() == b"previous model"
     assert world.hx_project.objects == before
+    # a new run without Resume or Overwrite is refused; with Resume it continues and completes
+    module.overwrite.toggles[0].checked = 0
+    world.hx_message.records.clear()
+    world.hx_progress.interrupt_after = None
+    module.do_it.press()
+    (level, text), = errors_and_warnings(world)
+    assert "an interrupted training of bone.safetensors is kept in " in text and "tick Resume" in text
+    world.hx_message.records.clear()
+    module.resume.toggles[0].checked = 1
+    module.do_it.press()
+    assert errors_and_warnings(world) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(MODEL_FILES)
+    assert load_model(output).metadata.training["epochs"] == 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,5 +352,7 @@ def test_staging_refuses_an_existing_checkpoint_without_overwrite(tmp_path):
     with pytest.raises(OutputExistsError, match="bone.safetensors.ckpt already exists; tick Overwrite"):
         FitStaging(tmp_path / "bone.safetensors", overwrite=False)
     with FitStaging(tmp_path / "bone.safetensors", overwrite=True) as staging:
-        assert staging.output.parent.parent == tmp_path and staging.output.parent.name.startswith(".bone.")
-    assert [p.name for p in tmp_path.iterdir()] == ["bone.safetensors.ckpt"]
+        assert staging.output.parent == tmp_path / "bone.safetensors.fitting"
+    assert [p.name for p in tmp_path.iterdir()] == ["bone.safetensors.ckpt"]  # no checkpoint made: folder gone
+    with pytest.raises(MissingInputError, match="nothing to resume"):
+        FitStaging(tmp_path / "bone.safetensors", overwrite=False, resume=True)

@@ -119,16 +119,22 @@ def scan_field(world, scan):
     return add_field(world, scan, name="scan.am")
 
 
-@pytest.fixture
-def dlpred(world, scan_field, model_path):
-    """BONeDLPred on the scan with the tiny model chosen, computing on one CPU thread."""
+def dlpred_module(world, scan_field, model_path=None):
+    """BONeDLPred on ``scan_field`` (with ``model_path`` chosen when given), computing on one CPU thread."""
     module = load_module(world, "BONeDLPred", connect=scan_field)
-    module.ports.model.filenames = str(model_path)
+    if model_path is not None:
+        module.ports.model.filenames = str(model_path)
     module.ports.backend.selected = PREDICT_SPEC_BY_NAME["backend"].choices.index("torch")
     module.ports.device.text = "cpu"
     module.ports.threads.texts[0].value = 1
     module.fire()
     return module
+
+
+@pytest.fixture
+def dlpred(world, scan_field, model_path):
+    """BONeDLPred on the scan with the tiny model chosen, computing on one CPU thread."""
+    return dlpred_module(world, scan_field, model_path)
 
 
 PREDICT_SPEC_BY_NAME = {p.name: p for p in PREDICT_SPEC}
@@ -294,11 +300,47 @@ def test_dlpred_bad_input_is_one_error_and_leaves_nothing(world, dlpred, scan_fi
 def test_dlpred_says_which_python_lacks_bone_avizo(world, scan_field, monkeypatch):
     monkeypatch.setitem(sys.modules, "bone_avizo.predict", None)  # as in a Python without torch
     module = load_module(world, "BONeDLPred", connect=scan_field)
-    assert module.model_info.text.startswith("bone_avizo cannot be imported by Python ")
-    module.do_it.press()
+    assert module.model_info.text.startswith("BONe modules cannot start in Python ")
     (level, text), = world.hx_message.records
-    assert level == "error" and "docs/avizo.md" in text
+    assert level == "error" and "docs/avizo.md" in text and not module.do_it.enabled
+    module.do_it.press()
+    assert len(world.hx_message.records) == 1
     assert set(world.hx_project.objects) == {"scan.am", "BONeDLPred"}
+
+
+BROKEN_IMPORTS = {
+    "torch DLL (Windows)": (OSError("[WinError 126] The specified module could not be found. Error loading "
+                                    "c10.dll or one of its dependencies."), "reinstall torch"),
+    "missing smp": (ModuleNotFoundError("No module named 'segmentation_models_pytorch'",
+                                        name="segmentation_models_pytorch"), "install segmentation-models-pytorch"),
+    "bone_avizo itself": (ImportError("bone_avizo is missing"), "install bone_avizo into that Python"),
+}
+
+
+@pytest.mark.parametrize("module_name", ["BONeDLPred", "BONeDLFit", "BONeIoU", "BONeInfo"])
+@pytest.mark.parametrize("case", list(BROKEN_IMPORTS))
+def test_any_import_failure_creates_the_module_with_apply_disabled(world, monkeypatch, module_name, case):
+    error, fix = BROKEN_IMPORTS[case]
+    import builtins
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name.startswith("bone_avizo"):
+            if case == "bone_avizo itself":
+                raise error
+            if name == "bone_avizo.avizo":
+                raise error
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    module = load_module(world, module_name)
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    (level, text), = world.hx_message.records
+    assert level == "error" and "\n" not in text and fix in text and type(error).__name__ in text, text
+    assert str(error).split(".")[0] in text
+    assert not module.do_it.enabled
+    module.do_it.press()
+    assert len(world.hx_message.records) == 1 and set(world.hx_project.objects) == {module_name}
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from bone_avizo.errors import OutputExistsError, OutputWriteError
 from bone_avizo.io import load_volume, open_volume, save_volume
 from bone_avizo.models import ModelMetadata, build_model, load_model, save_model
 from bone_avizo.predict import predict_volume
+from bone_avizo.predict.engine import PREDICT_UNITS, STATS_UNITS
 from bone_avizo.standalone.__main__ import main
 from bone_avizo.volume import Volume
 from fakes import fake_loaded, pointwise_reference
@@ -122,8 +123,10 @@ def test_interrupted_hdf5_prediction_resumes_bit_identical(tmp_path):
     cfg = PredictConfig(backend="torch", tile_size=32, slab_slices=3, resume=True)
     out = tmp_path / "labels.h5"
 
+    stats = 10 * STATS_UNITS["cpu"]  # the statistics pass of 10 slices, in progress units
+
     def stop_after_two_blocks(done, total, message):
-        return done >= 10 + 6  # stats pass (10 slices) + two blocks of 3
+        return done >= stats + 6 * PREDICT_UNITS  # two blocks of 3 slices predicted
 
     with pytest.raises(Exception, match="cancelled"):
         predict_volume(volume, loaded, cfg, output=out, progress=stop_after_two_blocks)
@@ -131,7 +134,8 @@ def test_interrupted_hdf5_prediction_resumes_bit_identical(tmp_path):
     seen = []
     predict_volume(volume, loaded, cfg, output=out, progress=lambda d, t, m: seen.append(d))
     assert out.exists() and not (tmp_path / "labels.h5.partial").exists()
-    assert seen[len([s for s in seen if s <= 10]) - 1] >= 10
+    first_after_stats = next(s for s in seen if s > stats)
+    assert first_after_stats - stats >= 3 * PREDICT_UNITS  # the finished slices are skipped, not predicted again
     np.testing.assert_array_equal(load_volume(out).array, pointwise_reference(volume, loaded))
 
 

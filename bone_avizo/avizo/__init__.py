@@ -15,7 +15,8 @@ found through the scripted module (:func:`bone_avizo.avizo.hx.hx_global`).
 - training (BONeDLFit): :func:`training_inputs` (connected pairs, files, folders), :class:`FitStaging`
   (fields staged as files, the model put in place only when training completes),
   :func:`history_tables`, :func:`history_text`;
-- installer: :mod:`bone_avizo.avizo.install` and ``python -m bone_avizo.avizo``.
+- installer: :mod:`bone_avizo.avizo.install` and ``python -m bone_avizo.avizo``;
+- self-check: :mod:`bone_avizo.avizo.doctor` (the BONeDoctor module, ``python -m bone_avizo.avizo doctor``).
 """
 from bone_avizo.avizo.env import environment_report, format_report
 from bone_avizo.avizo.fields import (avizo_dtype, describe_volume, field_to_volume, is_label_field,

@@ -1,4 +1,5 @@
-"""Command line of the installer: ``python -m bone_avizo.avizo install|uninstall|python-help``.
+"""Command line of the installer and the self-check: ``python -m bone_avizo.avizo
+install|uninstall|python-help|doctor``.
 
 The same sub-commands are ``bone-avizo avizo ...`` in the standalone CLI.
 """
@@ -10,7 +11,7 @@ import sys
 from bone_avizo.avizo import install as installer
 from bone_avizo.errors import BoneAvizoError
 
-HELP = "install or remove the Avizo/Amira scripted modules (DLPred, DLFit, IoU, BONeInfo)"
+HELP = "install or remove the Avizo/Amira scripted modules (DLPred, DLFit, IoU, BONeInfo, BONeDoctor), or check an Avizo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,10 +30,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              help=f"folder of the .pyscro/.rc files (default: {installer.default_source()})")
             cmd.add_argument("--force", action="store_true",
                              help="overwrite module files of the same name that bone_avizo did not install")
+    doctor = sub.add_parser("doctor", help="check every fact the Avizo modules rely on; print and save a JSON report",
+                            description="Check the Python environment (and, inside Avizo's Python console, "
+                                        "Avizo's own behaviour); print the report and save it as JSON.")
+    doctor.add_argument("--output", metavar="FILE", default=None,
+                        help="where to save the JSON report (default: ~/bone_avizo_doctor.json)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the sub-command; results go to stdout, errors are raised as BoneAvizoError."""
+    if args.avizo_command == "doctor":
+        from bone_avizo.avizo.doctor import run as run_doctor
+
+        run_doctor(args.output)
+        return 0
     if args.avizo_command == "python-help":
         installer.script_dir(args.avizo_root)
         print(installer.python_setup_text(args.avizo_root))

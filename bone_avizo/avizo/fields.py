@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from bone_avizo.avizo.safety import note_created
 from bone_avizo.errors import (InvalidVolumeError, LabelError, ShapeMismatchError,
                                UnsupportedDtypeError)
 from bone_avizo.volume import Volume
@@ -65,8 +66,33 @@ def avizo_dtype(array: np.ndarray, what: str = "volume") -> np.ndarray:
 
 
 def is_label_field(field: Any) -> bool:
-    """True for Avizo label fields (HxUniformLabelField3 and relatives)."""
-    return any("LabelField" in klass.__name__ for klass in type(field).__mro__)
+    """True for Avizo label fields (HxUniformLabelField3 and relatives).
+
+    Two signals, either suffices, so that the answer holds whether or not Python types mirror
+    Avizo's C++ classes: a class named ``...LabelField...`` in the type's chain, or a non-empty
+    ``Materials`` bundle in the field's parameters (every Avizo label field has one, Exterior at
+    least; see ``python -m bone_avizo.avizo doctor``).
+    """
+    return label_type_named(field) or has_materials(field)
+
+
+def type_chain(obj: Any) -> list[str]:
+    """The class names of ``obj``'s Python type, most derived first."""
+    return [klass.__name__ for klass in type(obj).__mro__]
+
+
+def label_type_named(obj: Any) -> bool:
+    """True when a class in ``obj``'s type chain is named like a label field."""
+    return any("LabelField" in name for name in type_chain(obj))
+
+
+def has_materials(field: Any) -> bool:
+    """True when ``field.parameters`` holds a non-empty ``Materials`` bundle (False when unreadable)."""
+    try:
+        parameters = field.parameters
+        return "Materials" in parameters and len(parameters["Materials"]) > 0
+    except Exception:  # noqa: BLE001 - an object without parameters is no label field
+        return False
 
 
 def geometry_from_box(box: Box, shape_xyz: Sequence[int], what: str = "field"):
@@ -113,13 +139,14 @@ def field_to_volume(field: Any, *, contiguous: bool = True) -> Volume:
 
 
 def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: str | None = None,
-                    like: Any = None, into: Any = None):
+                    like: Any = None, like_shape: Sequence[int] | None = None, into: Any = None):
     """Create an Avizo field holding ``volume`` in ``project`` (``hx_project``) and return it.
 
     ``label=True`` makes an HxUniformLabelField3 (uint8/uint16 labels, materials named after
     ``volume.class_names``), else an HxUniformScalarField3. ``name`` defaults to the volume's name.
     ``like``: an Avizo field of the same shape whose bounding box is copied exactly (outputs that
     must overlay their input); otherwise the box comes from the volume's origin and voxel size.
+    ``like_shape``: that field's (x, y, z) shape when the caller knows it (no ``get_array()`` then).
     ``into``: an existing field of the right kind (label or scalar) to overwrite instead of creating
     one, as Avizo's compute modules reuse their result object (modules connected to it stay connected).
     Everything is checked before the field is created, and a field that fails half-way is removed
@@ -131,7 +158,7 @@ def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: 
     else:
         array, class_names = avizo_dtype(volume.array, volume.name), None
     xyz = zyx_to_xyz(array)
-    box = _box_like(like, xyz.shape, volume.name) if like is not None else box_from_volume(volume)
+    box = _box_like(like, like_shape, xyz.shape, volume.name) if like is not None else box_from_volume(volume)
     if into is not None and is_label_field(into) != label:
         raise TypeError(f"cannot write a {'label' if label else 'scalar'} volume into {type(into).__name__}")
     field = into if into is not None else project.create(LABEL_FIELD if label else SCALAR_FIELD)
@@ -145,6 +172,8 @@ def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: 
         if into is None:
             _discard(project, field)
         raise
+    if into is None:
+        note_created(field)
     return field
 
 
@@ -171,8 +200,8 @@ def _checked_class_names(names, top: int, what: str) -> tuple[str, ...] | None:
     return tuple(names)
 
 
-def _box_like(like: Any, shape_xyz: tuple[int, ...], what: str) -> Box:
-    like_shape = tuple(np.shape(like.get_array()))
+def _box_like(like: Any, like_shape: Sequence[int] | None, shape_xyz: tuple[int, ...], what: str) -> Box:
+    like_shape = tuple(like_shape) if like_shape is not None else tuple(np.shape(like.get_array()))
     if like_shape != tuple(shape_xyz):
         raise ShapeMismatchError(f"{what}: shape (x, y, z) {tuple(shape_xyz)} differs from the field "
                                  f"{getattr(like, 'name', '?')} {like_shape} whose geometry it should take")

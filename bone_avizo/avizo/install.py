@@ -224,6 +224,6 @@ def python_setup_text(avizo_root: str | Path) -> str:
         f"     NVIDIA GPU:  {python} -m pip install -c avizo-constraints.txt torch "
         "--index-url https://download.pytorch.org/whl/cu121  (the CUDA build your driver supports)",
         f"  3. {python} -m pip install -c avizo-constraints.txt {project}",
-        "Then restart Avizo, attach BONeInfo (Python Scripts) to a volume and press Apply: it shows the",
-        "versions it found and whether CUDA is usable.",
+        "Then restart Avizo, create BONeDoctor (Python Scripts) and press Apply: it checks the versions,",
+        "whether CUDA is usable and every behaviour of Avizo the modules rely on, and saves a report.",
     ])

@@ -24,6 +24,7 @@ import numpy as np
 
 from bone_avizo.avizo.fields import is_label_field, volume_to_field
 from bone_avizo.avizo.hx import hx_global
+from bone_avizo.avizo.safety import find_object, note_created, note_renamed, remove_named
 from bone_avizo.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -31,45 +32,47 @@ log = logging.getLogger(__name__)
 SPREADSHEET = "HxSpreadSheet"
 
 
-def in_project(project: Any, obj: Any) -> bool:
-    """True while ``obj`` is in ``project`` (False once the user deleted it)."""
-    try:
-        return any(other is obj or other == obj for other in project.objects.values())
-    except Exception:  # noqa: BLE001 - a wrapper of a deleted object may fail to compare
-        return False
-
-
 def remove_object(project: Any, obj: Any) -> None:
-    """Remove ``obj`` from ``project`` when it is still there; failures are logged."""
-    if obj is None or not in_project(project, obj):
-        return
-    try:
-        project.remove(obj)
-    except Exception as exc:  # noqa: BLE001 - keep the module usable
-        log.warning("could not remove %s from the project (%s)", getattr(obj, "name", obj), exc)
+    """Remove ``obj`` (found by its name) from ``project`` when it is still there; failures are logged."""
+    if obj is not None:
+        remove_named(project, str(obj.name))
 
 
 class ModuleResults:
-    """The result objects of one module, by key (e.g. "labels", "prob_bone", "table")."""
+    """The result objects of one module, by key (e.g. "labels", "prob_bone", "table").
+
+    Results are remembered by their names and found again by name (never by Python identity, which
+    Avizo need not keep); one whose master port is known to lead elsewhere is not taken for ours.
+    """
 
     def __init__(self, module: Any, *, hx: Any = None):
         self._module = module
         self._hx = hx
-        self._objects: dict[str, Any] = {}
+        self._names: dict[str, str] = {}
 
     @property
     def project(self) -> Any:
         return hx_global(self._module, "hx_project", self._hx)
 
     def get(self, key: str) -> Any:
-        """The result stored under ``key`` while it is still in the project, else None."""
-        obj = self._objects.get(key)
-        if obj is not None and not in_project(self.project, obj):
-            del self._objects[key]
+        """The result stored under ``key`` while it is still in the project (looked up by name), else None."""
+        name = self._names.get(key)
+        obj = find_object(self.project, name) if name is not None else None
+        if obj is None or not self._made_here(obj):
+            self._names.pop(key, None)
             return None
         return obj
 
-    def put_volume(self, key: str, volume: Volume, *, label: bool, name: str, like: Any = None) -> Any:
+    def _made_here(self, obj: Any) -> bool:
+        """False only when ``obj``'s master port readably leads to another module."""
+        try:
+            source = obj.ports.master.source()
+            return source is None or str(source.name) == str(self._module.name)
+        except Exception:  # noqa: BLE001 - no readable master port: trust the name
+            return True
+
+    def put_volume(self, key: str, volume: Volume, *, label: bool, name: str, like: Any = None,
+                   like_shape: Any = None) -> Any:
         """Write ``volume`` into the previous result field under ``key`` (or a new one) named ``name``.
 
         See :func:`~bone_avizo.avizo.volume_to_field` for ``label`` and ``like``. A previous result
@@ -77,32 +80,36 @@ class ModuleResults:
         """
         previous = self.get(key)
         reuse = previous if previous is not None and is_label_field(previous) == label else None
-        field = volume_to_field(volume, self.project, label=label, name=name, like=like, into=reuse)
+        field = volume_to_field(volume, self.project, label=label, name=name, like=like, like_shape=like_shape,
+                                into=reuse)
         return self.put(key, field, name=name)
 
     def put(self, key: str, obj: Any, *, name: str | None = None) -> Any:
         """Make ``obj`` (already in the project) the result under ``key``, removing the one it replaces,
         and give it ``name`` (taken over from the replaced object when it had it)."""
         previous = self.get(key)
-        if previous is not None and previous is not obj:
+        if previous is not None and str(previous.name) != str(obj.name):
             remove_object(self.project, previous)
         if name is not None and obj.name != name:
+            old = str(obj.name)
             obj.name = name
-        self._objects[key] = obj
+            note_renamed(old, str(obj.name))
+        self._names[key] = str(obj.name)
         self._connect_master(obj)
         return obj
 
     def keep_only(self, keys: Iterable[str]) -> None:
         """Remove the results whose key is not in ``keys`` (e.g. probability maps no longer asked for)."""
         keep = set(keys)
-        for key in [k for k in self._objects if k not in keep]:
-            remove_object(self.project, self._objects.pop(key))
+        for key in [k for k in self._names if k not in keep]:
+            remove_named(self.project, self._names.pop(key))
 
     def _connect_master(self, obj: Any) -> None:
         """Link the result to this module in the project graph (its ``master`` port), when possible."""
         try:
             master = obj.ports.master
-            if master.source() is not self._module:
+            source = master.source()
+            if source is None or str(source.name) != str(self._module.name):
                 master.connect(self._module)
         except Exception as exc:  # noqa: BLE001 - cosmetic: the result is complete without the link
             log.debug("could not connect %s to its module (%s)", getattr(obj, "name", obj), exc)
@@ -151,6 +158,7 @@ def write_spreadsheet(project: Any, tables: Mapping[str, Columns], *, name: str)
     except BaseException:
         remove_object(project, sheet)
         raise
+    note_created(sheet)
     return sheet
 
 

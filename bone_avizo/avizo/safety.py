@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any, Callable, TypeVar
 
 from bone_avizo.avizo.hx import AvizoNameError, hx_global, module_title
@@ -21,19 +22,78 @@ def run_safely(module: Any, fn: Callable[[], T], *, hx: Any = None) -> T | None:
     - anything else -> ``hx_message.error`` with the exception type and message, and the
       traceback logged (Avizo's console shows it).
 
-    Objects added to the project during a failed call (half-made outputs) are removed.
+    When it fails, the objects this call created are removed: those recorded by
+    :func:`note_created` and those whose names are new since the call began, but never an object
+    that existed before (one the call renamed, :func:`note_renamed`, is kept). Objects are tracked by
+    name, never by Python identity (``id()``, ``is``): Avizo may hand out a new wrapper for the same
+    object on every access.
     """
     project = _optional(module, "hx_project", hx)
-    before = _snapshot(project)
+    before = set(object_names(project))
+    created = _Ledger()
+    token = _CREATED.set(created)
     try:
-        return fn()
+        result = fn()
     except GeneratorExit:
         raise
     except BaseException as exc:  # noqa: BLE001 - nothing may escape into Avizo
         level, text = _describe(module, exc)
-        _remove_new_objects(project, before)
+        _remove_created(project, created, before)
         _show(module, hx, level, text)
         return None
+    finally:
+        _CREATED.reset(token)
+    _pass_up(created)
+    return result
+
+
+class _Ledger(list):
+    """Names of the objects a run_safely call created; ``kept``: names of older objects it renamed."""
+
+    def __init__(self):
+        super().__init__()
+        self.kept: set[str] = set()
+
+
+# the ledger of the innermost run_safely call under way
+_CREATED: ContextVar[_Ledger | None] = ContextVar("bone_avizo_created_objects", default=None)
+
+
+def note_created(obj: Any) -> None:
+    """Record that the running module call created ``obj`` (call it once the object has its final name)."""
+    created = _CREATED.get()
+    if created is not None:
+        created.append(str(obj.name))
+
+
+def note_renamed(old: str, new: str) -> None:
+    """Record a rename by the running call: a created object keeps its record, an older one is kept."""
+    created = _CREATED.get()
+    if created is None:
+        return
+    if old in created:
+        created[created.index(old)] = str(new)
+    else:
+        created.kept.add(str(new))
+
+
+def _pass_up(created: _Ledger) -> None:
+    """A nested call that succeeded: its records belong to the enclosing call too."""
+    outer = _CREATED.get()
+    if outer is not None:
+        outer.extend(created)
+        outer.kept |= created.kept
+
+
+def object_names(project: Any) -> list[str]:
+    """The names of the objects in ``project`` ([] when it cannot be read)."""
+    if project is None:
+        return []
+    try:
+        objects = project.objects
+        return [str(obj.name) for obj in (objects.values() if hasattr(objects, "values") else objects)]
+    except Exception:  # noqa: BLE001 - an unreadable project: rely on the ledger alone
+        return []
 
 
 def _describe(module: Any, exc: BaseException) -> tuple[str, str]:
@@ -68,18 +128,31 @@ def _optional(module: Any, name: str, hx: Any) -> Any:
         return None
 
 
-def _snapshot(project: Any) -> dict[int, Any]:
-    if project is None:
-        return {}
-    return {id(obj): obj for obj in project.objects.values()}
+def find_object(project: Any, name: str) -> Any:
+    """The object named ``name`` in ``project``, or None (looked up by name, never by identity)."""
+    try:
+        return project.get(name)
+    except Exception:  # noqa: BLE001 - KeyError in the fake; whatever a real Avizo raises for a missing name
+        pass
+    try:
+        return next((obj for obj in project.objects.values() if str(obj.name) == name), None)
+    except Exception:  # noqa: BLE001
+        return None
 
 
-def _remove_new_objects(project: Any, before: dict[int, Any]) -> None:
-    if project is None:
+def remove_named(project: Any, name: str) -> None:
+    """Remove the object named ``name`` from ``project`` when it is there; failures are logged."""
+    obj = find_object(project, name) if project is not None else None
+    if obj is None:
         return
-    for obj in list(project.objects.values()):
-        if id(obj) not in before:
-            try:
-                project.remove(obj)
-            except Exception:  # noqa: BLE001 - keep cleaning up
-                log.warning("could not remove %s from the project", getattr(obj, "name", obj))
+    try:
+        project.remove(obj)
+    except Exception as exc:  # noqa: BLE001 - keep cleaning up
+        log.warning("could not remove %s from the project (%s)", name, exc)
+
+
+def _remove_created(project: Any, created: _Ledger, before: set[str]) -> None:
+    appeared = [name for name in object_names(project) if name not in before and name not in created]
+    for name in [*reversed(created), *appeared]:
+        if name not in created.kept:
+            remove_named(project, name)

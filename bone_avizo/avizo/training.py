@@ -1,16 +1,16 @@
-"""What BONeDLFit reads and writes: training pairs from its ports, fields staged as files, the model
-file put in place only when training completes, and the training history as text and table.
+"""What BONeDLFit reads and writes: training pairs from its ports, the model file put in place only
+when training completes, a resumable training folder, and the training history as text and table.
 
 Training pairs come from three places, in this order: the connected (scan, label field) pairs,
 the chosen image and label files (paired in order), and BONe's folder layout (an image folder and
 a mask folder). :func:`training_inputs` checks them all before any work.
 
-The core trains from files (:class:`~bone_avizo.data.scans.ScanSpec`), reading slices lazily;
-connected fields are therefore written as ``.npy`` volumes (with their class names in the
-``.npy.json`` sidecar) into a staging folder beside the model file, where the core also writes
-the model, its checkpoint and its logs. :class:`FitStaging` moves those next to the chosen model
-file only when training has completed, and removes the staging folder in every case, so a
-cancelled or failed run leaves nothing behind and the previous model file, checkpoint and logs
+Connected fields are read once (``get_array`` once per field) and trained on where they are, as
+in-memory sources (:class:`~bone_avizo.data.scans.ScanSpec` takes them); files are read lazily.
+The core writes the model, its checkpoint and its logs into the training folder
+``<model file>.fitting`` beside the model file; :class:`FitStaging` moves them next to the chosen
+model file only when training has completed. A run stopped early keeps that folder when it holds
+a checkpoint (Resume continues it), so the previous model file, checkpoint and logs stay
 untouched. Nothing here imports torch at import time.
 """
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,7 +31,6 @@ from bone_avizo.errors import ConfigError, OutputExistsError, ShapeMismatchError
 log = logging.getLogger(__name__)
 
 STAGING_SUFFIX = ".fitting"
-SCANS_FOLDER = "scans"
 
 
 def _title(port: Any) -> str:
@@ -54,7 +52,8 @@ def _file_names(port: Any) -> list[str]:
 class TrainingInputs:
     """The pairs a DLFit run trains and validates on.
 
-    ``field_pairs``: (scan field, label field) per connected pair, in port order; ``held_out``: for
+    ``field_pairs``: (scan, labels) Volumes (z, y, x) of each connected pair, in port order, each
+    field's array read once (views of Avizo's memory where it allows); ``held_out``: for
     each of them, True when it is a validation scan. ``files`` / ``val_files``: ScanSpecs of the
     training / validation volumes chosen on disk.
     """
@@ -65,22 +64,25 @@ class TrainingInputs:
     val_files: list = field(default_factory=list)
 
 
-def check_pair(scan: Any, labels: Any, label_port: Any) -> None:
-    """A scan field and its label field: a label field of the scan's dimensions."""
+def check_pair(scan: Any, labels: Any, label_port: Any) -> tuple[Any, Any]:
+    """A scan field and its label field (a label field of the scan's dimensions) read as Volumes,
+    each field's array once."""
     if not is_label_field(labels):
         raise MissingInputError(
             f"{labels.name} in the {_title(label_port)} port is not a label field; connect the label field made "
             f"for {scan.name} (a mask opened as a grey-value field: convert it to a label field, or choose its "
             "file in Label files)")
-    scan_shape, label_shape = tuple(scan.get_array().shape), tuple(labels.get_array().shape)
+    scan_volume, label_volume = field_to_volume(scan), field_to_volume(labels)
+    scan_shape, label_shape = scan_volume.shape[::-1], label_volume.shape[::-1]
     if scan_shape != label_shape:
         raise ShapeMismatchError(
             f"{scan.name} has {' x '.join(map(str, scan_shape))} voxels (x, y, z) but its label field "
             f"{labels.name} has {' x '.join(map(str, label_shape))}; connect the label field made for this scan")
+    return scan_volume, label_volume
 
 
 def connected_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any, Any]]:
-    """(index, scan field, label field) of every connected pair of (scan port, label port).
+    """(index, scan Volume, label Volume) of every connected pair of (scan port, label port).
 
     A scan without labels, labels without a scan, a label field as scan, a grey-value field as
     labels and differing dimensions are :class:`~bone_avizo.errors.BoneAvizoError` s naming the port.
@@ -97,8 +99,7 @@ def connected_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any, An
             raise MissingInputError(f"{labels.name} in the {_title(label_port)} port has no scan: connect the "
                                     f"scan it labels to the {_title(scan_port)} port")
         scan = connected_field(scan_port, "scan", label=False)
-        check_pair(scan, labels, label_port)
-        found.append((index, scan, labels))
+        found.append((index, *check_pair(scan, labels, label_port)))
     return found
 
 
@@ -179,36 +180,52 @@ def side_files(output: Path) -> list[Path]:
 
 
 class FitStaging:
-    """A staging folder beside the model file ``output`` for one training run (a context manager).
+    """The training folder ``<model file>.fitting`` beside the model file (a context manager).
 
-    ``scans(inputs)`` writes the connected fields there and returns (train, validation) ScanSpecs;
-    the core writes its model, checkpoint and logs to ``self.output`` inside the folder;
-    ``commit()`` moves them beside ``output`` (the model last, replacing the previous run's files).
-    The folder is removed on exit, whatever happened.
+    ``scans(inputs)`` returns (train, validation) ScanSpecs: connected fields as in-memory sources
+    (read where they are, never copied to files) and the chosen files. The core writes the model,
+    its checkpoint and its logs to ``self.output`` inside the folder; ``commit()`` moves them beside
+    the chosen model file (the model last, replacing the previous run's files) and removes the folder.
+    A run that stops early (Stop, an error, Avizo closed) keeps the folder when it holds a
+    checkpoint, where the user sees it: ``resume=True`` continues that run; otherwise the folder is
+    removed. The previous model file, checkpoint and logs are untouched until ``commit()``.
     """
 
-    def __init__(self, output: str | os.PathLike, *, overwrite: bool):
+    def __init__(self, output: str | os.PathLike, *, overwrite: bool, resume: bool = False):
         self.target = Path(output)
+        self.folder = self.target.with_name(self.target.name + STAGING_SUFFIX)
+        self.resume = resume
+        kept = side_files(self.output)[0]
+        if resume and not kept.exists():
+            raise MissingInputError(f"nothing to resume: no interrupted training of {self.target.name} in "
+                                    f"{self.folder}; untick Resume to start a new run")
+        if not resume and kept.exists() and not overwrite:
+            raise OutputExistsError(f"an interrupted training of {self.target.name} is kept in {self.folder}; tick "
+                                    "Resume to continue it, or Overwrite to start again")
         existing = [p for p in (self.target, side_files(self.target)[0]) if p.exists()]
-        if existing and not overwrite:
+        if existing and not overwrite and not resume:
             raise OutputExistsError(f"{existing[0]} already exists; tick Overwrite to replace the model file, its "
                                     "checkpoint and logs, or choose another model file")
-        self.folder: Path | None = None
+        self._committed = False
 
     def __enter__(self) -> "FitStaging":
         from bone_avizo.errors import OutputWriteError
 
         try:
-            self.folder = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", suffix=STAGING_SUFFIX,
-                                                dir=self.target.parent))
+            if not self.resume and self.folder.exists():
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(exist_ok=self.resume)
         except OSError as exc:
             raise OutputWriteError(f"cannot write into {self.target.parent}: {exc.strerror or exc}; choose a "
                                    "model file in a writable folder") from exc
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self.folder is not None:
+        if self._committed or not self.resumable:
             shutil.rmtree(self.folder, ignore_errors=True)
+        else:
+            log.warning("training stopped early: its checkpoint is kept in %s; tick Resume and press Apply to "
+                        "continue it", self.folder)
         return False
 
     @property
@@ -216,18 +233,19 @@ class FitStaging:
         """Where the core writes the model during the run."""
         return self.folder / self.target.name
 
-    def scans(self, inputs: TrainingInputs) -> tuple[list, list]:
-        """(train, validation) ScanSpecs: the connected fields written as .npy files, then the files."""
-        from bone_avizo.data.scans import ScanSpec, unique_names
-        from bone_avizo.io import save_volume
+    @property
+    def resumable(self) -> bool:
+        """True when the folder holds a checkpoint a later run can continue."""
+        return side_files(self.output)[0].exists()
 
-        folder = self.folder / SCANS_FOLDER
-        folder.mkdir()
+    def scans(self, inputs: TrainingInputs) -> tuple[list, list]:
+        """(train, validation) ScanSpecs: the connected fields in memory, then the files."""
+        from bone_avizo.data.scans import ScanSpec, unique_names
+        from bone_avizo.io.base import ArraySource
+
         train, validation = [], []
         for k, ((scan, labels), held_out) in enumerate(zip(inputs.field_pairs, inputs.held_out)):
-            image = save_volume(field_to_volume(scan), folder / f"{k}_image.npy")
-            label = save_volume(field_to_volume(labels), folder / f"{k}_labels.npy")
-            spec = ScanSpec(image, label, volume_stem(scan.name) or f"scan{k + 1}")
+            spec = ScanSpec(ArraySource(scan), ArraySource(labels), volume_stem(scan.name) or f"scan{k + 1}")
             (validation if held_out else train).append(spec)
         specs = unique_names(train + list(inputs.files) + validation + list(inputs.val_files))
         n_train = len(train) + len(inputs.files)
@@ -244,6 +262,7 @@ class FitStaging:
             elif final.exists():
                 remove_path(final)
         replace_path(self.output, self.target)
+        self._committed = True
         return self.target
 
 

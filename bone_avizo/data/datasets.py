@@ -25,8 +25,7 @@ from torch.utils.data import Dataset, Sampler
 from bone_avizo.data.augment import Augmenter
 from bone_avizo.data.normalize import NormStats, normalize
 from bone_avizo.data.sampling import SliceReader, SliceRef, crop_positions, epoch_order
-from bone_avizo.data.scans import ScanSpec
-from bone_avizo.data.lazy import BoundedSource
+from bone_avizo.data.scans import ScanSpec, open_location
 
 VALIDATION_EPOCH = -1  # the "epoch" whose seeds place the fixed validation patches
 
@@ -71,8 +70,8 @@ class ScanReaders:
 
     def _open(self) -> None:
         self._sources = []  # sources of a parent process are dropped, never closed from here
-        images = [BoundedSource(s.image, **s.image_options) for s in self.specs]
-        labels = [BoundedSource(s.labels, **s.label_options) for s in self.specs]
+        images = [open_location(s.image, s.image_options) for s in self.specs]
+        labels = [open_location(s.labels, s.label_options) for s in self.specs]
         self._sources = images + labels
         self._reader = SliceReader(images, labels, context=self.context, cache_slices=self.cache_slices)
         self._pid = os.getpid()

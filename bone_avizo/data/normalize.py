@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from bone_avizo.errors import InvalidVolumeError
+from bone_avizo.streams import prefetched
 
 Z_CLIP = 5.0
 
@@ -91,10 +92,11 @@ def scan_stats(source, *, slab_slices: int = 32, progress=None) -> NormStats:
     """Statistics over voxels > 0 of a whole source (any VolumeSource), read slab by slab."""
     acc = StatsAccumulator()
     nz = source.shape[0]
-    for z0 in range(0, nz, slab_slices):
-        acc.add(source.read_slab(z0, min(z0 + slab_slices, nz)))
+    slabs = [(z0, min(z0 + slab_slices, nz)) for z0 in range(0, nz, slab_slices)]
+    for (z0, z1), slab in prefetched(lambda zs: source.read_slab(*zs), slabs):
+        acc.add(slab)
         if progress is not None:
-            progress.advance(min(slab_slices, nz - z0))
+            progress.advance(z1 - z0)
     return acc.result()
 
 
@@ -107,3 +109,24 @@ def normalize(data: np.ndarray | torch.Tensor, stats: NormStats, mode: str) -> t
     span = stats.maximum - stats.minimum
     scale = 1.0 / span if span > 0 else 1.0
     return tensor.sub_(stats.minimum).mul_(scale).clamp_(0.0, 1.0)
+
+
+LOOKUP_DTYPES = {np.dtype(np.uint8): np.uint8, np.dtype(np.int8): np.uint8,
+                 np.dtype(np.uint16): np.uint16, np.dtype(np.int16): np.uint16}
+
+
+def lookup_table(stats: NormStats, mode: str, dtype) -> np.ndarray | None:
+    """The normalised value of every possible voxel value of an 8/16-bit integer ``dtype`` as a float32
+    table indexed by the voxels' unsigned bit pattern (``raw.view(index_dtype(dtype))``); None for other
+    dtypes. ``table[raw]`` equals ``normalize(raw)`` exactly (the same float32 operations, done once per
+    value instead of once per voxel)."""
+    dtype = np.dtype(dtype)
+    if dtype not in LOOKUP_DTYPES:
+        return None
+    patterns = np.arange(np.iinfo(LOOKUP_DTYPES[dtype]).max + 1, dtype=LOOKUP_DTYPES[dtype])
+    return normalize(patterns.view(dtype), stats, mode).numpy()
+
+
+def index_dtype(dtype) -> type | None:
+    """The unsigned dtype whose values index :func:`lookup_table` for ``dtype`` (None: no table)."""
+    return LOOKUP_DTYPES.get(np.dtype(dtype))

@@ -33,22 +33,44 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 
 @dataclass(frozen=True)
 class ScanSpec:
-    """Where one training scan lives: image and label paths, a name, and reader options."""
+    """Where one training scan lives: image and label paths (or in-memory sources), a name, and
+    reader options.
 
-    image: Path
-    labels: Path
+    ``image`` / ``labels`` may be :class:`~bone_avizo.io.base.VolumeSource` s (e.g. an
+    ``ArraySource`` over a field already in memory, as DLFit in Avizo passes its connected fields):
+    they are read where they are, never copied to files.
+    """
+
+    image: Path | VolumeSource
+    labels: Path | VolumeSource
     name: str = ""
     image_options: dict = field(default_factory=dict)
     label_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        object.__setattr__(self, "image", Path(self.image))
-        object.__setattr__(self, "labels", Path(self.labels))
+        for key in ("image", "labels"):
+            if not isinstance(getattr(self, key), VolumeSource):
+                object.__setattr__(self, key, Path(getattr(self, key)))
         if not self.name:
-            object.__setattr__(self, "name", scan_name(self.image))
+            image = self.image
+            object.__setattr__(self, "name", image.info.name if isinstance(image, VolumeSource) else scan_name(image))
 
     def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "image": str(self.image), "labels": str(self.labels)}
+        return {"name": self.name, "image": location_text(self.image), "labels": location_text(self.labels)}
+
+
+def location_text(location: Path | VolumeSource) -> str:
+    """A path as text, or ``in memory (<name>)`` for an in-memory source."""
+    if isinstance(location, VolumeSource):
+        return f"in memory ({location.info.name})"
+    return str(location)
+
+
+def open_location(location: Path | VolumeSource, options: dict) -> VolumeSource:
+    """A source for a scan's image or labels: an in-memory source as it is, a path opened lazily."""
+    if isinstance(location, VolumeSource):
+        return location
+    return BoundedSource(location, **options)
 
 
 def scan_name(path: str | os.PathLike) -> str:
@@ -212,17 +234,18 @@ def image_stats(source: VolumeSource, *, where: str) -> NormStats:
 
 
 def _open_pair(spec: ScanSpec) -> tuple[VolumeSource, VolumeSource]:
-    image = BoundedSource(spec.image, **spec.image_options)
+    image = open_location(spec.image, spec.image_options)
     try:
-        labels = BoundedSource(spec.labels, **spec.label_options)
+        labels = open_location(spec.labels, spec.label_options)
     except BaseException:
         image.close()
         raise
     if image.shape != labels.shape:
         image.close()
         labels.close()
-        raise ShapeMismatchError(f"scan {spec.name}: image {spec.image} has shape {image.shape} (z, y, x) but "
-                                 f"labels {spec.labels} have {labels.shape}; give the label volume made for "
+        raise ShapeMismatchError(f"scan {spec.name}: image {location_text(spec.image)} has shape {image.shape} "
+                                 f"(z, y, x) but labels {location_text(spec.labels)} have {labels.shape}; give the "
+                                 "label volume made for "
                                  "this image")
     return image, labels
 
@@ -231,7 +254,7 @@ def open_scan(spec: ScanSpec, index: int = 0) -> Scan:
     """Open one scan and run its checks and statistics (one streamed pass over image and labels)."""
     image, labels = _open_pair(spec)
     try:
-        summary = summarize_labels(labels, where=f"scan {spec.name} ({spec.labels})")
+        summary = summarize_labels(labels, where=f"scan {spec.name} ({location_text(spec.labels)})")
         stats = image_stats(image, where=spec.name)
     finally:
         image.close()  # BoundedSources reopen on the next read: nothing stays mapped meanwhile

@@ -32,7 +32,7 @@ from bone_avizo.config import FitConfig
 from bone_avizo.data.augment import Augmenter
 from bone_avizo.data.datasets import (EpochSampler, PatchDataset, PatchSettings, SliceSet, collate_patches,
                                       steps_for, worker_init)
-from bone_avizo.data.scans import ScanSpec
+from bone_avizo.data.scans import ScanSpec, location_text
 from bone_avizo.errors import Cancelled, ConfigError, OutputExistsError
 from bone_avizo.fit import checkpoint as ckpt
 from bone_avizo.fit.distributed import DistContext, init_distributed, lost_ranks_fail, shutdown
@@ -295,7 +295,7 @@ def _as_specs(scans: Sequence) -> list[ScanSpec]:
 
 
 def _spec_record(spec: ScanSpec) -> dict:
-    return {"image": str(spec.image), "labels": str(spec.labels), "name": spec.name,
+    return {"image": location_text(spec.image), "labels": location_text(spec.labels), "name": spec.name,
             "image_options": dict(spec.image_options), "label_options": dict(spec.label_options)}
 
 

@@ -52,7 +52,7 @@ _CAST_ADVICE = {"u4": "uint16 (or int32 if values exceed 65535)", "u8": "uint16 
                 "exceed 65535)", "i8": "int32", "i1": "int16", "f2": "float32"}
 _MAGIC = re.compile(r"#\s*(?:AmiraMesh|Avizo)\s+(?:3D\s+)?(BINARY-LITTLE-ENDIAN|BINARY|ASCII)\s+"
                     r"(\d+(?:\.\d+)*)", re.IGNORECASE)
-_MARKER = re.compile(rb"(?m)^@(\d+)[ \t]*\r?\n")
+_MARKER = re.compile(rb"(?m)^@(\d+)[ \t]*(?:#[^\n]*)?\r?\n")  # "@1" or "@1 # a comment" (ASCII files)
 _TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|\n|[{}()\[\],=]|[^\s{}()\[\],="]+')
 _HEADER_CHUNK = 1 << 16
 _HEADER_MAX = 1 << 26
@@ -136,7 +136,8 @@ def rle_decode(data: bytes, size: int) -> np.ndarray:
     """Decode an HxByteRLE stream that must expand to exactly ``size`` bytes; returns uint8 (size,).
 
     Raises CorruptFileError when a token runs past the end of the stream or the expanded size
-    differs from ``size``. A control byte of 0 (never written by Avizo) repeats its byte 0 times.
+    differs from ``size``. Amira's terminating 0 byte is accepted; any other control byte of 0
+    repeats its byte 0 times.
     """
     raw = np.frombuffer(data, np.uint8)
     control = _control_positions(bytes(data))
@@ -153,7 +154,12 @@ def rle_decode(data: bytes, size: int) -> np.ndarray:
 
 
 def _control_positions(data: bytes) -> np.ndarray:
-    """Positions of the control bytes of an HxByteRLE stream (a sequential scan)."""
+    """Positions of the control bytes of an HxByteRLE stream (a sequential scan).
+
+    Amira ends the stream with one extra 0 byte and counts it in the declared length (e.g.
+    ``@1(HxByteRLE,6113)`` holding 6112 bytes of tokens): a 0 control byte in the last position,
+    with no value byte after it, is that terminator and not a token.
+    """
     positions = array.array("q")
     append = positions.append
     pos, end = 0, len(data)
@@ -161,6 +167,9 @@ def _control_positions(data: bytes) -> np.ndarray:
         c = data[pos]
         append(pos)
         pos += (c & 0x7F) + 1 if c & 0x80 else 2
+    if pos == end + 1 and data[end - 1] == 0:  # Amira's terminator: a lone 0 after the last token
+        positions.pop()
+        pos = end
     if pos != end:
         raise CorruptFileError(f"HxByteRLE data ends inside a token ({end} bytes, the last token needs "
                                f"{pos}); the file is truncated or corrupt")
@@ -230,6 +239,7 @@ class _HeaderParser:
         defines: dict[str, tuple[int, ...]] = {}
         parameters: dict[str, Any] = {}
         sections: list[DataSection] = []
+        top_level_materials = None
         while (token := self.next()) is not None:
             if token == "define":
                 name, sizes = self.define()
@@ -237,10 +247,15 @@ class _HeaderParser:
             elif token == "Parameters" and self.peek() == "{":
                 self.next()
                 parameters.update(self.bundle())
+            elif token == "Materials" and self.peek() == "{":  # AmiraMesh 1.0: outside Parameters
+                self.next()
+                top_level_materials = self.bundle()
             elif self.peek(skip_newlines=False) == "{":
                 sections.append(self.declaration(token))
             else:
                 self.skip_line()
+        if top_level_materials and "Materials" not in parameters:
+            parameters["Materials"] = top_level_materials
         return defines, parameters, sections
 
     def skip_line(self) -> None:
@@ -270,6 +285,11 @@ class _HeaderParser:
             if token == "}":
                 return entries
             if token == ",":
+                continue
+            if token == "{":  # an unnamed entry such as { Name "Bone" Id 1 }: keyed by its Name
+                entry = self.bundle()
+                name = entry.get("Name") or entry.get("name") or [f"Material{len(entries)}"]
+                entries[" ".join(name) if isinstance(name, list) else str(name)] = entry
                 continue
             key = _unquote(token)
             if self.peek() == "{":
@@ -422,7 +442,12 @@ def _floats(values: Any, path: Path, name: str) -> list[float]:
 
 
 def _geometry(params: dict, shape: tuple[int, int, int], path: Path) -> tuple[tuple, tuple]:
-    """(voxel size, origin), both (z, y, x), from BoundingBox (spans first to last voxel centre)."""
+    """(voxel size, origin), both (z, y, x), from BoundingBox (spans first to last voxel centre).
+
+    Along an axis of one voxel the box cannot span centres: Amira then stores the voxel's
+    thickness as the extent (a 2x2x1 label field with ``0 2`` in z has 2-unit slices); an extent
+    of 0 there takes the mean voxel size of the other axes.
+    """
     if "BoundingBox" not in params:
         log.warning("%s has no BoundingBox; assuming voxel size 1 and origin 0", path)
         return (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
@@ -431,7 +456,7 @@ def _geometry(params: dict, shape: tuple[int, int, int], path: Path) -> tuple[tu
         raise CorruptFileError(f"{path}: BoundingBox needs 6 values (xmin xmax ymin ymax zmin zmax), got {box}")
     sizes = (shape[2], shape[1], shape[0])
     spans = [(box[2 * i], box[2 * i + 1]) for i in range(3)]
-    voxel = [(hi - lo) / (n - 1) if n > 1 else None for (lo, hi), n in zip(spans, sizes)]
+    voxel = [(hi - lo) / (n - 1) if n > 1 else (hi - lo) or None for (lo, hi), n in zip(spans, sizes)]
     if any(v is not None and not v > 0 for v in voxel):
         raise CorruptFileError(f"{path}: BoundingBox {box} has a zero or reversed extent for {sizes} voxels "
                                "(x, y, z); set the voxel size in Avizo (Crop Editor) and save again")
@@ -441,13 +466,21 @@ def _geometry(params: dict, shape: tuple[int, int, int], path: Path) -> tuple[tu
     return (voxel[2], voxel[1], voxel[0]), (spans[2][0], spans[1][0], spans[0][0])
 
 
-def _unit(params: dict) -> str:
+ASSUMED_UNIT = "mm"
+
+
+def _unit(params: dict, path: Path) -> str:
+    """The length unit of ``Units { Coordinates "..." }``; ASSUMED_UNIT (mm), with a note, when absent."""
     units = params.get("Units", params.get("Unit"))
     if isinstance(units, dict):
         units = units.get("Coordinates")
     if isinstance(units, list):
         units = units[0] if units else None
-    return str(units).strip() if units else "mm"
+    if units and str(units).strip():
+        return str(units).strip()
+    log.info("%s has no Units field: its voxel size and origin are taken as %s (the numbers are kept as they "
+             "are; only the unit name is assumed)", path, ASSUMED_UNIT)
+    return ASSUMED_UNIT
 
 
 def material_names(params: dict) -> tuple[str, ...] | None:
@@ -491,7 +524,7 @@ class AmiraSource(VolumeSource):
         self._offset = self._section_offset()
         voxel, origin = _geometry(self.header.parameters, shape, self.path)
         self.info = VolumeInfo(shape, self._file_dtype.newbyteorder("="), voxel, origin, self.path.stem,
-                               None, _unit(self.header.parameters))
+                               None, _unit(self.header.parameters, self.path))
         if self.encoding == "raw":
             self._data()  # maps the file now, so a truncated file fails at open
         self.info = self.info.with_(class_names=self._class_names())
@@ -563,7 +596,7 @@ class AmiraSource(VolumeSource):
             f.seek(self._offset)
             text = f.read()
         if self.header.first_index != self.section.index:
-            start = re.search(rb"(?m)^@%d[ \t]*\r?\n" % self.section.index, text)
+            start = re.search(rb"(?m)^@%d[ \t]*(?:#[^\n]*)?\r?\n" % self.section.index, text)
             if not start:
                 raise CorruptFileError(f"{self.path}: data section @{self.section.index} is missing; the file "
                                        "is truncated")

@@ -174,6 +174,25 @@ def _volume_shape(series, where: str) -> tuple[int, ...]:
     return tuple(s for a, s in zip(axes, shape) if s != 1 or a in "YX")
 
 
+def codec_missing(page, path: Path) -> FormatError | None:
+    """The error for a page compressed with a codec this installation cannot decode, or None."""
+    try:
+        tifffile.TIFF.DECOMPRESSORS[page.compression]
+    except (KeyError, ValueError, ImportError):
+        return FormatError(f"{path} is compressed with {page.compression.name}, which needs the imagecodecs "
+                           "package: pip install imagecodecs")
+    return None
+
+
+def decode_error(exc: Exception, path: Path, what: str) -> FormatError | CorruptFileError:
+    """The error to raise when ``what`` (a page or slice) of ``path`` fails to decode: a missing codec
+    package is named (imagecodecs), anything else is damage."""
+    if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
+        return FormatError(f"{path}: {what} cannot be decoded without the imagecodecs package ({exc}); "
+                           "pip install imagecodecs")
+    return CorruptFileError(f"{path}: {what} cannot be read ({exc}); the file is damaged")
+
+
 # ---------------------------------------------------------------------------------------------
 # readers
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +249,8 @@ class TiffSource(ReopeningSource):
         self._lock = threading.Lock()
         self._memmap = self._map(series, dtype)
         self._pages = None
+        if self._memmap is None and (missing := codec_missing(self._tif.pages.first, self.path)):
+            raise missing
         if self._memmap is None:
             self._pages = series.pages
             if len(self._pages) != shape[0]:
@@ -266,7 +287,7 @@ class TiffSource(ReopeningSource):
             with self._lock:
                 return self._pages[z].asarray()
         except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
-            raise CorruptFileError(f"{self.path}: page {z} cannot be read ({exc}); the file is damaged") from exc
+            raise decode_error(exc, self.path, f"page {z}") from exc
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)
@@ -304,9 +325,10 @@ def _stem(path: Path) -> str:
     return name
 
 
-def list_slices(folder: Path) -> list[Path]:
-    """The TIFF files of ``folder`` in natural order (s2.tif before s10.tif); hidden files skipped."""
-    files = [p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and not p.name.startswith(".")]
+def list_slices(folder: Path, suffixes: tuple[str, ...] = TIFF_SUFFIXES) -> list[Path]:
+    """The files of ``folder`` ending in ``suffixes`` (any case) in natural order (s2.tif before s10.tif);
+    hidden files skipped."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in suffixes and not p.name.startswith(".")]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 
@@ -317,24 +339,46 @@ def _slice_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 
 
 class TiffFolderSource(ReopeningSource):
-    """A folder of single-slice TIFFs (z, y, x), one file per z in natural order, read file by file."""
+    """A folder of single-slice TIFFs (z, y, x), one file per z in natural order, read file by file.
+
+    Folders of other slice files reuse it through the hooks ``_list_files``, ``_header``, ``_attrs``
+    and ``_read_file``."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = require_file(Path(path), "folder")
         self._remember(self.path)
-        self.files = list_slices(self.path)
-        if not self.files:
-            raise FormatError(f"folder {self.path} holds no .tif/.tiff files; give a folder of TIFF slices")
+        self.files = self._list_files()
         shape, dtype = self._check_headers()
-        with open_tiff(self.files[0]) as tif:
-            attrs = tiff_attrs(tif)
-        self.info = info_from_attrs(attrs, (len(self.files),) + shape, dtype, name=self.path.name,
+        self.info = info_from_attrs(self._attrs(), (len(self.files),) + shape, dtype, name=self.path.name,
                                     where=str(self.path))
 
+    def _list_files(self) -> list[Path]:
+        files = list_slices(self.path)
+        if not files:
+            raise FormatError(f"folder {self.path} holds no .tif/.tiff files; give a folder of TIFF slices")
+        return files
+
+    def _header(self, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+        """The (y, x) shape and dtype of one slice file."""
+        return _slice_header(path)
+
+    def _attrs(self) -> dict:
+        """The volume metadata (:func:`volume_attrs` style) of the folder."""
+        with open_tiff(self.files[0]) as tif:
+            return tiff_attrs(tif)
+
+    def _read_file(self, path: Path) -> np.ndarray:
+        """The (y, x) slice stored in ``path``."""
+        with open_tiff(path) as tif:
+            try:
+                return tif.series[0].asarray()
+            except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
+                raise decode_error(exc, path, "the slice") from exc
+
     def _check_headers(self) -> tuple[tuple[int, int], np.dtype]:
-        shape, dtype = _slice_header(self.files[0])
+        shape, dtype = self._header(self.files[0])
         for path in self.files:
-            other = _slice_header(path) if path is not self.files[0] else (shape, dtype)
+            other = self._header(path) if path is not self.files[0] else (shape, dtype)
             if len(other[0]) != 2 or other != (shape, dtype):
                 raise ShapeMismatchError(f"slice {path.name} has shape {other[0]} {other[1]}, but "
                                          f"{self.files[0].name} has {shape} {dtype}; all slices of a folder "
@@ -342,11 +386,7 @@ class TiffFolderSource(ReopeningSource):
         return shape, dtype  # type: ignore[return-value]
 
     def _slice(self, z: int) -> np.ndarray:
-        with open_tiff(self.files[z]) as tif:
-            try:
-                return tif.series[0].asarray().reshape(self.shape[1:])
-            except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
-                raise CorruptFileError(f"slice {self.files[z]} cannot be read ({exc}); the file is damaged") from exc
+        return self._read_file(self.files[z]).reshape(self.shape[1:])
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)

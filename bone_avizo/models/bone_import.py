@@ -1,11 +1,15 @@
 """Read BONe DLFit checkpoints (``.pth``) safely and convert them to bone_avizo model files.
 
 A BONe checkpoint is ``torch.save({'model_state': state_dict, 'metadata': {...}})`` where metadata
-holds num_classes, patch_size, in_channels, model_arch ('Unet', 'UnetPlusPlus', ...), backbone
-(an smp encoder name), normalization, augmentations, learning_rate, criterion, best_val_score,
-best_epoch, flops_G, param_count, peak_ram_GB, peak_vram_GB, wall_time_sec. State-dict keys may
-carry DistributedDataParallel's 'module.' prefix. In 2.5-D BONe sets in_channels to the number of
-slices.
+holds num_classes, patch_size, in_channels, model_arch (BONe's GUI names 'U-Net', 'UNet++', 'FPN',
+'PSPNet', 'DeepLabV3+', 'Linknet', 'MAnet', 'PAN', 'UPerNet', 'Segformer', or smp's 'Unet', ...),
+backbone (an smp encoder name), mode ('2D', '2.5D' or '3D') and is_3d, normalization ('ZScore' or
+'minMax'), train_dataset / val_dataset (the scans), random_seed, augmentations, learning_rate,
+criterion, best_val_score, best_epoch, flops_G, param_count, peak_ram_GB, peak_vram_GB,
+wall_time_sec. State-dict keys may carry DistributedDataParallel's 'module.' prefix. In 2.5-D BONe
+sets in_channels to the number of slices. 3-D models (is_3d True, mode '3D') are refused: they are
+volumetric networks this package does not run. Which BONe keys were read and which ignored is
+kept in ``training['bone_fields_read']`` / ``training['bone_fields_ignored']``.
 
 The file is read with ``torch.load(weights_only=True)`` (tensors and plain data only; numpy scalars
 and arrays are allowed as data), so a checkpoint carrying code is refused, never run.
@@ -36,7 +40,13 @@ _TRAINING_KEYS = {
     "param_count": "param_count", "peak_ram_GB": "peak_ram_GB", "peak_vram_GB": "peak_vram_GB",
     "wall_time_sec": "wall_time_sec", "augmentations": "augmentations", "seed": "seed",
     "batch_size": "batch_size", "train_scans": "train_scans", "val_scans": "val_scans",
+    "train_dataset": "train_scans", "val_dataset": "val_scans", "random_seed": "seed",
+    "fitting_time_sec": "fitting_time_sec", "version": "version", "num_patches": "num_patches",
+    "max_overlap": "max_overlap", "optim_momentum": "optim_momentum", "optim_weight_decay": "optim_weight_decay",
 }
+# BONe keys that decide how the network is rebuilt and fed
+_MODEL_KEYS = ("model_arch", "backbone", "num_classes", "in_channels", "patch_size", "normalization", "mode",
+               "is_3d")
 _SLICE_KEYS = ("context_slices", "num_slices", "n_slices", "slices", "slice_count")
 _CLASS_NAME_KEYS = ("class_names", "classes", "labels", "materials")
 
@@ -96,6 +106,7 @@ def metadata_from_bone(bone: Mapping[str, Any], state: Mapping[str, torch.Tensor
                        source: str = "checkpoint") -> ModelMetadata:
     """Our ModelMetadata from BONe's metadata dict (the raw dict is kept in training['bone_metadata'])."""
     bone = to_jsonable(dict(bone), "metadata")
+    _refuse_3d(bone, source)
     missing = [k for k in ("model_arch", "backbone", "num_classes") if bone.get(k) in (None, "")]
     if missing:
         raise ModelError(f"{source}: BONe metadata lacks {', '.join(missing)}; the architecture, encoder and "
@@ -116,6 +127,20 @@ def metadata_from_bone(bone: Mapping[str, Any], state: Mapping[str, torch.Tensor
         planes=("xy",), training=_training(bone), extra={"imported_from": "BONe DLFit checkpoint"})
 
 
+def _refuse_3d(bone: Mapping[str, Any], source: str) -> None:
+    mode = str(bone.get("mode") or "").strip().upper()
+    if bone.get("is_3d") is True or mode == "3D":
+        raise ModelError(f"{source}: 3D models are not supported (BONe metadata: mode {bone.get('mode')!r}, is_3d "
+                         f"{bone.get('is_3d')!r}); bone_avizo runs 2D and 2.5D models: train one in BONe's 2D or "
+                         "2.5D mode, or with bone_avizo fit")
+
+
+def bone_fields(bone: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(keys of a BONe metadata dict that are read, keys that are ignored), each sorted."""
+    read = set(_MODEL_KEYS) | set(_TRAINING_KEYS) | set(_SLICE_KEYS) | set(_CLASS_NAME_KEYS)
+    return sorted(k for k in bone if k in read), sorted(k for k in bone if k not in read)
+
+
 def _patch_size(value: Any, source: str) -> int:
     if value is None:
         log.warning("%s: BONe metadata has no patch_size; assuming 256", source)
@@ -131,6 +156,11 @@ def _context_slices(bone: Mapping[str, Any], in_channels: int) -> int:
     for key in _SLICE_KEYS:
         if bone.get(key):
             return int(bone[key])
+    mode = str(bone.get("mode") or "").strip().upper()
+    if mode == "2D":
+        return 1
+    if mode == "2.5D":
+        return in_channels
     odd_stack = in_channels % 2 == 1 and 3 <= in_channels <= MAX_CONTEXT_SLICES
     return in_channels if odd_stack else 1
 
@@ -146,6 +176,7 @@ def _class_names(bone: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
 def _training(bone: Mapping[str, Any]) -> dict[str, Any]:
     training = {ours: bone[theirs] for theirs, ours in _TRAINING_KEYS.items() if theirs in bone}
     training["source"] = "BONe DLFit"
+    training["bone_fields_read"], training["bone_fields_ignored"] = bone_fields(bone)
     training["bone_metadata"] = dict(bone)
     return training
 

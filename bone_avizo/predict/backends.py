@@ -5,7 +5,7 @@ onnxruntime: CPU, CUDA or TensorRT execution providers, from an exported model.
 """
 from __future__ import annotations
 
-import contextlib
+import copy
 import hashlib
 import logging
 import os
@@ -47,28 +47,70 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 class TorchBackend:
-    """Runs a torch module on tiles; returns float32 logits on the module's device."""
+    """Runs a torch module on tiles (B, C, h, w); returns float32 logits (B, K, h, w) on the device.
 
-    def __init__(self, module: torch.nn.Module, *, device: torch.device, precision: str):
+    fp16/bf16 run a copy of the network whose weights and activations are in that precision (faster
+    than per-op autocast); where the device cannot run it, autocast is used instead (logged).
+    ``compile`` wraps the network in torch.compile on first use; a failure falls back to eager (logged).
+    """
+
+    def __init__(self, module: torch.nn.Module, *, device: torch.device, precision: str, compile: bool = False):
         self.device = device
         self.precision = resolve_precision(precision, device)
-        self.channels_last = True
-        self.module = module.eval().to(device)
-        if self.channels_last:
-            self.module = self.module.to(memory_format=torch.channels_last)
+        self.module = module.eval().to(device).to(memory_format=torch.channels_last)
+        self.dtype = _DTYPES.get(self.precision, torch.float32)
+        self._fp32_module = self.module
+        if self.dtype != torch.float32:  # a copy: the caller's module keeps its fp32 weights
+            self.module = copy.deepcopy(self.module).to(self.dtype)
+        self.autocast = False
+        self.fixed_batch = bool(compile)  # a compiled network is specialised to one batch shape
+        self._forward = self._compiled(self.module) if compile else self.module
+        self._checked = False
+
+    @staticmethod
+    def _compiled(module):
+        try:
+            return torch.compile(module, dynamic=False)
+        except Exception as exc:  # noqa: BLE001 - any failure to set up compile falls back to eager
+            log.warning("torch.compile is not available here (%s); running the network uncompiled", exc)
+            return module
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         tiles = tiles.to(self.device, non_blocking=True)
-        if self.channels_last:
-            tiles = tiles.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), self._autocast():
-            out = self.module(tiles)
+        tiles = tiles.to(torch.float32 if self.autocast else self.dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = self._first_call(tiles) if not self._checked else self._run(tiles)
         return out.float().contiguous()  # channels_last outputs make the tile merge strided and slow
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=_DTYPES[self.precision])
+    def _run(self, tiles: torch.Tensor) -> torch.Tensor:
+        if self.autocast:
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                return self._forward(tiles)
+        return self._forward(tiles)
+
+    def _first_call(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The first forward pass, with the fallbacks: compiled -> eager, reduced weights -> autocast."""
+        try:
+            out = self._run(tiles)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - compile and low-precision kernels fail in many ways
+            if self._forward is not self.module:
+                log.warning("torch.compile failed (%s: %s); running the network uncompiled",
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                self._forward, self.fixed_batch = self.module, False
+            elif self.dtype != torch.float32 and not self.autocast:
+                log.warning("%s weights do not run on %s (%s); using %s autocast instead", self.precision,
+                            self.device, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                            self.precision)
+                self.module = self._forward = self._fp32_module
+                self.autocast = True
+                tiles = tiles.float()
+            else:
+                raise
+            return self._first_call(tiles)
+        self._checked = True
+        return out
 
 
 class OnnxBackend:
@@ -142,10 +184,11 @@ def cached_onnx(module: torch.nn.Module, in_channels: int) -> Path:
 
 
 def build_backend(module: torch.nn.Module, *, backend: str, device: torch.device, precision: str,
-                  threads: int, onnx_path: str | os.PathLike | None = None, in_channels: int = 1):
+                  threads: int, onnx_path: str | os.PathLike | None = None, in_channels: int = 1,
+                  compile: bool = False):
     """The backend named ``backend`` for ``module`` (onnxruntime uses a cached ONNX export)."""
     if backend == "torch":
-        return TorchBackend(module, device=device, precision=precision)
+        return TorchBackend(module, device=device, precision=precision, compile=compile)
     if precision not in ("auto", "fp32"):
         raise ConfigError(f"precision {precision} is available with --backend torch; onnxruntime runs fp32")
     module = module.to("cpu").eval()

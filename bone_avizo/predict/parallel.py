@@ -14,7 +14,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence
 
-from bone_avizo.predict.streams import prefetched
+from bone_avizo.streams import prefetched
 
 Block = tuple[int, int]
 

@@ -1,12 +1,16 @@
 """Split -> predict -> merge of 2-D images into overlapping tiles, with blending weights.
 
 Images are batches (N, C, H, W); a tile predictor maps (B, C, th, tw) to (B, K, th, tw).
-Images smaller than a tile (or not a multiple of 32) are reflection-padded, tiles are placed on
+Images smaller than a tile are reflection-padded up to the multiple of the network's stride it
+needs (``bone_avizo.models.modelfile.input_multiple``: none for networks that take any size, such as smp's U-Net, so a
+slice smaller than the tile goes through whole and unpadded, as a whole-slice prediction does; 32
+for most others), tiles are placed on
 an even grid whose last tile ends at the image edge, tiles of many images share batches, and
 outputs are merged as sum(w * out) / sum(w). A pointwise predictor passes through unchanged.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -18,6 +22,8 @@ from bone_avizo.predict.windows import blend_window
 
 TilePredictor = Callable[[torch.Tensor], torch.Tensor]
 ALIGN = 32
+
+log = logging.getLogger(__name__)
 
 
 def positions(length: int, tile: int, overlap: float) -> list[int]:
@@ -42,9 +48,10 @@ class TileGrid:
     starts: tuple[tuple[int, int], ...]
 
     @classmethod
-    def build(cls, height: int, width: int, tile: int, overlap: float) -> "TileGrid":
-        tile_h = min(tile, _ceil_to(height, ALIGN))
-        tile_w = min(tile, _ceil_to(width, ALIGN))
+    def build(cls, height: int, width: int, tile: int, overlap: float, *, align: int = ALIGN) -> "TileGrid":
+        """``align``: the multiple a tile's sides must be (the network's input multiple; 1 = any size)."""
+        tile_h = min(tile, _ceil_to(height, align))
+        tile_w = min(tile, _ceil_to(width, align))
         padded_h, padded_w = max(height, tile_h), max(width, tile_w)
         starts = tuple((y, x) for y in positions(padded_h, tile_h, overlap)
                        for x in positions(padded_w, tile_w, overlap))
@@ -72,12 +79,17 @@ def reflect_pad(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class Tiler:
-    """Predicts batches of images tile by tile with blending; caches grids and normalisers."""
+    """Predicts batches of images tile by tile with blending; caches grids and normalisers.
+
+    A predictor with ``fixed_batch = True`` (a compiled network) always gets full batches (the last
+    one zero-padded), so it never sees a new shape. Out of GPU memory, the batch halves (logged) and
+    the same tiles run again; the smaller batch is kept on the predictor (``batch_cap``)."""
 
     def __init__(self, predictor: TilePredictor, *, tile: int, overlap: float, blend: str,
-                 batch_size: int, num_classes: int):
+                 batch_size: int, num_classes: int, align: int = ALIGN):
         self.predictor = predictor
         self.tile = tile
+        self.align = align
         self.overlap = overlap
         self.blend = blend
         self.batch_size = batch_size
@@ -85,39 +97,67 @@ class Tiler:
         self._norms: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
     def grid(self, height: int, width: int) -> TileGrid:
-        return TileGrid.build(height, width, self.tile, self.overlap)
+        return TileGrid.build(height, width, self.tile, self.overlap, align=self.align)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Blended outputs (N, K, H, W) float32 for images (N, C, H, W)."""
         with torch.no_grad():
             return self._predict(images)
 
+    @property
+    def batch(self) -> int:
+        """Tiles per forward pass: the configured batch, or less after running out of GPU memory."""
+        return max(1, min(self.batch_size, getattr(self.predictor, "batch_cap", self.batch_size)))
+
+    def images_per_pass(self, height: int, width: int) -> int:
+        """How many (height, width) images one forward pass covers (at least 1)."""
+        return max(1, self.batch // len(self.grid(height, width).starts))
+
+    def _run(self, tiles: torch.Tensor) -> torch.Tensor:
+        """predictor(tiles) (B, K, th, tw) float32, in batches that fit the device's memory."""
+        while True:
+            try:
+                return self._forward(tiles)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch == 1:
+                    raise
+                cap = self.batch // 2
+                log.warning("out of GPU memory with %d tiles per pass; continuing with %d", self.batch, cap)
+                self.predictor.batch_cap = cap
+                torch.cuda.empty_cache()
+
+    def _forward(self, tiles: torch.Tensor) -> torch.Tensor:
+        step = self.batch
+        outs = []
+        for i in range(0, len(tiles), step):
+            part = tiles[i:i + step]
+            if getattr(self.predictor, "fixed_batch", False) and len(part) < step:
+                padded = part.new_zeros((step, *part.shape[1:]))
+                padded[:len(part)] = part
+                outs.append(self.predictor(padded)[:len(part)])
+            else:
+                outs.append(self.predictor(part))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
         n, channels, height, width = images.shape
         grid = self.grid(height, width)
         padded = reflect_pad(images, grid.padded_h, grid.padded_w)
         if len(grid.starts) == 1:  # one tile covers the image: no blending needed
-            out = torch.cat([self.predictor(padded[i:i + self.batch_size])
-                             for i in range(0, n, self.batch_size)])
-            return out[:, :, :height, :width].float()
+            return self._run(padded)[:, :, :height, :width].float()
         th, tw = grid.tile_h, grid.tile_w
         window = blend_window(th, tw, self.blend).to(images.device)
         acc = torch.zeros((n, self.num_classes, grid.padded_h, grid.padded_w), dtype=torch.float32,
                           device=images.device)
-        buffer = torch.empty((self.batch_size, channels, th, tw), dtype=padded.dtype, device=images.device)
-        for batch in self._batches(grid, n):
-            for slot, (i, y, x) in enumerate(batch):
-                buffer[slot].copy_(padded[i, :, y:y + th, x:x + tw])
-            out = self.predictor(buffer[:len(batch)]).float()
-            for (i, y, x), tile_out in zip(batch, out):
+        items = [(i, y, x) for i in range(n) for (y, x) in grid.starts]
+        chunk = max(self.batch, 1)
+        for k in range(0, len(items), chunk):
+            batch = items[k:k + chunk]
+            tiles = torch.stack([padded[i, :, y:y + th, x:x + tw] for i, y, x in batch])
+            for (i, y, x), tile_out in zip(batch, self._run(tiles).float()):
                 acc[i, :, y:y + th, x:x + tw].addcmul_(tile_out, window)
         acc /= self._normaliser(grid, images.device, window)
         return acc[:, :, :height, :width]
-
-    def _batches(self, grid: TileGrid, n: int) -> Iterator[list[tuple[int, int, int]]]:
-        items = [(i, y, x) for i in range(n) for (y, x) in grid.starts]
-        for k in range(0, len(items), self.batch_size):
-            yield items[k:k + self.batch_size]
 
     def _normaliser(self, grid: TileGrid, device: torch.device, window: torch.Tensor) -> torch.Tensor:
         key = (grid.padded_h, grid.padded_w, device)

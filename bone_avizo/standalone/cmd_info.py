@@ -16,7 +16,7 @@ MODEL_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt")
 _TRAINING_SHOWN = ("train_scans", "val_scans", "epochs", "loss", "criterion", "optimizer", "lr", "learning_rate",
                    "best_val_score",
                    "best_epoch", "seed", "flops_G", "param_count", "peak_ram_GB", "peak_vram_GB",
-                   "wall_time_sec", "version", "created", "source")
+                   "wall_time_sec", "version", "created", "source", "bone_fields_read", "bone_fields_ignored")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prediction", required=True, nargs="+", metavar="VOLUME",
-                        help="predicted label volume(s): any supported file or a folder of TIFF slices")
+                        help="predicted label volume(s): any supported file or a folder of slices")
     parser.add_argument("--reference", required=True, nargs="+", metavar="VOLUME",
                         help="reference label volume(s), one per prediction, in the same order")
     parser.add_argument("--roi", nargs="+", metavar="VOLUME",

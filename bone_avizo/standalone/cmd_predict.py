@@ -21,9 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="FILE",
                         help="model file (.safetensors from fit, or a BONe .pth checkpoint)")
     parser.add_argument("--input", required=True, metavar="VOLUME",
-                        help="scan to segment: any supported file or a folder of TIFF slices")
+                        help="scan to segment: any supported file (.tif, .nii.gz, .nrrd, .isq, ...) or a folder of TIFF, PNG, BMP, JPEG or DICOM slices")
     parser.add_argument("--output", required=True, metavar="VOLUME",
-                        help="label volume to write (.tif, .h5, .zarr, .npy, .am, .mhd or a folder)")
+                        help="label volume to write (.tif, .h5, .zarr, .npy, .am, .mhd, .nii.gz, .nrrd, .seg.nrrd, <name>.png for PNG slices, or a folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--input-option", action="append", metavar="KEY=VALUE",
                         help="reader option, e.g. dataset=/volume for HDF5 or shape=Z,Y,X for raw")

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .app import HxApp, HxMessage, HxObjectFactory, HxPaths, HxProgress, HxProject, ProgressBar
 from .module import PyScriptObject
+from .quirks import BEHAVIOURS, MODES, PyHxObject, same_item, type_chain, unwrap
 from .objects import (HxObject, HxParamBundle, HxSpreadSheet, HxSpreadSheetInterface, HxUniformLabelField3,
                       HxUniformScalarField3, PortsView)
 from .ports import (PORT_CLASSES, HxConnection, HxPort, HxPortButtonList, HxPortButtonMenu, HxPortDoIt,
@@ -48,9 +49,10 @@ from .ports import (PORT_CLASSES, HxConnection, HxPort, HxPortButtonList, HxPort
 class HxWorld:
     """One fake Avizo session: the injected singletons plus :meth:`globals` for a ``.pyscro``."""
 
-    def __init__(self, install_dir: str | Path = "/opt/Avizo"):
+    def __init__(self, install_dir: str | Path = "/opt/Avizo", *, mode: str = "best"):
+        self.mode = mode
         self.hx_object_factory = HxObjectFactory()
-        self.hx_project = HxProject(self.hx_object_factory)
+        self.hx_project = HxProject(self.hx_object_factory, MODES[mode])
         self.hx_project.world = self
         self.hx_message = HxMessage()
         self.hx_progress = HxProgress()
@@ -93,6 +95,7 @@ def load_pyscro(path: str | Path, project: HxProject, *, connect=None, fire: boo
     project.world.hx_object_factory.register(klass.__name__, klass)
     module = klass()
     project.add(module)
+    module = project.get(module.name)  # what Avizo hands out for it
     if connect is not None:
         module.data.connect(connect)
     if fire:
@@ -111,7 +114,7 @@ def _module_class(namespace: dict, path: Path) -> type:
     return classes[0]
 
 
-__all__ = ["HxWorld", "load_pyscro", "PyScriptObject", "HxObject", "HxParamBundle", "HxUniformScalarField3",
+__all__ = ["HxWorld", "load_pyscro", "MODES", "BEHAVIOURS", "PyHxObject", "same_item", "type_chain", "unwrap", "PyScriptObject", "HxObject", "HxParamBundle", "HxUniformScalarField3",
            "HxUniformLabelField3", "HxSpreadSheet", "HxSpreadSheetInterface", "PortsView", "HxPort", "HxConnection",
            "HxPortDoIt", "HxPortButtonList",
            "HxPortFilename", "HxPortIntTextN", "HxPortFloatTextN", "HxPortToggleList", "HxPortRadioBox",

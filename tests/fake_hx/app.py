@@ -2,9 +2,11 @@
 ``hx_object_factory``, ``hx_paths``, ``hx_app``."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from .objects import HxObject, HxSpreadSheet, HxUniformLabelField3, HxUniformScalarField3
+from .quirks import hand_out, same_item, unwrap
 
 
 class HxObjectFactory:
@@ -29,23 +31,31 @@ class HxObjectFactory:
 class HxProject:
     """The project: ``create``, ``add``, ``get`` (KeyError when absent), ``remove``, ``objects``.
 
-    Names are unique: adding or renaming to a taken name appends a number ("name2").
+    Names are unique: adding or renaming to a taken name appends a number ("name2"). ``quirks``
+    (see :mod:`fake_hx.quirks`) decide what Python object each access hands out;
+    ``array_reads[name]`` counts ``get_array()`` calls per field.
     """
 
-    def __init__(self, factory: HxObjectFactory):
+    def __init__(self, factory: HxObjectFactory, quirks: frozenset[str] = frozenset()):
         self._factory = factory
         self._objects: dict[str, HxObject] = {}
+        self.quirks = frozenset(quirks)
+        self.array_reads: Counter = Counter()
+
+    def hand_out(self, obj):
+        return hand_out(obj, self.quirks)
 
     @property
     def objects(self) -> dict[str, HxObject]:
-        return dict(self._objects)
+        return {name: self.hand_out(obj) for name, obj in self._objects.items()}
 
     def create(self, type_name: str):
         obj = self._factory.create(type_name)
         self.add(obj)
-        return obj
+        return self.hand_out(obj)
 
     def add(self, obj: HxObject) -> None:
+        obj = unwrap(obj)
         if obj._project is self:
             return
         obj._name = self._unique(obj.name)
@@ -53,15 +63,17 @@ class HxProject:
         self._objects[obj.name] = obj
 
     def get(self, name: str):
-        return self._objects[name]
+        return self.hand_out(self._objects[name])
 
     def remove(self, obj) -> None:
         if isinstance(obj, str):
             obj = self._objects[obj]
-        if self._objects.get(obj.name) is not obj:
+        obj = unwrap(obj)
+        stored = self._objects.get(obj.name)
+        if not same_item(stored, obj):
             raise ValueError(f"{obj!r} is not in the project")
         del self._objects[obj.name]
-        obj._project = None
+        stored._project = None
 
     def _unique(self, name: str) -> str:
         candidate, number = name, 1
@@ -73,9 +85,9 @@ class HxProject:
     def _rename(self, obj: HxObject, name: str) -> str:
         if obj.name == name:
             return name
-        del self._objects[obj.name]
+        stored = self._objects.pop(obj.name)
         name = self._unique(name)
-        self._objects[name] = obj
+        self._objects[name] = stored
         return name
 
 

@@ -17,6 +17,8 @@ _MAX_REFIRES = 10
 class PyScriptObject(HxObject):
     """Base of scripted modules: ``data``, ``ports``, ``name``, ``fire()``, ``execute()``."""
 
+    __setattr__ = object.__setattr__  # a module is the user's own Python class: any attribute goes
+
     def __new__(cls, *args, **kwargs):
         self = super().__new__(cls)
         self._init_object(cls.__name__)

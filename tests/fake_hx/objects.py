@@ -6,7 +6,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from .ports import HxConnection, HxPort
+from .ports import HxConnection, HxPort, Strict
 
 
 class PortsView:
@@ -37,8 +37,10 @@ class PortsView:
         return name in self._ports
 
 
-class HxObject:
+class HxObject(Strict):
     """An object that can live in the project: a unique ``name``, ``ports``, ``selected``."""
+
+    _attributes = ("selected",)
 
     def __init__(self):
         self._init_object(type(self).__name__)
@@ -142,8 +144,11 @@ class HxUniformScalarField3(HxObject):
     what it is given (no copy) and refuses dtypes Avizo has no field type for. ``bounding_box`` is
     ((xmin, ymin, zmin), (xmax, ymax, zmax)) spanning the first to the last voxel *centre*; a
     field whose box was never set spans (0, 0, 0)..(nx-1, ny-1, nz-1), i.e. voxel size 1.
-    ``ports.master`` is the connection to the module that made it.
+    ``ports.master`` is the connection to the module that made it. Every ``get_array()`` is counted
+    in the project's ``array_reads``; with the ``copying_arrays`` quirk it returns a copy.
     """
+
+    _attributes = ("parameters",)
 
     def __init__(self):
         super().__init__()
@@ -155,6 +160,10 @@ class HxUniformScalarField3(HxObject):
     def get_array(self) -> np.ndarray:
         if self._array is None:
             raise RuntimeError(f"{self.name} holds no data yet; call set_array first")
+        if self._project is not None:
+            self._project.array_reads[self.name] += 1
+            if "copying_arrays" in self._project.quirks:
+                return self._array.copy(order="K")
         return self._array
 
     def set_array(self, array) -> None:
@@ -290,6 +299,8 @@ class HxSpreadSheet(HxObject):
     ``add_column(name, typename)`` and ``column.setarray(values)`` are this mock's assumption (see
     :mod:`bone_avizo.avizo.outputs`, which falls back softly where a real Avizo differs).
     """
+
+    _attributes = ("parameters", "all_interfaces")
 
     def __init__(self):
         super().__init__()

@@ -17,6 +17,26 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from .quirks import hand_out, type_chain, unwrap
+
+
+class Strict:
+    """Setting an attribute the class does not declare raises, as on Avizo's own wrappers.
+
+    Allowed: names starting with "_", names the class defines (properties, methods, constants)
+    and the plain attributes listed in ``_attributes`` anywhere in the class chain.
+    """
+
+    _attributes: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value) -> None:
+        klass = type(self)
+        if not (name.startswith("_") or hasattr(klass, name)
+                or any(name in vars(k).get("_attributes", ()) for k in klass.__mro__)):
+            raise AttributeError(f"{klass.__name__} has no attribute {name!r} (Avizo's Python API has no "
+                                 "evidence for it)")
+        object.__setattr__(self, name, value)
+
 
 class _ItemList(list):
     """A list of port items that tells its port when an item is replaced or added."""
@@ -48,7 +68,7 @@ class _ItemList(list):
             self.append(item)
 
 
-class _Item:
+class _Item(Strict):
     """Base of port items: changing a value marks the owning port new."""
 
     _port: "HxPort | None" = None
@@ -78,8 +98,10 @@ def _clamp(value, clamp_range):
     return min(max(value, low), high)
 
 
-class HxPort:
+class HxPort(Strict):
     """Base port: name, label, visible, enabled, is_new, position."""
+
+    _attributes = ("label", "visible", "enabled", "position")
 
     def __init__(self, owner, name: str | None = None, label: str | None = None):
         self._owner = owner
@@ -138,11 +160,11 @@ class HxConnection(HxPort):
     def accepts(self, obj) -> bool:
         if not self._valid_types:
             return True
-        names = {klass.__name__ for klass in type(obj).__mro__}
-        return bool(names & set(self._valid_types))
+        return bool(set(type_chain(obj)) & set(self._valid_types))
 
     def source(self):
-        return self._source
+        project = getattr(unwrap(self._source), "_project", None)
+        return hand_out(self._source, project.quirks) if project is not None else unwrap(self._source)
 
     def connect(self, obj) -> bool:
         if obj is None:
@@ -150,7 +172,7 @@ class HxConnection(HxPort):
         if not self.accepts(obj):
             raise TypeError(f"cannot connect {type(obj).__name__} to port {self.name!r}; "
                             f"valid types: {self._valid_types}")
-        self._source = obj
+        self._source = unwrap(obj)
         self._touch()
         return True
 
@@ -178,6 +200,9 @@ class HxPortDoIt(HxPort):
         self._touch()
 
     def press(self) -> None:
+        """A click: nothing happens while the button is disabled (``enabled = False``), as in the GUI."""
+        if not self.enabled:
+            return
         self.hit()
         self._owner.fire()
 
@@ -201,6 +226,8 @@ class HxPortDoIt(HxPort):
 
 
 class _Button(_Item):
+
+    _attributes = ("label",)
     def __init__(self, label: str = ""):
         self.label = label
         self._pending = False
@@ -249,6 +276,8 @@ class HxPortFilename(HxPort):
     named after the C++ port's modes.
     """
 
+    _attributes = ("mode",)
+
     ANY_FILE = 0
     EXISTING_FILE = 1
     MULTI_FILE = 2
@@ -280,6 +309,8 @@ class HxPortFilename(HxPort):
 
 class _Bounded:
     """A value kept inside ``clamp_range`` (when set); ``_convert`` fixes its type."""
+
+    _attributes = ("clamp_range", "value")
 
     _convert = staticmethod(lambda value: int(round(float(value))))
 
@@ -315,6 +346,8 @@ def _f32(value) -> float:
 
 
 class _IntText(_Item, _Bounded):
+
+    _attributes = ("label",)
     def __init__(self, label: str = "", value: int = 0, clamp_range=None):
         self.label = label
         self._init_value(value, clamp_range)
@@ -349,6 +382,8 @@ class HxPortFloatTextN(_TextsPort):
 
 
 class _Toggle(_Item):
+
+    _attributes = ("label",)
     UNCHECKED = 0
     CHECKED = 1
 
@@ -388,6 +423,8 @@ def _check_index(index, count: int, what: str) -> int:
 
 
 class _RadioBox(_Item):
+
+    _attributes = ("label",)
     def __init__(self, label: str = ""):
         self.label = label
 
@@ -417,6 +454,8 @@ class HxPortRadioBox(HxPort):
 
 
 class _Menu(_Item):
+
+    _attributes = ("selected", "options")
     def __init__(self, options=(), selected: int = 0):
         self._options = [str(o) for o in options]
         self._selected = 0

@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Callable
 
 import h5py
+import nrrd
 import numpy as np
 import pytest
 import tifffile
 import torch
+from PIL import Image
 
 import fake_hx
 from bone_avizo.avizo import config_to_ports
 from bone_avizo.config import PREDICT_SPEC, FitConfig
 from test_avizo_modules import HXSCRIPTS, add_field
+from test_io_slices_dicom import write_ct_series
 
 from .helpers import (FIT_FLAGS, FIT_OPTIONS, PREDICT_FLAGS, SimulatedDisk, cli_error, fit_argv, scan_array,
                       tree_state, write_scan, write_tiny_model)
@@ -246,6 +249,28 @@ def hdf5_no_such_dataset(ctx):
     return ctx.predict(ctx.scan("scan.h5"), "--input-option", "dataset=/volume")
 
 
+def png_slices_differ(ctx):
+    folder = ctx.path("slices")
+    folder.mkdir()
+    for z, plane in enumerate(scan_array((3, 13, 29)).astype(np.uint8)):
+        Image.fromarray(plane).save(folder / f"s{z}.png")
+    Image.fromarray(np.zeros((13, 30), np.uint8)).save(folder / "s3.png")
+    return ctx.predict(folder)
+
+
+def dicom_two_series(ctx):
+    folder = ctx.path("dicom")
+    write_ct_series(folder, scan_array((3, 13, 29)), series_uid="1.2.3.1", series_number=3, names=["a1", "a2", "a3"])
+    write_ct_series(folder, scan_array((2, 13, 29)), series_uid="1.2.3.2", series_number=7, names=["b1", "b2"])
+    return ctx.predict(folder)
+
+
+def nrrd_oblique(ctx):
+    header = {"space": "left-posterior-superior", "space directions": [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 1]]}
+    nrrd.write(str(ctx.path("scan.nrrd")), scan_array(), header, index_order="C")
+    return ctx.predict(ctx.path("scan.nrrd"))
+
+
 def bad_input_option(ctx):
     return ctx.predict(ctx.scan(), "--input-option", "dataset")
 
@@ -297,6 +322,18 @@ def _evil_checkpoint(ctx) -> Path:
 
 def model_pickle_payload(ctx):
     return ctx.predict(ctx.scan(), model=_evil_checkpoint(ctx))
+
+
+def model_bone_3d(ctx):
+    """A BONe checkpoint made in its 3D mode (2D weights inside, so only the metadata can tell)."""
+    from bone_avizo.models import load_model
+
+    module = load_model(ctx.model()).module
+    torch.save({"model_state": module.state_dict(),
+                "metadata": {"model_arch": "U-Net", "backbone": "mobilenet_v2", "num_classes": 3, "in_channels": 1,
+                             "patch_size": 32, "normalization": "ZScore", "is_3d": True, "mode": "3D"}},
+               ctx.path("bone3d.pth"))
+    return ctx.predict(ctx.scan(), model=ctx.path("bone3d.pth"))
 
 
 def model_plain_safetensors(ctx):
@@ -660,9 +697,10 @@ CATALOGUE: tuple[Row, ...] = (
         " of slices",
         zero_size_axis),
     Row("unknown-extension", "io", "an input named scan.xyz",
-        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .am, .h5, .hdf, "
-        ".hdf5, .mha, .mhd, .npy, .ome.tif, .ome.tiff, .ome.zarr, .raw, .tif, .tiff, .zarr, a folder of "
-        "TIFF slices, or name the format",
+        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
+        ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
+        "slices, or name the format",
         unknown_extension),
     Row("input-missing", "io", "an input path that does not exist",
         "--input: <dir>/nowhere.tif does not exist; check the path",
@@ -674,6 +712,18 @@ CATALOGUE: tuple[Row, ...] = (
     Row("hdf5-no-dataset", "io", "dataset=/volume in an HDF5 file without it",
         "<dir>/scan.h5 has no dataset '/volume'; available: data (7, 13, 29)",
         hdf5_no_such_dataset),
+    Row("slice-sizes-differ", "io", "a folder of PNG slices, one of another size",
+        "slice s3.png has shape (13, 30) uint8, but s0.png has (13, 29) uint8; all slices of a folder must be 2-D "
+        "with the same shape and type",
+        png_slices_differ),
+    Row("dicom-two-series", "io", "a DICOM folder holding two series and no series= option",
+        "folder <dir>/dicom holds 2 DICOM series (1 = SeriesNumber 3 's3' (3 files, UID 1.2.3.1); 2 = SeriesNumber"
+        " 7 's7' (2 files, UID 1.2.3.2)); choose one with series=<number, SeriesNumber or UID>",
+        dicom_two_series),
+    Row("nrrd-oblique", "io", "an NRRD whose space directions are not along the axes",
+        "<dir>/scan.nrrd has a non-axis-aligned space direction (0.5,0.5,0) for axis 0; resample it onto an "
+        "axis-aligned grid first (e.g. 3D Slicer: harden the transform and resample)",
+        nrrd_oblique),
     # predict: scans, options, outputs
     Row("nan-slice", "predict", "a float32 TIFF with a NaN slice",
         "scan contains NaN or infinite values (the first in slice z=4); replace them (e.g. "
@@ -716,9 +766,10 @@ CATALOGUE: tuple[Row, ...] = (
         "output folder <dir>/locked is not writable; choose another output path",
         output_folder_read_only),
     Row("output-extension", "predict", "an output named labels.xyz",
-        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .am, .h5, .hdf,"
-        " .hdf5, .mha, .mhd, .npy, .ome.tif, .ome.tiff, .ome.zarr, .raw, .tif, .tiff, .zarr, a folder of "
-        "TIFF slices, or name the format",
+        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
+        ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
+        "slices, or name the format",
         output_unknown_extension),
     Row("disk-full-tiff", "predict", "a full disk when the TIFF output is created",
         "cannot create <dir>/labels.tif.partial: No space left on device; check the folder's permissions "
@@ -762,6 +813,10 @@ CATALOGUE: tuple[Row, ...] = (
         "references io.open); loading it could run arbitrary code. Re-save the checkpoint as "
         "{'model_state': state_dict, 'metadata': dict of plain values}",
         model_pickle_payload),
+    Row("model-bone-3d", "model", "a BONe checkpoint trained in its 3D mode",
+        "<dir>/bone3d.pth: 3D models are not supported (BONe metadata: mode '3D', is_3d True); bone_avizo "
+        "runs 2D and 2.5D models: train one in BONe's 2D or 2.5D mode, or with bone_avizo fit",
+        model_bone_3d),
     Row("model-no-metadata", "model", "a safetensors file without bone_avizo metadata",
         "<dir>/plain.safetensors is a safetensors file without bone_avizo metadata; it is not a "
         "bone_avizo model file (only files written by save_model can be loaded)",
@@ -906,8 +961,8 @@ CATALOGUE: tuple[Row, ...] = (
     Row("avizo-fit-nan-scan", "avizo", "BONeDLFit: a float scan with a NaN slice",
         "scan1.am contains 1920 NaN or infinite values; replace them (e.g. numpy.nan_to_num) before segmenting",
         avizo_fit_nan_scan),
-    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk when the scans are staged beside the model",
-        "cannot create <dir>/.bone.safetensors.<...>.fitting/scans/0_image.npy.partial: No space left on device; "
+    Row("avizo-fit-disk-full", "avizo", "BONeDLFit: a full disk while the model is written in its training folder",
+        "cannot write model file <dir>/bone.safetensors.fitting/bone.safetensors: No space left on device; "
         "check the folder's permissions and free space",
         avizo_fit_disk_full),
     Row("avizo-iou-classes", "avizo", "BONeIoU: labels 0..2 with num_classes 2",

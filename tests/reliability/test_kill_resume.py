@@ -27,6 +27,7 @@ from bone_avizo.errors import Cancelled
 from bone_avizo.fit import checkpoint_path, fit_model, load_checkpoint
 from bone_avizo.io import create_writer, load_volume
 from bone_avizo.io.base import partial_path
+from bone_avizo.predict.engine import PREDICT_UNITS, STATS_UNITS
 from bone_avizo.volume import VolumeInfo
 
 from .helpers import (FIT_OPTIONS, PREDICT_FLAGS, fit_argv, progress_done, run_cli, scan_array, start_cli_child,
@@ -77,14 +78,14 @@ def predict_setup(tmp_path_factory, tiny_model):
 
 def test_predict_killed_at_random_points_resumes_bit_identical(predict_setup, tmp_path):
     argv_for, reference = predict_setup
-    total = 2 * 24  # statistics pass + prediction, one step per slice
+    total = 24 * (STATS_UNITS["cpu"] + PREDICT_UNITS)  # statistics pass + prediction, weighted by their cost
     resumed_after = []
     for seed in SEEDS:
         rng = random.Random(seed)
         suffix = (".h5", ".zarr")[seed % 2]
         output, log = tmp_path / f"labels{seed}{suffix}", tmp_path / f"child{seed}.log"
         child = start_cli_child(argv_for(output), log, step_delay=0.02)
-        stop_at = rng.randint(1, total - 6)
+        stop_at = rng.randint(1, total - 6 * PREDICT_UNITS)
         assert wait_for(lambda: progress_done(log) >= stop_at, process=child), log.read_text()
         time.sleep(rng.uniform(0.0, 0.03))
         child.kill()

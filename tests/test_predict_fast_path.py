@@ -1,0 +1,184 @@
+"""The fast paths of DLPred: lookup-table normalisation, per-pass argmax, reduced-precision weights,
+torch.compile, running out of GPU memory, and GPU-sized blocks; each checked against the plain path."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from bone_avizo.config import PredictConfig
+from bone_avizo.data.normalize import NormStats, index_dtype, lookup_table, normalize
+from bone_avizo.errors import ConfigError
+from bone_avizo.predict import predict_volume
+from bone_avizo.predict.backends import TorchBackend
+from bone_avizo.predict.engine import Normaliser, labels_from_scores
+from bone_avizo.predict.tiling import Tiler
+from fakes import PointwiseNet, fake_loaded, pointwise_reference
+
+STATS = NormStats(mean=1234.5, std=321.7, minimum=3.0, maximum=60000.0, count=10)
+SMALL_INTS = [np.uint8, np.int8, np.uint16, np.int16]
+
+
+def every_value(dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.arange(info.min, info.max + 1, dtype=np.int64).astype(dtype).reshape(1, 1, -1)
+
+
+@pytest.mark.parametrize("mode", ["zscore", "minmax"])
+@pytest.mark.parametrize("dtype", SMALL_INTS)
+def test_lookup_table_is_bit_identical_to_normalize_for_every_value(dtype, mode):
+    raw = every_value(dtype)
+    expected = normalize(torch.from_numpy(raw.astype(np.float32)), STATS, mode).numpy()
+    table = lookup_table(STATS, mode, dtype)
+    assert table.dtype == np.float32
+    np.testing.assert_array_equal(np.take(table, raw.view(index_dtype(dtype))), expected)
+
+
+def test_other_dtypes_have_no_table():
+    assert lookup_table(STATS, "zscore", np.float32) is None and index_dtype(np.uint32) is None
+
+
+@pytest.mark.parametrize("dtype", SMALL_INTS + [np.float32, np.uint32])
+def test_device_half_of_the_normaliser_equals_the_host_half(dtype):
+    """The CUDA route (raw voxels reinterpreted as signed, masked back on the device) gives the same
+    values as the CPU route; run here on the CPU by forcing the device route."""
+    raw = every_value(dtype) if dtype in SMALL_INTS else np.linspace(1, 60000, 999).astype(dtype).reshape(1, 1, -1)
+    host = Normaliser(STATS, "zscore", dtype, torch.device("cpu"))
+    device = Normaliser(STATS, "zscore", dtype, torch.device("cpu"))
+    device.on_host = False
+    np.testing.assert_array_equal(device.on_device(device.prepare(raw)).numpy(),
+                                  host.on_device(host.prepare(raw)).numpy())
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_signed_scans_predict_exactly(dtype):
+    volume = np.random.default_rng(1).integers(-90, 120, (6, 40, 33)).astype(dtype)
+    loaded = fake_loaded()
+    result = predict_volume(volume, loaded, PredictConfig(backend="torch", tile_size=32, slab_slices=4))
+    np.testing.assert_array_equal(result.labels.array, pointwise_reference(volume, loaded))
+
+
+@pytest.mark.parametrize("classes", [1, 2, 3, 5])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_labels_from_scores_is_argmax_with_ties_to_the_lower_class(classes, overwrite):
+    scores = torch.randint(0, 3, (2, classes, 9, 11), generator=torch.Generator().manual_seed(classes)).float()
+    expected = scores.numpy().argmax(1).astype(np.uint8)  # first maximum: the lower class on ties
+    keep = scores.clone()
+    labels = labels_from_scores(scores, overwrite=overwrite)
+    assert labels.dtype == torch.uint8
+    np.testing.assert_array_equal(labels.numpy(), expected)
+    if not overwrite:
+        assert torch.equal(scores, keep)
+
+
+class Recording(torch.nn.Module):
+    """A PointwiseNet that records its batch sizes and fails above ``limit`` tiles as CUDA would."""
+
+    def __init__(self, limit: int = 10**9):
+        super().__init__()
+        self.net, self.limit, self.batches = PointwiseNet(1, 3), limit, []
+
+    def forward(self, x):
+        self.batches.append(len(x))
+        if len(x) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        return self.net(x)
+
+
+@pytest.mark.parametrize("tile", [32, 64])
+def test_out_of_memory_halves_the_batch_and_keeps_the_result(tile, caplog):
+    images = torch.randn(5, 1, 50, 60)
+    reference = Tiler(Recording(), tile=tile, overlap=0.25, blend="gaussian", batch_size=8, num_classes=3)(images)
+    failing = Recording(limit=2)
+    tiler = Tiler(failing, tile=tile, overlap=0.25, blend="gaussian", batch_size=8, num_classes=3)
+    with caplog.at_level(logging.WARNING, logger="bone_avizo"):
+        out = tiler(images)
+    torch.testing.assert_close(out, reference)
+    assert failing.batch_cap == 2 and max(failing.batches[-3:]) <= 2
+    assert "out of GPU memory" in caplog.text
+
+
+def test_a_fixed_batch_predictor_only_sees_full_batches():
+    net = Recording()
+    net.fixed_batch = True
+    images = torch.randn(7, 1, 32, 32)
+    out = Tiler(net, tile=32, overlap=0.25, blend="gaussian", batch_size=3, num_classes=3)(images)
+    torch.testing.assert_close(out, PointwiseNet(1, 3)(images))
+    assert set(net.batches) == {3}
+
+
+def test_reduced_precision_runs_a_copy_and_leaves_the_callers_weights_in_fp32():
+    module = PointwiseNet(1, 3).eval()
+    backend = TorchBackend(module, device=torch.device("cpu"), precision="bf16")
+    x = torch.randn(2, 1, 32, 32)
+    out = backend(x)
+    assert out.dtype == torch.float32 and module.weight.dtype == torch.float32
+    assert backend.module.weight.dtype == torch.bfloat16 and not backend.autocast
+    torch.testing.assert_close(out, module(x), atol=0.1, rtol=0.05)
+
+
+class Fp32Only(PointwiseNet):
+    def forward(self, x):
+        if x.dtype != torch.float32:
+            raise RuntimeError(f"kernel not implemented for {x.dtype}")
+        return super().forward(x)
+
+
+def test_reduced_weights_that_cannot_run_fall_back_to_autocast(caplog):
+    module = Fp32Only(1, 3).eval()
+    backend = TorchBackend(module, device=torch.device("cpu"), precision="bf16")
+    with caplog.at_level(logging.WARNING, logger="bone_avizo"):
+        out = backend(torch.randn(2, 1, 32, 32))
+    assert backend.autocast and out.shape == (2, 3, 32, 32)
+    assert "using bf16 autocast instead" in caplog.text
+
+
+def test_a_compile_that_fails_falls_back_to_eager(monkeypatch, caplog):
+    def broken_compile(module, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler found (test)")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    module = PointwiseNet(1, 3).eval()
+    backend = TorchBackend(module, device=torch.device("cpu"), precision="fp32", compile=True)
+    assert backend.fixed_batch
+    x = torch.randn(2, 1, 32, 32)
+    with caplog.at_level(logging.WARNING, logger="bone_avizo"):
+        out = backend(x)
+    torch.testing.assert_close(out, module(x))
+    assert not backend.fixed_batch and "torch.compile failed" in caplog.text
+
+
+def test_compile_on_needs_the_torch_backend():
+    with pytest.raises(ConfigError, match="--compile on needs --backend torch"):
+        predict_volume(np.ones((3, 32, 32), np.uint8), fake_loaded(),
+                       PredictConfig(backend="onnxruntime", compile="on"))
+
+
+@pytest.mark.slow
+def test_compiled_prediction_equals_eager():
+    volume = np.random.default_rng(2).integers(0, 4000, (5, 40, 50)).astype(np.uint16)
+    loaded = fake_loaded()
+    result = predict_volume(volume, loaded, PredictConfig(backend="torch", compile="on", tile_size=32))
+    np.testing.assert_array_equal(result.labels.array, pointwise_reference(volume, loaded))
+
+
+def test_gpu_blocks_are_sized_by_host_and_device_memory(monkeypatch):
+    """On a GPU a block holds a few forward passes of images, within a share of the free GPU memory;
+    the host only holds raw and label images. Checked with a stand-in for the CUDA queries."""
+    from bone_avizo.io.base import ArraySource
+    from bone_avizo.predict import engine
+
+    volume = np.zeros((400, 1024, 1024), np.uint16)
+    plan = engine._Plan(ArraySource(volume), fake_loaded(), PredictConfig(backend="torch"))
+    cpu_images = plan.slab_images(engine.Plane.XY, 2)
+    plan.device = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 << 30, 96 << 30))
+    gpu_images = plan.slab_images(engine.Plane.XY, 2)
+    assert plan.batch_size(engine.Plane.XY) == 16  # 16 Mpixel of 1024^2 tiles
+    assert gpu_images == engine.BLOCK_PASSES * 16 > 10 * cpu_images
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1 << 30, 8 << 30))
+    assert plan.slab_images(engine.Plane.XY, 2) < 16  # a small free GPU memory bounds the block
+    assert plan.compile(int(volume.size)) is False  # 0.4 Gvoxel: compiling would not pay back
+    assert plan.compile(int(volume.size) * 100) is True
