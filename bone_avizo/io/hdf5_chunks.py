@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
-from bone_avizo.io.threads import parallel_map
+from bone_avizo.io.threads import parallel_imap, parallel_map
 
 DEFLATE, SHUFFLE = h5py.h5z.FILTER_DEFLATE, h5py.h5z.FILTER_SHUFFLE
 
@@ -263,8 +263,8 @@ class ChunkWriter:
         ny, nx = data.shape[1:]
         offsets = [(z0, y, x) for y in range(0, ny, cy) for x in range(0, nx, cx)]
         blocks = [data[:, y:y + cy, x:x + cx] for _, y, x in offsets]
-        for offset, (mask, stored) in zip(offsets, parallel_map(self.codec.encode, blocks)):
-            store_chunk(self.ds, offset, stored, mask)
+        for offset, (mask, stored) in zip(offsets, parallel_imap(self.codec.encode, blocks)):
+            store_chunk(self.ds, offset, stored, mask)  # while the threads compress the next chunks
         self.stored.add(layer)
 
     def persist(self, z_end: int) -> None:

@@ -51,9 +51,16 @@ def io_pool() -> ThreadPoolExecutor:
         return _pool[2]
 
 
-def parallel_map(func, items) -> list:
-    """``[func(item) for item in items]``, run by the I/O threads when there is more than one item."""
+def parallel_imap(func, items):
+    """``func(item)`` for each item, in order, as they finish: run by the I/O threads when there is more
+    than one item (all are started at once), so the caller can use the first results while the threads
+    work on the others."""
     items = list(items)
     if len(items) < 2 or io_threads() == 1:
-        return [func(item) for item in items]
-    return list(io_pool().map(func, items))
+        return map(func, items)
+    return io_pool().map(func, items)
+
+
+def parallel_map(func, items) -> list:
+    """``[func(item) for item in items]``, run by the I/O threads when there is more than one item."""
+    return list(parallel_imap(func, items))
