@@ -264,11 +264,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     figures = run(args)
-    print(f"threads {figures['io_threads']} | {figures['machine']} | {figures['date']}")
     text = json.dumps(figures)
-    print(text)
-    if args.json:
+    if args.json:  # first: a closed stdout (| head) must not lose the figures
         Path(args.json).write_text(text + "\n")
+    print(f"threads {figures['io_threads']} | {figures['machine']} | {figures['date']}")
+    print(text)
     return 0
 
 
