@@ -1,6 +1,7 @@
 """DLFit benchmarks: input-pipeline overhead, peak memory on large scans, real-data fit/predict.
 
-    python benchmarks/bench_fit.py pipeline   # training steps/s vs forward+backward on pre-made tensors
+    python benchmarks/bench_fit.py pipeline   # training steps/s vs the same steps on a pre-made batch,
+                                              # on the fit's device (--device auto/cuda/cpu) at the fit defaults
     python benchmarks/bench_fit.py memory     # peak RSS training on 4 x 1 GB scans (.npy and HDF5)
     python benchmarks/bench_fit.py real       # fit on lhdl_Ti_2923, predict lhdl_3155, bone IoU (weak label)
 
@@ -43,75 +44,110 @@ def _phantom_scans(folder: Path, count: int, shape) -> list[tuple[Path, Path]]:
 
 class _PairedTimer:
     """Progress callback of the real training loop: after each training step it runs one step of the
-    same model, loss and optimiser on one batch made once beforehand (real crops, so the compute is
-    the same), and both are timed under the same machine load."""
+    same model, loss, optimiser and precision (AMP's autocast and gradient scaler on CUDA) on one batch
+    made once beforehand and kept on the device (real crops, so the compute is the same); both are
+    timed under the same machine load, the device synchronised at each boundary."""
 
     def __init__(self, run, batch):
         self.run = run
-        self.images, self.labels = batch  # one real batch, made once before timing
+        self.images, self.labels = (t.to(run.ctx.device) for t in batch)  # one real batch, made once
         self.train, self.premade = [], []
         self.last = time.perf_counter()
+
+    def _sync(self) -> None:
+        if self.run.ctx.device.type == "cuda":
+            import torch
+            torch.cuda.synchronize(self.run.ctx.device)
 
     def premade_step(self) -> None:
         run = self.run
         run.optimizer.zero_grad(set_to_none=True)
-        run.loss_fn(run.model(self.images), self.labels).backward()
-        run.optimizer.step()
+        with run._autocast():
+            loss = run.loss_fn(run.model(self.images), self.labels)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
 
     def __call__(self, done, total, message):
+        self._sync()
         t0 = time.perf_counter()
         self.train.append(t0 - self.last)
         self.premade_step()
+        self._sync()
         self.last = time.perf_counter()
         self.premade.append(self.last - t0)
 
 
-def _paired_round(pairs, config, folder: Path) -> dict:
-    """Two epochs of the real loop (``_Run.train_epoch``); the second is timed step by step."""
-    from bone_avizo.fit.distributed import DistContext
+def _paired_round(pairs, config, folder: Path, ctx) -> dict:
+    """Two epochs of the real loop (``_Run.train_epoch``) on ``ctx``'s device; the second is timed step by step."""
     from bone_avizo.fit.plan import make_plan
     from bone_avizo.fit.trainer import _as_specs, _Run
     from bone_avizo.progress import ProgressTracker
 
     plan = make_plan(_as_specs(pairs), [], config)
-    run = _Run(plan, config, DistContext(), folder / "unused.safetensors", {})
+    run = _Run(plan, config, ctx, folder / "unused.safetensors", {})
     try:
         run.sampler.set_epoch(1000)
         timer = _PairedTimer(run, next(iter(run.loader)))
         for epoch in range(2):
             timer.train, timer.premade = [], []
+            timer._sync()
             timer.last = time.perf_counter()
             run.train_epoch(epoch, ProgressTracker(run.batches, "bench", timer))
         run.sampler.set_epoch(2)
         t0 = time.perf_counter()
         batches = sum(1 for _ in run.loader)  # the input pipeline alone, one epoch
         data = (time.perf_counter() - t0) / batches
+        amp = run.use_amp
     finally:
         run.close()
     train, premade = statistics.mean(timer.train), statistics.mean(timer.premade)
     ratios = [p / t for p, t in zip(timer.premade, timer.train)]
-    return {"num_workers": config.num_workers, "premade_steps_per_s": round(1 / premade, 4),
+    return {"num_workers": config.num_workers, "amp": amp, "premade_steps_per_s": round(1 / premade, 4),
             "training_steps_per_s": round(1 / train, 4), "ratio": round(premade / train, 3),
             "median_step_ratio": round(statistics.median(ratios), 3), "steps_timed": len(timer.train),
             "input_pipeline_ms_per_batch": round(data * 1000, 1)}
 
 
 def bench_pipeline(args) -> dict:
+    """Training steps/s vs the same steps on a pre-made batch, on the device a fit would use, at the fit
+    defaults (patch, batch, precision, loader workers) unless the flags say otherwise."""
     from bone_avizo.config import FitConfig
+    from bone_avizo.fit.distributed import init_distributed, shutdown
 
+    defaults = FitConfig()
+    patch = args.patch or defaults.patch_size
+    batch = args.batch or defaults.batch_size
+    workers = args.workers if args.workers is not None else [defaults.num_workers]
     folder = Path(tempfile.mkdtemp(prefix="bench_fit_pipe_"))
+    ctx = init_distributed(args.device)
     try:
-        pairs = _phantom_scans(folder, 2, (48, 256, 256))
-        figures = {"model": "unet/resnet18", "patch": args.patch, "batch": f"{args.batch} slices x 4 patches",
-                   "in_channels": 3, "augment": "BONe + noise", "rounds": []}
-        for workers in (0, 1):
-            config = FitConfig(patch_size=args.patch, batch_size=args.batch, steps_per_epoch=args.steps, epochs=2,
-                               val_fraction=0.0, in_channels=3, num_workers=workers, plot=False,
-                               extra_augment=("noise",))
-            figures["rounds"].append(_paired_round(pairs, config, folder))
+        side = args.scan_size or 2 * patch
+        pairs = _phantom_scans(folder, 2, (args.scan_slices, side, side))
+        figures = {"device": str(ctx.device), "device_name": _device_name(ctx.device), "model": "unet/resnet18",
+                   "patch": patch, "batch": f"{batch} slices x {defaults.patches_per_slice} patches",
+                   "in_channels": defaults.in_channels, "augment": "BONe defaults", "amp_requested": defaults.amp,
+                   "default_num_workers": defaults.num_workers, "scans": f"2 phantoms {args.scan_slices} x {side} x {side}",
+                   "rounds": []}
+        for count in workers:
+            config = FitConfig(patch_size=patch, batch_size=batch, steps_per_epoch=args.steps, epochs=2,
+                               val_fraction=0.0, num_workers=count, plot=False, device=args.device)
+            round_ = _paired_round(pairs, config, folder, ctx)
+            log.info("device %s, AMP %s, workers %d, batch %s: training %.3f steps/s, pre-made %.3f, ratio %.3f",
+                     figures["device"], "on" if round_["amp"] else "off", count, figures["batch"],
+                     round_["training_steps_per_s"], round_["premade_steps_per_s"], round_["ratio"])
+            figures["rounds"].append(round_)
         return figures
     finally:
+        shutdown(ctx)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _device_name(device) -> str:
+    if device.type == "cuda":
+        import torch
+        return torch.cuda.get_device_name(device)
+    return f"CPU, {os.cpu_count()} cores"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,9 +265,16 @@ def bench_real(args) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("part", choices=("pipeline", "memory", "real", "memory-child"))
-    parser.add_argument("--patch", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=4, help="slices per batch (x 4 patches)")
+    parser.add_argument("--patch", type=int, default=None, help="patch edge (default: the fit default, 256; "
+                        "real part: 128)")
+    parser.add_argument("--batch", type=int, default=None, help="slices per batch, x 4 patches (default: the fit "
+                        "default, 32; real part: 4)")
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--device", default="auto", help="pipeline part: auto (CUDA when available), cuda, cuda:N or cpu")
+    parser.add_argument("--workers", type=int, nargs="+", default=None,
+                        help="pipeline part: loader processes to time (default: the fit default)")
+    parser.add_argument("--scan-slices", type=int, default=48, help="pipeline part: slices of each phantom scan")
+    parser.add_argument("--scan-size", type=int, default=None, help="pipeline part: phantom slice edge (default 2 x patch)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--slices", type=int, default=1000, help="memory part: slices of 1024 x 1024 per scan")
     parser.add_argument("--workdir", default=None)
@@ -242,6 +285,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.part != "memory-child" else logging.WARNING,
                         format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.part == "real":
+        args.patch, args.batch = args.patch or 128, args.batch or 4
     if args.part == "memory-child":
         memory_child(args)
         return 0

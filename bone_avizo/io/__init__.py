@@ -12,6 +12,7 @@ from pathlib import Path
 from bone_avizo.errors import ConfigError, InputFileError
 from bone_avizo.io.base import ArraySource, VolumeSource, VolumeWriter
 from bone_avizo.io.registry import FORMAT_MODULES, Format, detect_format, get_format
+from bone_avizo.io.threads import io_threads
 from bone_avizo.volume import Volume, VolumeInfo
 
 __all__ = ["ArraySource", "VolumeSource", "VolumeWriter", "Format", "FORMAT_MODULES", "open_volume",
@@ -24,6 +25,7 @@ def open_volume(path: str | os.PathLike, *, format: str | None = None, **options
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{path} does not exist; check the path")
+    io_threads()  # a bad BONE_AVIZO_IO_THREADS fails here, before any work
     fmt = get_format(format or detect_format(path))
     _check_options(fmt.open, options, f"reading {fmt.name}")
     return fmt.open(path, **options)
@@ -53,6 +55,7 @@ def load_volume(path: str | os.PathLike, **options) -> Volume:
 def create_writer(path: str | os.PathLike, info: VolumeInfo, *, overwrite: bool = False,
                   resume: bool = False, format: str | None = None, **options) -> VolumeWriter:
     """A writer for ``path`` in the format of its extension (or ``format``)."""
+    io_threads()  # a bad BONE_AVIZO_IO_THREADS fails here, before any output exists
     fmt = get_format(format or detect_format(path, for_writing=True))
     _check_options(fmt.writer.__init__, options, f"writing {fmt.name}")
     return fmt.writer(path, info, overwrite=overwrite, resume=resume, **options)

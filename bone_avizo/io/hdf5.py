@@ -4,6 +4,10 @@ Metadata are dataset attributes: ``voxel_size``/``origin`` (z, y, x) in ``unit``
 ``class_names``, and ``element_size_um`` (z, y, x) in µm as ilastik and ImageJ use it (read when
 ``voxel_size`` is absent). The writer is resumable: attribute ``done_slices`` records how many leading
 slices are complete and the file is flushed each time it changes.
+
+Datasets compressed with gzip (deflate, optionally with shuffle), the writer's default, are read and
+written chunk by chunk with the compression in parallel threads (:mod:`bone_avizo.io.hdf5_chunks`; the
+files stay standard gzip HDF5). ``BONE_AVIZO_IO_THREADS`` sets the number of threads.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import numpy as np
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
 from bone_avizo.io.base import VolumeWriter
+from bone_avizo.io.hdf5_chunks import ChunkCodec, ChunkReader, ChunkWriter
 from bone_avizo.io.npy import ReopeningSource, check_3d, check_dtype, info_from_attrs, native_dtype, require_file, volume_attrs
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
@@ -110,6 +115,14 @@ class Hdf5Source(ReopeningSource):
         # reopened with a chunk cache sized for this dataset
         self._file = open_hdf5(self.path, rdcc_nbytes=_cache_bytes(shape, dtype), rdcc_nslots=10007)
         self._ds = self._file[name]
+        self._chunks = self._chunk_reader(_cache_bytes(shape, dtype))
+
+    def _chunk_reader(self, cache_bytes: int) -> ChunkReader | None:
+        """The threaded reader of gzip(/shuffle) chunks, or None (h5py reads other layouts and filters)."""
+        codec = ChunkCodec.of(self._ds)
+        if codec is None or not hasattr(self._ds.id, "chunk_iter"):
+            return None
+        return ChunkReader(self._ds, codec, cache_bytes=cache_bytes)
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)
@@ -117,11 +130,14 @@ class Hdf5Source(ReopeningSource):
 
     def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
         try:
+            if self._chunks is not None and all(s.step in (None, 1) for s in (z, y, x)):
+                return self._chunks.read((z, y, x), self.dtype)
             return np.asarray(self._ds[z, y, x], dtype=self.dtype)
-        except OSError as exc:
+        except (OSError, RuntimeError) as exc:
             raise CorruptFileError(f"{self.path}: cannot read [{z}, {y}, {x}] ({exc}); the file is damaged") from exc
 
     def close(self) -> None:
+        self._chunks = None
         if self._file:
             self._file.close()
 
@@ -209,7 +225,7 @@ class Hdf5Writer(VolumeWriter):
         check_dtype(info.dtype, fmt="HDF5")
         self.dataset = dataset
         self._compression = compression_args(compression, compression_level, info.dtype.itemsize)
-        self._file = self._ds = None
+        self._file = self._ds = self._chunks = None
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def _open(self) -> None:
@@ -223,6 +239,12 @@ class Hdf5Writer(VolumeWriter):
         self._ds.attrs.update(hdf5_attrs(self.info))
         self._ds.attrs[DONE_ATTR] = 0
         self._file.flush()
+        self._chunks = self._chunk_writer(0)
+
+    def _chunk_writer(self, done: int) -> ChunkWriter | None:
+        """Whole chunk layers compressed in threads for gzip(/shuffle) output; None: h5py writes (lzf, none)."""
+        codec = ChunkCodec.of(self._ds)
+        return None if codec is None else ChunkWriter(self._ds, codec, done=done)
 
     def _reopen(self, cache: dict) -> None:
         where = f"cannot resume from {self.temp_path}"
@@ -238,17 +260,28 @@ class Hdf5Writer(VolumeWriter):
                                      f"{self.info.shape} {self.info.dtype}; delete it or write without resume")
         self._ds = ds
         self.done_slices = _recoverable(ds, int(ds.attrs.get(DONE_ATTR, 0)))
+        self._chunks = self._chunk_writer(self.done_slices)
         log.info("resuming %s after %d completed slices", self.path, self.done_slices)
 
     def _write(self, z0: int, slab: np.ndarray) -> None:
         with _write_errors_as_oserror():
-            self._ds[z0:z0 + slab.shape[0]] = slab
+            if self._chunks is not None:
+                self._chunks.write(z0, slab)
+            else:
+                self._ds[z0:z0 + slab.shape[0]] = slab
 
     def _save_done(self, z_end: int) -> None:
         with _write_errors_as_oserror():
+            if self._chunks is not None:
+                self._chunks.persist(z_end)  # slices of an incomplete chunk layer wait in memory
             self._file.flush()  # the slices first: a kill between the flushes must not record unwritten ones
             self._ds.attrs[DONE_ATTR] = z_end
             self._file.flush()
+
+    def _write_waiting(self) -> None:
+        """Store the slices still waiting for their chunk layer; the resume point then counts them."""
+        if self._chunks is not None and self._chunks.flush() and DONE_ATTR in self._ds.attrs:
+            self._ds.attrs[DONE_ATTR] = self.done_slices
 
     def _close(self) -> None:
         file = self._file
@@ -256,14 +289,17 @@ class Hdf5Writer(VolumeWriter):
             return
         try:
             with _write_errors_as_oserror():
+                self._write_waiting()
                 file.flush()  # h5py only prints errors of closing, so flush first (dataset still open)
         finally:
-            self._file = self._ds = None
+            self._file = self._ds = self._chunks = None
             with _write_errors_as_oserror():
                 file.close()
 
     def _before_commit(self) -> None:
         if self._ds is not None:
+            with _write_errors_as_oserror():
+                self._write_waiting()
             del self._ds.attrs[DONE_ATTR]  # a finished file needs no resume point
 
 

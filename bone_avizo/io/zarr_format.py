@@ -5,7 +5,8 @@ Needs the optional ``zarr`` package (version 3, which reads and writes both Zarr
 ``dataset=`` inside a group); an ``.ome.zarr`` is an OME-NGFF image group whose first resolution
 level is read (leading singleton t/c axes dropped) with the voxel size from its ``scale``
 transformation. Our metadata (``voxel_size``, ``origin``, ``unit``, ``name``, ``class_names``) are
-array attributes, as for HDF5; ``done_slices`` is the resume point while writing.
+array attributes, as for HDF5; ``done_slices`` is the resume point while writing. zarr decodes and
+encodes the chunks of a slab concurrently, in as many threads as ``BONE_AVIZO_IO_THREADS`` allows.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bone_avizo.io.hdf5 import DEFAULT_NAMES, DONE_ATTR, chunk_shape
 from bone_avizo.io.npy import (ReopeningSource, check_3d, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
                                volume_attrs)
 from bone_avizo.io.registry import Format
+from bone_avizo.io.threads import io_threads
 from bone_avizo.volume import VolumeInfo
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,27 @@ def import_zarr():
         raise FormatError(f"reading or writing Zarr needs the zarr package; install it: {INSTALL}") from exc
     if int(zarr.__version__.split(".")[0]) < 3:
         raise FormatError(f"zarr {zarr.__version__} is too old (3 or newer needed); upgrade it: {INSTALL}")
+    _size_zarr_threads(zarr)
     return zarr
+
+
+_zarr_threads_sized = False
+
+
+def _size_zarr_threads(zarr) -> None:
+    """Once per process: zarr decodes and encodes the chunks of a slab concurrently in its thread pool;
+    size the pool to the I/O threads (``BONE_AVIZO_IO_THREADS``) and let as many chunks be in flight.
+    Settings the user gave zarr (``threading.max_workers``) stay."""
+    global _zarr_threads_sized
+    if _zarr_threads_sized:
+        return
+    _zarr_threads_sized = True
+    threads = io_threads()
+    settings = {"async.concurrency": max(int(zarr.config.get("async.concurrency", 10) or 10), 2 * threads)}
+    if zarr.config.get("threading.max_workers", None) is None:
+        settings["threading.max_workers"] = threads
+    zarr.config.set(settings)
+    log.debug("zarr: %s", settings)
 
 
 def _stem(path: Path) -> str:

@@ -181,7 +181,7 @@ def progress_done(log_path: Path) -> int:
 # -- a disk that fills up -----------------------------------------------------------------------
 class SimulatedDisk:
     """A disk with ``free`` bytes left for files under ``folder``: Python file writes, block
-    reservations (``os.posix_fallocate``), h5py dataset writes and ``torch.save`` into the folder fail
+    reservations (``os.posix_fallocate``), h5py dataset writes, stored HDF5 chunks and ``torch.save`` into the folder fail
     with OSError(ENOSPC) once they would exceed it, after writing what still fits; once it is full,
     flushing an HDF5 file in the folder fails as h5py reports it (RuntimeError naming errno 28).
 
@@ -210,6 +210,16 @@ class SimulatedDisk:
             return original_setitem(dataset, key, value)
 
         monkeypatch.setattr(h5py.Dataset, "__setitem__", h5_setitem)
+        from bone_avizo.io import hdf5_chunks
+
+        original_store = hdf5_chunks.store_chunk
+
+        def store_chunk(dataset, offset, data, mask):  # the HDF5 writer's direct chunk writes
+            if self.inside(dataset.file.filename):
+                self.spend(len(data))
+            return original_store(dataset, offset, data, mask)
+
+        monkeypatch.setattr(hdf5_chunks, "store_chunk", store_chunk)
         original_flush = h5py.File.flush
 
         def h5_flush(file):

@@ -476,19 +476,19 @@ def disk_full_tiff(ctx):
 
 def disk_full_hdf5(ctx):
     action = ctx.predict(ctx.scan(), "--slab-slices", "2", output="labels.h5")
-    ctx.full_disk(free=2 * 13 * 29)
+    ctx.full_disk(free=100)  # the first slab's compressed chunks take 210 bytes
     return action
 
 
 def disk_full_hdf5_resumable(ctx):
     action = ctx.predict(ctx.scan(), "--slab-slices", "2", "--resume", output="labels.h5")
-    ctx.full_disk(free=2 * 13 * 29)
+    ctx.full_disk(free=100)
     return action
 
 
 def disk_full_hdf5_several_outputs(ctx):
     action = ctx.predict(ctx.scan(), "--slab-slices", "2", "--probabilities", output="labels.h5")
-    ctx.full_disk(free=3 * 2 * 13 * 29)
+    ctx.full_disk(free=1400)  # the first slab: labels 210 bytes, then the maps about 480 bytes each
     return action
 
 
@@ -501,6 +501,12 @@ def disk_full_amira(ctx):
 def disk_full_zarr(ctx):
     action = ctx.predict(ctx.scan(), "--slab-slices", "2", output="labels.zarr")
     ctx.full_disk(free=1500)
+    return action
+
+
+def io_threads_not_a_number(ctx):
+    action = ctx.predict(ctx.scan(), output="labels.h5")
+    ctx.monkeypatch.setenv("BONE_AVIZO_IO_THREADS", "many")
     return action
 
 
@@ -939,14 +945,14 @@ CATALOGUE: tuple[Row, ...] = (
         "cannot create <dir>/labels.tif.partial: No space left on device; check the folder's permissions "
         "and free space",
         disk_full_tiff),
-    Row("disk-full-hdf5", "predict", "a disk that fills up after the first slab of an HDF5 output",
+    Row("disk-full-hdf5", "predict", "a disk that fills up when the first slab of an HDF5 output is stored",
         "writing <dir>/labels.h5 failed after slice 1: No space left on device; check free disk space",
         disk_full_hdf5),
     Row("disk-full-hdf5-resume", "predict", "the same with --resume: the partial output stays to be resumed",
         "writing <dir>/labels.h5 failed after slice 1: No space left on device; check free disk space",
         disk_full_hdf5_resumable, keeps=("labels.h5.partial",)),
     Row("disk-full-hdf5-maps", "predict", "a disk that fills up while writing labels and probability maps to HDF5",
-        "writing <dir>/labels_prob_pores.h5 failed at slice 0: No space left on device; check free disk space",
+        "writing <dir>/labels_prob_pores.h5 failed after slice 1: No space left on device; check free disk space",
         disk_full_hdf5_several_outputs),
     Row("disk-full-am", "predict", "a disk that fills up while writing an AmiraMesh output",
         "writing <dir>/labels.am failed at slice 2: No space left on device; check free disk space",
@@ -954,6 +960,9 @@ CATALOGUE: tuple[Row, ...] = (
     Row("disk-full-zarr", "predict", "a disk that fills up while writing a Zarr output",
         "writing <dir>/labels.zarr failed after slice 1: No space left on device; check free disk space",
         disk_full_zarr),
+    Row("io-threads-setting", "predict", "BONE_AVIZO_IO_THREADS set to something other than a positive whole number",
+        "BONE_AVIZO_IO_THREADS='many' is not a positive whole number; set it to the threads volume I/O may use "
+        "(e.g. 4) or unset it", io_threads_not_a_number),
     # model files
     # outputs onto inputs
     Row("output-is-input", "predict", "--output the same file as --input, with --overwrite",

@@ -1,0 +1,39 @@
+"""The benchmark scripts the GPU script runs (benchmarks/bench_io.py, bench_fit.py pipeline) also run on the
+CPU at tiny sizes and report what they measured."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench_fit  # noqa: E402
+import bench_io  # noqa: E402
+
+
+def test_bench_io_runs_tiny_and_reports_every_format(tmp_path, capsys):
+    out = tmp_path / "io.json"
+    assert bench_io.main(["--slices", "4", "--size", "48", "--slab", "3", "--repeat", "1", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["shape"] == [4, 48, 48] and figures["io_threads"] >= 1 and figures["machine"]
+    rows = {(row["format"], row["what"].split(",")[0]) for row in figures["rows"]}
+    assert {("HDF5", "write scan"), ("HDF5", "read labels"), ("TIFF", "read scan"), ("TIFF", "write labels"),
+            ("Zarr", "read scan"), ("Zarr", "write labels")} <= rows
+    assert all(row["before_mvox_s"] > 0 and row["after_mvox_s"] > 0 for row in figures["rows"])
+    assert "threads" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_fit_pipeline_runs_on_the_cpu_at_tiny_sizes(tmp_path, capsys):
+    out = tmp_path / "fit.json"
+    argv = ["pipeline", "--device", "cpu", "--patch", "32", "--batch", "1", "--steps", "2", "--scan-slices", "6",
+            "--json", str(out)]
+    assert bench_fit.main(argv) == 0
+    figures = json.loads(out.read_text())
+    assert figures["device"] == "cpu" and figures["patch"] == 32 and figures["default_num_workers"] == 0
+    (round_,) = figures["rounds"]
+    assert round_["amp"] is False and round_["num_workers"] == 0 and round_["steps_timed"] == 2
+    assert round_["training_steps_per_s"] > 0 and round_["premade_steps_per_s"] > 0 and round_["ratio"] > 0
