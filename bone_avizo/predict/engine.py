@@ -298,9 +298,9 @@ def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False) -> torc
     if scores.device.type != "cpu":
         return scores.argmax(1).to(torch.uint8)  # argmax returns the first maximum: the same ties
     num_classes = scores.shape[1]
-    labels = torch.zeros(scores[:, 0].shape, dtype=torch.uint8)
     if num_classes == 1:
-        return labels
+        return torch.zeros(scores[:, 0].shape, dtype=torch.uint8)
+    labels = torch.empty(scores[:, 0].shape, dtype=torch.uint8)
     torch.gt(scores[:, 1], scores[:, 0], out=labels.view(torch.bool))  # classes 0 and 1 in one pass
     if num_classes == 2:
         return labels
