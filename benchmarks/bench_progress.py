@@ -1,8 +1,9 @@
 """ETA accuracy of DLPred's progress on the real scans in ../shared/data.
 
 For each scan: predict with the shipped model at the default settings, record every progress report,
-and compare the ETA a linear tracker gives (elapsed / done x remaining, as ProgressTracker logs it)
-when 10 %, 25 % and 50 % of the work is done with the time that was really left.
+and compare the ETA that the reports give (the rate since the first report x the work left, as a
+progress bar shows it) when 10 %, 25 % and 50 % of the work is done with the time that was really left.
+A scan predicted in fewer reports than that (one forward pass) has no such ETA (null).
 
   python benchmarks/bench_progress.py [--model MODEL] [--json OUT]
 """
@@ -34,9 +35,13 @@ def eta_errors(path: Path, model, fractions=(0.1, 0.25, 0.5)) -> dict:
                                 progress=lambda d, t, m: marks.append((time.perf_counter(), d, t)))
     end = time.perf_counter()
     rows = {}
+    first_at, first_done, _ = marks[0]
     for fraction in fractions:
         at, done, total = next(m for m in marks if m[1] >= fraction * m[2])
-        eta = (at - start) / done * (total - done)
+        if done >= total or done == first_done:
+            rows[f"{fraction:.0%}"] = None
+            continue
+        eta = (at - first_at) / (done - first_done) * (total - done)
         left = end - at
         rows[f"{fraction:.0%}"] = {"reported_at": round(done / total, 3), "eta_s": round(eta, 2),
                                    "actual_left_s": round(left, 2), "error": round(eta / left - 1, 3) if left else None}
