@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_predict import machine, synthetic_scan, unet_resnet18  # noqa: E402
+from bench_iou import run_cli_child  # noqa: E402
+from bench_predict import emit, machine, synthetic_scan, unet_resnet18  # noqa: E402
 
 from bone_avizo.config import PredictConfig  # noqa: E402
 from bone_avizo.io import create_writer, open_volume  # noqa: E402
@@ -141,8 +141,8 @@ def engine_rows(args, device: torch.device, tmp: Path) -> dict:
 
 
 def cli_row(args, tmp: Path) -> dict:
-    """`bone-avizo predict` on a large uint16 TIFF: wall time from process start, peak RSS (polled)."""
-    import psutil
+    """`bone-avizo predict` on a large uint16 TIFF: wall time from process start, peak RSS (the process's
+    own VmHWM, and polled)."""
     shape = (args.cli_slices, args.cli_size, args.cli_size)
     src = tmp / "big.tif"
     info = VolumeInfo(shape, np.uint16, voxel_size=(0.02, 0.02, 0.02), name="big")
@@ -156,26 +156,16 @@ def cli_row(args, tmp: Path) -> dict:
         compiled = ["--backend", "torch", "--compile", "on"]
         runs += [("compile on (cold cache)", compiled), ("compile on (warm cache)", compiled)]
     for name, extra in runs:
-        cmd = [sys.executable, "-m", "bone_avizo.standalone", "-q", "predict", "--model", str(SHIPPED),
-               "--input", str(src), "--output", str(tmp / "big_labels.tif"), "--overwrite",
-               "--device", args.device, *extra]
+        args_ = ["-q", "predict", "--model", str(SHIPPED), "--input", str(src), "--output", str(tmp / "big_labels.tif"),
+                 "--overwrite", "--device", args.device, *extra]
         env = dict(os.environ)
         if "compile" in name:  # a fresh cache: the first run fills it, the second finds it warm
             env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp / "inductor")
-        t = time.perf_counter()
-        proc = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        peak = 0
-        while proc.poll() is None:
-            try:
-                peak = max(peak, proc.memory_info().rss)
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-        wall = time.perf_counter() - t
-        _, err = proc.communicate()
-        rows[name] = {"wall_s": round(wall, 2), "peak_rss_gb": round(peak / 2**30, 3), "exit": proc.returncode,
-                      "mvoxel_per_s": int(np.prod(shape)) / wall / 1e6,
-                      "stderr_tail": err.decode(errors="replace")[-300:] if proc.returncode else ""}
+        run = run_cli_child(args_, env=env)
+        rows[name] = {"wall_s": round(run["seconds"], 2), "peak_rss_gb": round(run["peak_rss_gb_vmhwm"], 3),
+                      "peak_rss_gb_polled": round(run["peak_rss_gb_polled"], 3), "exit": run["returncode"],
+                      "mvoxel_per_s": int(np.prod(shape)) / run["seconds"] / 1e6,
+                      "stderr_tail": run["stderr"][-300:] if run["returncode"] else ""}
     return {"shape": shape, "input_gb": round(src.stat().st_size / 1e9, 2), "runs": rows}
 
 
@@ -233,11 +223,7 @@ def main(argv=None) -> int:
         monai = engine["MONAI sliding_window_inference, in memory"]["mvoxel_per_s"]
         result["ratios"] = {k: {"of_network_bound": v["mvoxel_per_s"] / bound, "vs_monai": v["mvoxel_per_s"] / monai}
                             for k, v in engine.items() if "mvoxel_per_s" in v}
-    text = json.dumps(result, default=str)
-    print(text)
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit(result, args.json)
     return 0
 
 

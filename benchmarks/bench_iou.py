@@ -159,13 +159,14 @@ CHILD = ("import sys\nfrom bone_avizo.standalone.__main__ import main\ncode = ma
          "print('VmHWM', hwm[0].split()[1] if hwm else 'nan', file=sys.stderr)\nsys.exit(code)")
 
 
-def run_child(args: list[str]) -> dict:
-    """Run ``python -m bone_avizo.standalone ARGS``; wall time and peak RSS measured three ways (GB)."""
+def run_cli_child(args: list[str], env: dict | None = None) -> dict:
+    """Run ``python -m bone_avizo.standalone ARGS`` in a fresh process: exit code, wall seconds from process
+    start, stderr, and peak RSS (GB) as the process's own VmHWM and polled every 50 ms."""
     import psutil
 
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     child = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -174,13 +175,20 @@ def run_child(args: list[str]) -> dict:
         except psutil.Error:
             pass
         time.sleep(0.05)
-    out, err = proc.communicate()
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"iou failed ({proc.returncode}): {err}")
+    _, err = proc.communicate()
     hwm = [line.split()[1] for line in err.splitlines() if line.startswith("VmHWM")]
-    return {"iou_s": seconds, "peak_rss_gb_vmhwm": float(hwm[-1]) * 1024 / 1e9 if hwm else float("nan"),
-            "peak_rss_gb_polled": peak / 1e9,
+    return {"returncode": proc.returncode, "seconds": time.perf_counter() - start, "stderr": err,
+            "peak_rss_gb_vmhwm": float(hwm[-1]) * 1024 / 1e9 if hwm and hwm[-1] != "nan" else float("nan"),
+            "peak_rss_gb_polled": peak / 1e9}
+
+
+def run_child(args: list[str]) -> dict:
+    """Run ``python -m bone_avizo.standalone ARGS``; wall time and peak RSS measured three ways (GB)."""
+    run = run_cli_child(args)
+    if run["returncode"] != 0:
+        raise SystemExit(f"iou failed ({run['returncode']}): {run['stderr']}")
+    return {"iou_s": run["seconds"], "peak_rss_gb_vmhwm": run["peak_rss_gb_vmhwm"],
+            "peak_rss_gb_polled": run["peak_rss_gb_polled"],
             "peak_rss_gb_ru_maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e9}
 
 

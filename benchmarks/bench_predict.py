@@ -47,6 +47,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
+def emit(result: dict, json_path: str | None) -> None:
+    """Print ``result`` as one JSON line and append it to ``json_path`` when given."""
+    text = json.dumps(result, default=str)
+    print(text)
+    if json_path:
+        with open(json_path, "a", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+
+
 def unet_resnet18(seed: int = 0, classes: int = 3, patch: int = 256) -> LoadedModel:
     torch.manual_seed(seed)
     module = build_model("unet", "resnet18", in_channels=1, num_classes=classes).eval()
@@ -391,11 +400,7 @@ def main(argv=None) -> int:
         p.add_argument("--json", default=None, help="append the result as a JSON line to this file")
     args = parser.parse_args(argv)
     result = {"throughput": throughput, "overhead": overhead, "memory": memory, "seams": seams, "agreement": agreement}[args.what](args)
-    text = json.dumps(result, default=str)
-    print(text)
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit(result, args.json)
     return 0
 
 

@@ -10,13 +10,12 @@ A scan predicted in fewer reports than that (one forward pass) has no such ETA (
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_predict import machine  # noqa: E402
+from bench_predict import emit, machine  # noqa: E402
 
 from bone_avizo.config import PredictConfig  # noqa: E402
 from bone_avizo.io import open_volume  # noqa: E402
@@ -61,11 +60,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     result = {"benchmark": "predict-progress-eta", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "model": Path(args.model).name, "scans": {p.name: eta_errors(p, model) for p in scans}}
-    text = json.dumps(result)
-    print(text)
-    if args.json:
-        with open(args.json, "a", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+    emit(result, args.json)
     return 0
 
 
