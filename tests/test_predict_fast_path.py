@@ -182,3 +182,25 @@ def test_gpu_blocks_are_sized_by_host_and_device_memory(monkeypatch):
     assert plan.slab_images(engine.Plane.XY, 2) < 16  # a small free GPU memory bounds the block
     assert plan.compile(int(volume.size)) is False  # 0.4 Gvoxel: compiling would not pay back
     assert plan.compile(int(volume.size) * 100) is True
+
+
+def test_the_first_block_is_one_forward_pass_and_resumed_runs_meet_the_same_blocks():
+    from bone_avizo.predict.engine import _blocks
+
+    assert _blocks(100, 30, first=7) == [(0, 7), (7, 37), (37, 67), (67, 97), (97, 100)]
+    assert _blocks(100, 30, start=37, first=7) == [(37, 67), (67, 97), (97, 100)]  # resuming after 37 slices
+    assert _blocks(100, 30, first=30) == _blocks(100, 30) == [(0, 30), (30, 60), (60, 90), (90, 100)]
+    assert _blocks(5, 30, first=7) == [(0, 5)]
+
+
+def test_progress_moves_after_the_first_forward_pass():
+    """The first prediction report comes after one pass of images, not after a whole block."""
+    from bone_avizo.predict.engine import PREDICT_UNITS, STATS_UNITS
+
+    volume = np.random.default_rng(3).integers(0, 4000, (40, 32, 32)).astype(np.uint16)
+    seen = []
+    predict_volume(volume, fake_loaded(), PredictConfig(backend="torch", tile_size=32, batch_size=4, slab_slices=20),
+                   progress=lambda done, total, message: seen.append(done))
+    stats = 40 * STATS_UNITS["cpu"]
+    predicted = [d - stats for d in seen if d > stats]
+    assert predicted[0] == 4 * PREDICT_UNITS and predicted[-1] == 40 * PREDICT_UNITS

@@ -162,6 +162,17 @@ class _Plan:
         grid = TileGrid.build(h, w, self.tile(plane), self.config.overlap, align=self.align)
         return max(1, BATCH_PIXELS[self.device.type] // (grid.tile_h * grid.tile_w))
 
+    def pass_images(self, plane: Plane) -> int:
+        """Images of this plane that one forward pass covers (at least 1)."""
+        h, w = self.image_shape(plane)
+        grid = TileGrid.build(h, w, self.tile(plane), self.config.overlap, align=self.align)
+        return max(1, self.batch_size(plane) // len(grid.starts))
+
+    def blocks(self, plane: Plane, in_itemsize: int, start: int = 0) -> list[tuple[int, int]]:
+        """The blocks of images along ``plane`` (see :func:`_blocks`)."""
+        return _blocks(self.shape[PLANE_AXIS[plane]], self.slab_images(plane, in_itemsize), start=start,
+                       first=self.pass_images(plane))
+
     def image_shape(self, plane: Plane) -> tuple[int, int]:
         axis = PLANE_AXIS[plane]
         return tuple(s for i, s in enumerate(self.shape) if i != axis)  # type: ignore[return-value]
@@ -182,8 +193,7 @@ class _Plan:
             return int(max(1, min(n, budget // (on_device * TEMPORARIES))))
         host = h * w * (in_itemsize + 1 + (k if self.config.probabilities else 0)) * TEMPORARIES
         free, _ = torch.cuda.mem_get_info(self.device)
-        per_pass = max(1, self.batch_size(plane) * self.tile(plane) ** 2 // (h * w))
-        images = min(n, budget // host, free * DEVICE_MEMORY_SHARE // on_device, BLOCK_PASSES * per_pass)
+        images = min(n, budget // host, free * DEVICE_MEMORY_SHARE // on_device, BLOCK_PASSES * self.pass_images(plane))
         return int(max(1, images))
 
     def compile(self, voxels: int) -> bool:
@@ -205,7 +215,12 @@ def _read_block(source: VolumeSource, axis: int, lo: int, hi: int) -> np.ndarray
     return np.moveaxis(source.read_region(*region), axis, 0)
 
 
-def _blocks(n: int, size: int, start: int = 0) -> list[tuple[int, int]]:
+def _blocks(n: int, size: int, start: int = 0, first: int = 0) -> list[tuple[int, int]]:
+    """Images [start, n) in blocks of ``size``; from 0, a first block of ``first`` images (one forward pass)
+    lets computing start as soon as one pass is read. The boundaries depend on the settings only, so a
+    resumed run (which starts at a finished block's end) meets the same blocks as an uninterrupted one."""
+    if start == 0 and 0 < first < min(size, n):
+        return [(0, first)] + _blocks(n, size, start=first)
     return [(i, min(i + size, n)) for i in range(start, n, size)]
 
 
@@ -563,7 +578,6 @@ def _run_blocks(source, plan: _Plan, plane: Plane, stats, backends, blocks, comp
 
 def _predict_streamed(source, plan: _Plan, stats, backends, outputs: _Outputs, tracker) -> None:
     """Single xy plane: each block goes from the reader through the model to the writers."""
-    size = plan.slab_images(Plane.XY, source.dtype.itemsize)
     done = outputs.done_slices
     if done:
         log.info("resuming after %d finished slices", done)
@@ -571,7 +585,7 @@ def _predict_streamed(source, plan: _Plan, stats, backends, outputs: _Outputs, t
     per_pass, per_block = _progress_steps(tracker, backends)
     compute = functools.partial(_labels_and_probabilities, probabilities=bool(outputs.probs), progress=per_pass)
     with BackgroundWriter() as writer:
-        blocks = _blocks(source.shape[0], size, start=done)
+        blocks = plan.blocks(Plane.XY, source.dtype.itemsize, start=done)
         for block, (labels, quantised) in _run_blocks(source, plan, Plane.XY, stats, backends, blocks, compute):
             writer.submit(lambda z0=block[0], l=labels, q=quantised: outputs.write(z0, l.get(), _host(q)))
             per_block.advance(block[1] - block[0])
@@ -593,7 +607,7 @@ def _predict_ranked(source, plan: _Plan, stats, backends, outputs: _Outputs | No
                     tracker) -> None:
     """This rank's blocks into its part file; then rank 0 merges every part into the output."""
     ranks = plan.ranks
-    blocks = _blocks(source.shape[0], plan.slab_images(Plane.XY, source.dtype.itemsize))
+    blocks = plan.blocks(Plane.XY, source.dtype.itemsize)
     fingerprint = job_fingerprint(plan.model_digest, {k: v for k, v in plan.config.to_dict().items()
                                                       if k != "resume"},
                                   source.info.shape, str(source.info.dtype), stats.to_dict(), blocks)
@@ -638,7 +652,7 @@ def _predict_fused(source, plan: _Plan, stats, backends, outputs: _Outputs, trac
     with FusionBuffer(plan.num_classes, source.shape, folder=folder) as buffer:
         for plane in plan.planes:
             axis = PLANE_AXIS[plane]
-            blocks = _blocks(source.shape[axis], plan.slab_images(plane, source.dtype.itemsize))
+            blocks = plan.blocks(plane, source.dtype.itemsize)
             with BackgroundWriter() as writer:
                 for block, quantised in _run_blocks(source, plan, plane, stats, backends, blocks, compute):
                     writer.submit(lambda s=block[0], q=quantised, a=axis: buffer.add(a, s, q))
