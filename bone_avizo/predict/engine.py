@@ -155,18 +155,19 @@ class _Plan:
             return self.config.tile_size
         return auto_tile(*self.image_shape(plane), self.patch_size, self.config.overlap)
 
+    def grid(self, plane: Plane) -> TileGrid:
+        """The tiles of one image of this plane."""
+        return TileGrid.build(*self.image_shape(plane), self.tile(plane), self.config.overlap, align=self.align)
+
     def batch_size(self, plane: Plane) -> int:
         if self.config.batch_size:
             return self.config.batch_size
-        h, w = self.image_shape(plane)
-        grid = TileGrid.build(h, w, self.tile(plane), self.config.overlap, align=self.align)
+        grid = self.grid(plane)
         return max(1, BATCH_PIXELS[self.device.type] // (grid.tile_h * grid.tile_w))
 
     def pass_images(self, plane: Plane) -> int:
         """Images of this plane that one forward pass covers (at least 1)."""
-        h, w = self.image_shape(plane)
-        grid = TileGrid.build(h, w, self.tile(plane), self.config.overlap, align=self.align)
-        return max(1, self.batch_size(plane) // len(grid.starts))
+        return max(1, self.batch_size(plane) // len(self.grid(plane).starts))
 
     def blocks(self, plane: Plane, in_itemsize: int, start: int = 0) -> list[tuple[int, int]]:
         """The blocks of images along ``plane`` (see :func:`_blocks`)."""
