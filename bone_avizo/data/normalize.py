@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from bone_avizo.errors import InvalidVolumeError
+from bone_avizo.io.threads import io_threads, parallel_map
 from bone_avizo.streams import prefetched
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,22 @@ class NormStats:
                 "count": self.count}
 
 
+HISTOGRAM_PART = 1 << 20  # voxels: a slab is counted in parts of at least this size, one per I/O thread
+
+
+def value_counts(slab: np.ndarray) -> np.ndarray:
+    """How often each value of a uint8/uint16 slab occurs (256 or 65536 counts), counted in parts by the I/O
+    threads (exact: the parts' counts add up)."""
+    flat = slab.reshape(-1)
+    size = 256 if slab.dtype == np.uint8 else 65536
+    parts = min(io_threads(), flat.size // HISTOGRAM_PART)
+    if parts < 2:
+        return np.bincount(flat, minlength=size)
+    bounds = np.linspace(0, flat.size, parts + 1).astype(np.int64)
+    return sum(parallel_map(lambda ends: np.bincount(flat[ends[0]:ends[1]], minlength=size),
+                            zip(bounds[:-1], bounds[1:])))
+
+
 class StatsAccumulator:
     """Accumulates sum, sum of squares, min and max of the voxels ``mask`` selects (default: > 0)
     over slabs (float64, exact for integer data through a histogram)."""
@@ -73,7 +90,7 @@ class StatsAccumulator:
         self.seen += slab.size
         self.signed = self.signed or slab.dtype.kind in "if"
         if slab.dtype in (np.uint8, np.uint16):
-            hist = np.bincount(slab.reshape(-1), minlength=256 if slab.dtype == np.uint8 else 65536)
+            hist = value_counts(slab)
             self._hist = hist if self._hist is None else self._hist + hist
             return
         selected = {StatsMask.POSITIVE: lambda: slab[slab > 0], StatsMask.NONZERO: lambda: slab[slab != 0],
