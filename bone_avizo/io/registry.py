@@ -41,6 +41,7 @@ FORMAT_MODULES = {
     "nrrd": "bone_avizo.io.nrrd_format",
     "seg-nrrd": "bone_avizo.io.nrrd_format",
     "isq": "bone_avizo.io.scanco",
+    "aim": "bone_avizo.io.scanco",
 }
 
 # what a folder of slices holds -> its format (the first kind found wins, in this order)

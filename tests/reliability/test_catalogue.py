@@ -856,7 +856,7 @@ CATALOGUE: tuple[Row, ...] = (
         " of slices",
         zero_size_axis),
     Row("unknown-extension", "io", "an input named scan.xyz",
-        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        "cannot tell the format of <dir>/scan.xyz from its extension '.xyz'; use one of .aim, .am, .bmp, .dcm, "
         ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
         ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
         "slices, or name the format",
@@ -936,7 +936,7 @@ CATALOGUE: tuple[Row, ...] = (
         "output folder <dir>/locked is not writable; choose another output path",
         output_folder_read_only),
     Row("output-extension", "predict", "an output named labels.xyz",
-        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .am, .bmp, .dcm, "
+        "cannot tell the format of <dir>/labels.xyz from its extension '.xyz'; use one of .aim, .am, .bmp, .dcm, "
         ".dicom, .h5, .hdf, .hdf5, .isq, .jpeg, .jpg, .mha, .mhd, .nhdr, .nii, .nii.gz, .npy, .nrrd, .ome.tif, "
         ".ome.tiff, .ome.zarr, .png, .raw, .seg.nrrd, .tif, .tiff, .zarr, a folder of TIFF/PNG/BMP/JPEG/DICOM "
         "slices, or name the format",
