@@ -1,6 +1,7 @@
 """Compute backends: a callable mapping tiles (B, C, h, w) float32 -> logits (B, K, h, w).
 
-torch: CPU or CUDA, eval mode, inference mode, optional autocast (fp16/bf16) and channels_last.
+torch: CPU or CUDA, eval mode, inference mode, channels_last; fp16/bf16 weights (autocast where the device
+lacks the kernels); optional torch.compile.
 onnxruntime: CPU, CUDA or TensorRT execution providers, from an exported model.
 """
 from __future__ import annotations
