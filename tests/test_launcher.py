@@ -154,9 +154,13 @@ def test_without_a_command_it_shows_bone_avizo_help(tmp_path):
 
 # -- reusing an environment --------------------------------------------------------------------------------
 def ready_venv(folder: Path, **marker) -> Path:
-    """A folder that looks like an environment set up by the launcher: bin/python is this interpreter."""
+    """A folder that looks like an environment set up by the launcher: bin/python runs this interpreter
+    (a script, not a link: a link to a virtual environment's python would start its base interpreter,
+    without the environment's packages)."""
     (folder / "bin").mkdir(parents=True)
-    (folder / "bin" / "python").symlink_to(sys.executable)
+    python = folder / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
     if marker:
         (folder / "bone_avizo_launcher.json").write_text(json.dumps(marker))
     return folder
