@@ -14,6 +14,7 @@ import functools
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,12 +434,11 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
     with ExitStack() as stack, _torch_threads(config.threads):
         outputs = None if plan.ranks.rank else _Outputs(stack, source.info, plan, output, overwrite=overwrite,
                                                          resume=config.resume)
-        backends = _backends(loaded, plan)
         light = STATS_UNITS.get(plan.device.type, PREDICT_UNITS)
         steps = (source.shape[0] * (1 + plan.fused) * light
                  + PREDICT_UNITS * sum(source.shape[PLANE_AXIS[p]] for p in plan.planes))
         tracker = ProgressTracker(steps, "predicting", progress)
-        stats = _stats(source, plan, tracker.phase(light))
+        stats, backends = _stats_while_building(source, loaded, plan, tracker.phase(light))
         predicting = tracker.phase(PREDICT_UNITS)
         if plan.ranks.distributed:
             _predict_ranked(source, plan, stats, backends, outputs, Path(output), predicting)
@@ -477,6 +477,19 @@ def _check_job(plan: _Plan, output, overwrite: bool) -> None:
             raise ConfigError("multi-plane fusion runs in one process; use --devices cuda:0,cuda:1 to share "
                               "it between GPUs, or predict the xy plane under torchrun")
         check_output_path(Path(output), overwrite=overwrite)
+
+
+def _stats_while_building(source, loaded, plan: _Plan, tracker: ProgressPhase) -> tuple[NormStats, list]:
+    """The statistics pass (this thread, with progress) while the backends are built in another thread
+    (an ONNX export or session, CUDA start-up, weights moved to the device): neither needs the other."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bone_avizo-backends") as pool:
+        building = pool.submit(_backends, loaded, plan)
+        try:
+            stats = _stats(source, plan, tracker)
+        except BaseException:
+            building.cancel()
+            raise
+        return stats, building.result()
 
 
 def _backends(loaded, plan: _Plan) -> list:
