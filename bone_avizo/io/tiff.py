@@ -26,6 +26,7 @@ import tifffile
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
 from bone_avizo.io.base import VolumeWriter, remove_path, reserve_space
+from bone_avizo.io.medical import ScratchWriter
 from bone_avizo.io.npy import (ReopeningSource, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
                                volume_attrs)
 from bone_avizo.io.registry import Format
@@ -488,7 +489,7 @@ class _PixelData:
             self._fd = None
 
 
-class TiffWriter(VolumeWriter):
+class TiffWriter(ScratchWriter):
     """Writes a multi-page TIFF (z, y, x) with its voxel size; slabs may come in any order.
 
     Uncompressed output is written slab by slab straight into ``<name>.partial``; with ``compression``
@@ -506,37 +507,23 @@ class TiffWriter(VolumeWriter):
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def _open(self) -> None:
-        kwargs = tiff_kwargs(self.info, bigtiff=self.bigtiff)
-        if self.compression is None:
-            self._array = _PixelData(self.temp_path, self.info, kwargs)
-            reserve_space(self.temp_path)
-        else:
-            self._scratch = self.temp_path.with_name(self.temp_path.name + ".scratch")
-            self._array = np.memmap(self._scratch, dtype=self.info.dtype, mode="w+", shape=self.info.shape)
-            reserve_space(self._scratch)
+        if self.compression is not None:
+            super()._open()  # a scratch file, encoded on commit
+            return
+        self._array = _PixelData(self.temp_path, self.info, tiff_kwargs(self.info, bigtiff=self.bigtiff))
+        reserve_space(self.temp_path)
 
-    def _write(self, z0: int, slab: np.ndarray) -> None:
-        self._array[z0:z0 + slab.shape[0]] = slab
+    def _encode(self, array: np.ndarray, path: Path) -> None:
+        tifffile.imwrite(path, (np.asarray(page) for page in array), shape=self.info.shape, dtype=self.info.dtype,
+                         compression=self.compression, **tiff_kwargs(self.info, bigtiff=self.bigtiff))
 
     def _close(self) -> None:
+        if self.compression is not None:
+            super()._close()
+            return
         array, self._array = self._array, None
-        if array is None:
-            return
-        array.flush()
-        if self.compression is None:
-            return
-        try:
-            if not self._aborting:
-                tifffile.imwrite(self.temp_path, (np.asarray(page) for page in array), shape=self.info.shape,
-                                 dtype=self.info.dtype, compression=self.compression,
-                                 **tiff_kwargs(self.info, bigtiff=self.bigtiff))
-        finally:
-            del array
-            remove_path(self._scratch)
-
-    def abort(self) -> None:
-        self._aborting = True
-        super().abort()
+        if array is not None:
+            array.flush()
 
 
 class TiffFolderWriter(VolumeWriter):
