@@ -387,3 +387,19 @@ def test_resume_help_says_when_to_give_it(capsys):
         assert main([command, "--help"]) == 0
         help_text = " ".join(capsys.readouterr().out.split())
         assert words in help_text, help_text
+
+
+def test_a_run_record_on_a_full_disk_is_a_one_line_error(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path as _Path
+
+    from bone_avizo.errors import OutputWriteError
+    from bone_avizo.standalone.common import write_json_atomic
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_Path, "write_text", full)
+    with pytest.raises(OutputWriteError, match="No space left on device; check permissions and free space"):
+        write_json_atomic(tmp_path / "labels.tif.config.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bone_avizo.errors import ConfigError, InputFileError, OutputWriteError
-from bone_avizo.io.base import NamedPaths, check_outputs_spare_inputs, partial_path, replace_path
+from bone_avizo.io.base import NamedPaths, check_outputs_spare_inputs
 
 
 def existing_path(text: str, flag: str) -> Path:
@@ -75,12 +75,11 @@ def _number(text: str):
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict) -> Path:
-    """Write ``data`` as JSON to ``path`` through a temporary name."""
-    path = Path(path)
-    temp = partial_path(path)
-    temp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    replace_path(temp, path)
-    return path
+    """Write ``data`` as JSON to ``path`` through a temporary name (OutputWriteError when that fails, e.g. a
+    full disk)."""
+    from bone_avizo.metrics.report import write_text_atomic
+
+    return write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def resolved_config_path(output: Path) -> Path:
