@@ -168,7 +168,7 @@ class _Plan:
 
     def pass_images(self, plane: Plane) -> int:
         """Images of this plane that one forward pass covers (at least 1)."""
-        return max(1, self.batch_size(plane) // len(self.grid(plane).starts))
+        return self.grid(plane).images_per_pass(self.batch_size(plane))
 
     def blocks(self, plane: Plane, in_itemsize: int, start: int = 0) -> list[tuple[int, int]]:
         """The blocks of images along ``plane`` (see :func:`_blocks`)."""

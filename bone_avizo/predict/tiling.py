@@ -2,11 +2,11 @@
 
 Images are batches (N, C, H, W); a tile predictor maps (B, C, th, tw) to (B, K, th, tw).
 Images smaller than a tile are reflection-padded up to the multiple of the network's stride it
-needs (``bone_avizo.models.modelfile.input_multiple``: none for networks that take any size, such as smp's U-Net, so a
-slice smaller than the tile goes through whole and unpadded, as a whole-slice prediction does; 32
-for most others), tiles are placed on
-an even grid whose last tile ends at the image edge, tiles of many images share batches, and
-outputs are merged as sum(w * out) / sum(w). A pointwise predictor passes through unchanged.
+needs (``bone_avizo.models.modelfile.input_multiple``: none for networks that take any size, such as
+smp's U-Net, so a slice smaller than the tile goes through whole and unpadded, as a whole-slice
+prediction does; 32 for most others), tiles are placed on an even grid whose last tile ends at the
+image edge, tiles of many images share batches, and outputs are merged as sum(w * out) / sum(w).
+A pointwise predictor passes through unchanged.
 """
 from __future__ import annotations
 
@@ -56,6 +56,10 @@ class TileGrid:
         starts = tuple((y, x) for y in positions(padded_h, tile_h, overlap)
                        for x in positions(padded_w, tile_w, overlap))
         return cls(height, width, tile_h, tile_w, padded_h, padded_w, starts)
+
+    def images_per_pass(self, batch: int) -> int:
+        """How many images a forward pass of ``batch`` tiles covers (at least 1)."""
+        return max(1, batch // len(self.starts))
 
     @property
     def tile_pixels(self) -> int:
@@ -111,7 +115,7 @@ class Tiler:
 
     def images_per_pass(self, height: int, width: int) -> int:
         """How many (height, width) images one forward pass covers (at least 1)."""
-        return max(1, self.batch // len(self.grid(height, width).starts))
+        return self.grid(height, width).images_per_pass(self.batch)
 
     def _run(self, tiles: torch.Tensor) -> torch.Tensor:
         """predictor(tiles) (B, K, th, tw) float32, in batches that fit the device's memory."""
