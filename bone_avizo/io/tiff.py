@@ -25,7 +25,7 @@ import tifffile
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
-from bone_avizo.io.base import VolumeWriter, remove_path, reserve_space
+from bone_avizo.io.base import VolumeWriter, reserve_space
 from bone_avizo.io.medical import ScratchWriter
 from bone_avizo.io.npy import (ReopeningSource, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
                                volume_attrs)
