@@ -35,6 +35,7 @@ from bench_predict import emit, machine, synthetic_scan, unet_resnet18  # noqa: 
 from bone_avizo.config import PredictConfig  # noqa: E402
 from bone_avizo.io import create_writer, open_volume  # noqa: E402
 from bone_avizo.predict import predict_volume  # noqa: E402
+from bone_avizo.predict.backends import resolve_precision  # noqa: E402
 from bone_avizo.volume import VolumeInfo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,10 @@ def engine_rows(args, device: torch.device, tmp: Path) -> dict:
         seconds = time.perf_counter() - t
         rows[name] = {"mvoxel_per_s": voxels / seconds / 1e6, "seconds": round(seconds, 3),
                       "backend": result.backend, "batch": result.batch_size, "tile": result.tile,
-                      "slab_slices": result.slab_slices, "device": result.device}
+                      "slab_slices": result.slab_slices, "device": result.device,
+                      "precision": (resolve_precision(cfg.precision, torch.device(result.device.split(",")[0]))
+                                    if result.backend == "torch" else "fp32"),
+                      "compile": cfg.compile}
 
     predict_volume(volume[:max(2, args.slices // 8)], loaded, base)  # warm-up: kernels, allocator
     run("engine in memory, default", volume, base)
@@ -178,7 +182,7 @@ def cli_row(args, tmp: Path) -> dict:
                       "peak_rss_gb_polled": round(run["peak_rss_gb_polled"], 3), "exit": run["returncode"],
                       "mvoxel_per_s": int(np.prod(shape)) / run["seconds"] / 1e6,
                       "stderr_tail": run["stderr"][-300:] if run["returncode"] else ""}
-    return {"shape": shape, "input_gb": round(src.stat().st_size / 1e9, 2), "runs": rows}
+    return {"device": args.device, "precision": "auto (fp16 on CUDA, fp32 on CPU)", "shape": shape, "input_gb": round(src.stat().st_size / 1e9, 2), "runs": rows}
 
 
 def agreement(args, device: torch.device) -> dict:

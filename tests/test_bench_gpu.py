@@ -28,6 +28,8 @@ def test_bench_gpu_runs_on_cpu_at_tiny_sizes(tmp_path, monkeypatch):
             "engine file to file, TIFF -> TIFF", "engine file to file, HDF5 -> HDF5",
             "engine file to file, Zarr -> Zarr"} <= set(engine)
     assert all(row["mvoxel_per_s"] > 0 for row in engine.values())
+    assert engine["engine in memory, default"]["device"] == "cpu"
+    assert engine["engine in memory, default"]["precision"] == "fp32"
     assert result["cli"]["runs"]["default"]["exit"] == 0 and result["cli"]["runs"]["default"]["peak_rss_gb"] > 0
     assert 0.9 <= result["agreement"]["identical_to_fp32"]["auto"] <= 1.0
     assert result["ratios"]["engine in memory, default"]["vs_monai"] > 0
