@@ -13,7 +13,7 @@ Rows (Mvoxel/s = output voxels per second):
   Zarr -> Zarr;
 - CLI: `bone-avizo predict` on a --cli-slices x --cli-size^2 uint16 TIFF, wall time from process start
   and the process's peak RSS (polled), with a warm and a cold compile cache where compile runs;
-- agreement: labels of the default precision vs fp32 with the shipped model on a phantom.
+- agreement: labels of the default precision, fp16 and bf16 weights vs fp32 with the shipped model on a phantom.
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def cli_row(args, tmp: Path) -> dict:
 
 
 def agreement(args, device: torch.device) -> dict:
-    """Labels of the default precision (and bf16) vs fp32 with the shipped model on a phantom."""
+    """Labels of the default precision, fp16 and bf16 vs fp32 with the shipped model on a phantom."""
     from bone_avizo.models import load_model
     from bone_avizo.phantom import PhantomConfig, make_phantom
     loaded = load_model(SHIPPED)
@@ -194,7 +194,7 @@ def agreement(args, device: torch.device) -> dict:
                                           seed=900, dtype="uint16"))
     ref = predict_volume(image, loaded, PredictConfig(device=str(device), backend="torch", precision="fp32"))
     rows = {}
-    for precision in ("auto", "bf16"):
+    for precision in ("auto", "fp16", "bf16"):
         labels = predict_volume(image, loaded, PredictConfig(device=str(device), backend="torch",
                                                              precision=precision)).labels.array
         rows[precision] = float((labels == ref.labels.array).mean())
