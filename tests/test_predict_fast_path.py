@@ -69,6 +69,20 @@ def test_labels_from_scores_is_argmax_with_ties_to_the_lower_class(classes, over
     np.testing.assert_array_equal(labels.numpy(), expected)
     if not overwrite:
         assert torch.equal(scores, keep)
+    out = torch.full((2, 9, 11), 7, dtype=torch.uint8)
+    assert labels_from_scores(keep.clone(), out=out) is out
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+def test_labels_from_scores_splits_rows_into_runs_exactly(monkeypatch):
+    """Images wider and taller than one cache-sized run, split between threads: the same labels as argmax,
+    and bfloat16 scores are labelled too."""
+    import bone_avizo.predict.engine as engine
+    monkeypatch.setattr(engine, "LABEL_CHUNK_PIXELS", 64)
+    scores = torch.randn(3, 4, 37, 50, generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(labels_from_scores(scores).numpy(), scores.argmax(1).numpy())
+    half = scores.bfloat16()
+    np.testing.assert_array_equal(labels_from_scores(half).numpy(), half.float().argmax(1).numpy())
 
 
 class Recording(torch.nn.Module):

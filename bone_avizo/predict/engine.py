@@ -30,6 +30,7 @@ from bone_avizo.data.normalize import (MASK_WORDS, NormStats, StatsMask, index_d
                                       scan_stats)
 from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
+from bone_avizo.io.threads import io_threads, parallel_map
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
 from bone_avizo.models.modelfile import input_multiple
 from bone_avizo.predict import tta
@@ -307,28 +308,53 @@ def _pinned(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
 
-def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False) -> torch.Tensor:
-    """argmax over classes of (n, K, h, w) scores as uint8 (n, h, w); ties go to the lower class.
+LABEL_CHUNK_PIXELS = 1 << 15  # pixels of one image per step of the CPU argmax: its K rows stay in cache
 
-    On CPU a running maximum over K is several times faster than ``argmax(1)`` on this layout;
-    ``overwrite=True`` lets it keep the running maximum in ``scores[:, 0]`` (no copy)."""
+
+def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False,
+                       out: torch.Tensor | None = None) -> torch.Tensor:
+    """argmax over classes of (n, K, h, w) scores as uint8 (n, h, w) (or (n, K, *rest) as (n, *rest));
+    ties go to the lower class.
+
+    On CPU (float16/32/64 and integer scores) a running maximum over K in numpy, over cache-sized runs
+    of rows, split between the I/O threads: several times faster than ``argmax(1)`` on this layout, and
+    unlike torch's intra-op threads it does not stall when other processes load the cores. ``overwrite``
+    is accepted for callers that no longer need ``scores`` (the CPU path never changes them); ``out``, a
+    uint8 (n, h, w) tensor on the scores' device, receives the labels (and is returned)."""
     if scores.device.type != "cpu":
-        return scores.argmax(1).to(torch.uint8)  # argmax returns the first maximum: the same ties
-    num_classes = scores.shape[1]
-    if num_classes == 1:
-        return torch.zeros(scores[:, 0].shape, dtype=torch.uint8)
-    labels = torch.empty(scores[:, 0].shape, dtype=torch.uint8)
-    torch.gt(scores[:, 1], scores[:, 0], out=labels.view(torch.bool))  # classes 0 and 1 in one pass
-    if num_classes == 2:
-        return labels
-    best = torch.maximum(scores[:, 0], scores[:, 1], out=scores[:, 0] if overwrite else None)
-    higher = torch.empty(best.shape, dtype=torch.bool)
-    for k in range(2, num_classes):
-        torch.gt(scores[:, k], best, out=higher)
-        labels.masked_fill_(higher, k)
-        if k + 1 < num_classes:
-            torch.maximum(best, scores[:, k], out=best)
-    return labels
+        labels = scores.argmax(1).to(torch.uint8)  # argmax returns the first maximum: the same ties
+        return labels if out is None else out.copy_(labels)
+    if out is not None and not out.is_contiguous():
+        return out.copy_(labels_from_scores(scores))
+    if scores.dtype == torch.bfloat16:  # numpy has no bfloat16
+        scores = scores.float()
+    shape = scores.shape[:1] + scores.shape[2:]
+    array = scores.numpy().reshape(scores.shape[:2] + (-1, scores.shape[-1]))  # (n, K, rows, w)
+    n, k, h, w = array.shape
+    labels = np.zeros((n, h, w), dtype=np.uint8) if out is None else out.numpy().reshape(n, h, w)
+    if k == 1:
+        labels.fill(0)
+    else:
+        step = max(1, LABEL_CHUNK_PIXELS // max(w, 1))
+        runs = [(i, r, min(r + step, h)) for i in range(n) for r in range(0, h, step)]
+        parts = np.array_split(np.arange(len(runs)), max(1, min(io_threads(), len(runs))))
+        parallel_map(lambda part: _label_runs(array, labels, [runs[j] for j in part]), parts)
+    return torch.from_numpy(labels.reshape(shape)) if out is None else out
+
+
+def _label_runs(scores: np.ndarray, labels: np.ndarray, runs) -> None:
+    """Labels of the (image, first row, end row) runs of (n, K, h, w) ``scores`` into (n, h, w) ``labels``."""
+    for i, r0, r1 in runs:
+        s, out = scores[i, :, r0:r1], labels[i, r0:r1]
+        np.greater(s[1], s[0], out=out.view(bool))  # classes 0 and 1 in one pass
+        if len(s) > 2:
+            best = np.maximum(s[0], s[1])
+            higher = np.empty(best.shape, dtype=bool)
+            for c in range(2, len(s)):
+                np.greater(s[c], best, out=higher)
+                np.putmask(out, higher, c)
+                if c + 1 < len(s):
+                    np.maximum(best, s[c], out=best)
 
 
 def _float_safe(raw: np.ndarray) -> np.ndarray:
@@ -575,7 +601,7 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
         for i, logits in predictor.chunks(block, lo, prepared):
             if quantised is not None:
                 quantised[:, i:i + len(logits)] = _quantise(torch.softmax(logits, 1)).transpose(0, 1)
-            labels[i:i + len(logits)] = labels_from_scores(logits, overwrite=True)
+            labels_from_scores(logits, overwrite=True, out=labels[i:i + len(logits)])
             if progress is not None:
                 progress.advance(len(logits))
         return _HostArray(labels), (_HostArray(quantised) if quantised is not None else None)
