@@ -27,10 +27,28 @@ def test_masks_on_signed_data(mask, count, mean, minimum):
 
 @pytest.mark.parametrize("mask,count,mean,std", [("positive", 2, 3.0, 1.0), ("nonzero", 2, 3.0, 1.0),
                                                  ("all", 4, 1.5, np.sqrt(2.75))])
-def test_masks_on_unsigned_data_through_the_histogram(mask, count, mean, std):
+def test_masks_on_unsigned_data_through_the_exact_sums(mask, count, mean, std):
     stats = scan_stats(ArraySource(UNSIGNED), mask=mask)
     assert (stats.count, stats.mean, stats.minimum) == (count, mean, 0.0 if mask == "all" else 2.0)
     assert stats.std == pytest.approx(std)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("skip_zeros", [True, False])
+def test_unsigned_moments_are_exact_across_runs_and_threads(monkeypatch, dtype, skip_zeros):
+    """Runs of 7 voxels, parts of 50 between the threads, an all-zero run and the extreme values: the
+    count, sums and extremes equal Python's integer arithmetic on the same voxels."""
+    import bone_avizo.data.normalize as normalize
+    monkeypatch.setattr(normalize, "MOMENTS_RUN", 7)
+    monkeypatch.setattr(normalize, "MOMENTS_PART", 50)
+    top = np.iinfo(dtype).max
+    values = np.random.default_rng(5).integers(0, top, 400, endpoint=True).astype(dtype)
+    values[10:30] = 0
+    values[[3, 250]] = [top, 1]
+    kept = [int(v) for v in values if v or not skip_zeros]
+    found = normalize.parallel_moments(values.reshape(4, 10, 10), skip_zeros=skip_zeros)
+    assert (found.count, found.total, found.squares) == (len(kept), sum(kept), sum(v * v for v in kept))
+    assert (found.minimum, found.maximum) == (min(kept), top)
 
 
 def test_default_is_bones_rule():

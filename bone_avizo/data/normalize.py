@@ -55,25 +55,62 @@ class NormStats:
                 "count": self.count}
 
 
-HISTOGRAM_PART = 1 << 20  # voxels: a slab is counted in parts of at least this size, one per I/O thread
+MOMENTS_PART = 1 << 20  # voxels: a slab is summed in parts of at least this size, one per I/O thread
+MOMENTS_RUN = 1 << 18  # voxels summed per step (float64 squares of a run are exact: < 2**53)
 
 
-def value_counts(slab: np.ndarray) -> np.ndarray:
-    """How often each value of a uint8/uint16 slab occurs (256 or 65536 counts), counted in parts by the I/O
-    threads (exact: the parts' counts add up)."""
+@dataclass(frozen=True)
+class _Moments:
+    """Exact integer count, sum, sum of squares, minimum and maximum of selected voxels."""
+
+    count: int = 0
+    total: int = 0
+    squares: int = 0
+    minimum: int | None = None
+    maximum: int | None = None
+
+    def __add__(self, other: "_Moments") -> "_Moments":
+        if not other.count:
+            return self
+        if not self.count:
+            return other
+        return _Moments(self.count + other.count, self.total + other.total, self.squares + other.squares,
+                        min(self.minimum, other.minimum), max(self.maximum, other.maximum))
+
+
+def unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> _Moments:
+    """Moments of a flat uint8/uint16 array (of its non-zero voxels when ``skip_zeros``), in runs
+    small enough for exact float64 squares; no histogram (numpy's bincount widens every voxel to
+    8 bytes first)."""
+    result = _Moments()
+    for i in range(0, flat.size, MOMENTS_RUN):
+        run = flat[i:i + MOMENTS_RUN]
+        count = int(np.count_nonzero(run)) if skip_zeros else run.size
+        if not count:
+            continue
+        wide = run.astype(np.float64)
+        low = int(run.min())
+        if low == 0 and skip_zeros:  # the smallest non-zero voxel: 0 wraps round to the largest value
+            low = int((run - run.dtype.type(1)).min()) + 1
+        result += _Moments(count, int(run.sum(dtype=np.uint64)), int(wide @ wide), low, int(run.max()))
+    return result
+
+
+def parallel_moments(slab: np.ndarray, *, skip_zeros: bool) -> _Moments:
+    """:func:`unsigned_moments` of a slab, in parts summed by the I/O threads (exact: the parts add up)."""
     flat = slab.reshape(-1)
-    size = 256 if slab.dtype == np.uint8 else 65536
-    parts = min(io_threads(), flat.size // HISTOGRAM_PART)
+    parts = min(io_threads(), flat.size // MOMENTS_PART)
     if parts < 2:
-        return np.bincount(flat, minlength=size)
+        return unsigned_moments(flat, skip_zeros=skip_zeros)
     bounds = np.linspace(0, flat.size, parts + 1).astype(np.int64)
-    return sum(parallel_map(lambda ends: np.bincount(flat[ends[0]:ends[1]], minlength=size),
-                            zip(bounds[:-1], bounds[1:])))
+    found = parallel_map(lambda ends: unsigned_moments(flat[ends[0]:ends[1]], skip_zeros=skip_zeros),
+                         zip(bounds[:-1], bounds[1:]))
+    return sum(found, _Moments())
 
 
 class StatsAccumulator:
     """Accumulates sum, sum of squares, min and max of the voxels ``mask`` selects (default: > 0)
-    over slabs (float64, exact for integer data through a histogram)."""
+    over slabs (exact integer sums for uint8/uint16 data, float64 otherwise)."""
 
     def __init__(self, mask: str = StatsMask.POSITIVE):
         self.mask = StatsMask(mask)
@@ -84,14 +121,13 @@ class StatsAccumulator:
         self.total_sq = 0.0
         self.minimum = np.inf
         self.maximum = -np.inf
-        self._hist: np.ndarray | None = None
+        self._exact = _Moments()
 
     def add(self, slab: np.ndarray) -> None:
         self.seen += slab.size
         self.signed = self.signed or slab.dtype.kind in "if"
-        if slab.dtype in (np.uint8, np.uint16):
-            hist = value_counts(slab)
-            self._hist = hist if self._hist is None else self._hist + hist
+        if slab.dtype in (np.uint8, np.uint16):  # unsigned: > 0 and != 0 are the same
+            self._exact += parallel_moments(slab, skip_zeros=self.mask != StatsMask.ALL)
             return
         selected = {StatsMask.POSITIVE: lambda: slab[slab > 0], StatsMask.NONZERO: lambda: slab[slab != 0],
                     StatsMask.ALL: lambda: slab.reshape(-1)}[self.mask]()
@@ -104,8 +140,7 @@ class StatsAccumulator:
             self.maximum = max(self.maximum, float(values.max()))
 
     def result(self) -> NormStats:
-        if self._hist is not None:
-            self._merge_histogram()
+        self._merge_exact()
         if self.count == 0:
             raise InvalidVolumeError(f"the scan has no {MASK_WORDS[self.mask]}, so it cannot be normalised; "
                                      "check that the right volume was given")
@@ -118,20 +153,15 @@ class StatsAccumulator:
         var = max(self.total_sq / self.count - mean * mean, 0.0)
         return NormStats(mean, float(np.sqrt(var)), float(self.minimum), float(self.maximum), self.count)
 
-    def _merge_histogram(self) -> None:
-        hist = self._hist.astype(np.float64)
-        if self.mask != StatsMask.ALL:  # unsigned: > 0 and != 0 are the same
-            hist[0] = 0
-        values = np.arange(hist.size, dtype=np.float64)
-        nonzero = np.flatnonzero(hist)
-        self._hist = None
-        if nonzero.size == 0:
+    def _merge_exact(self) -> None:
+        exact, self._exact = self._exact, _Moments()
+        if not exact.count:
             return
-        self.count += int(hist.sum())
-        self.total += float(hist @ values)
-        self.total_sq += float(hist @ (values * values))
-        self.minimum = min(self.minimum, float(nonzero[0]))
-        self.maximum = max(self.maximum, float(nonzero[-1]))
+        self.count += exact.count
+        self.total += float(exact.total)
+        self.total_sq += float(exact.squares)
+        self.minimum = min(self.minimum, float(exact.minimum))
+        self.maximum = max(self.maximum, float(exact.maximum))
 
 
 def scan_stats(source, *, slab_slices: int = 32, progress=None, mask: str = StatsMask.POSITIVE) -> NormStats:
