@@ -1,9 +1,9 @@
 """ETA accuracy of DLPred's progress on the real scans in ../shared/data.
 
 For each scan: predict with the shipped model at the default settings, record every progress report,
-and compare the ETA that the reports give (the rate since the first report x the work left, as a
-progress bar shows it) when 10 %, 25 % and 50 % of the work is done with the time that was really left.
-A scan predicted in fewer reports than that (one forward pass) has no such ETA (null).
+and compare the ETA the core states in its message (", ETA 12 s": what the CLI bar, the log and Avizo
+show) at the first report past 10 %, 25 % and 50 % of the work with the time that was really left. A
+report without an ETA (too few reports yet: one forward pass) counts as null.
 
   python benchmarks/bench_progress.py [--model MODEL] [--json OUT]
 """
@@ -21,6 +21,7 @@ from bone_avizo.config import PredictConfig  # noqa: E402
 from bone_avizo.io import open_volume  # noqa: E402
 from bone_avizo.models import load_model  # noqa: E402
 from bone_avizo.predict import predict_volume  # noqa: E402
+from bone_avizo.progress import eta_in_message  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -31,16 +32,15 @@ def eta_errors(path: Path, model, fractions=(0.1, 0.25, 0.5)) -> dict:
     start = time.perf_counter()
     with open_volume(path) as source:
         result = predict_volume(source, model, PredictConfig(),
-                                progress=lambda d, t, m: marks.append((time.perf_counter(), d, t)))
+                                progress=lambda d, t, m: marks.append((time.perf_counter(), d, t, m)))
     end = time.perf_counter()
     rows = {}
-    first_at, first_done, _ = marks[0]
     for fraction in fractions:
-        at, done, total = next(m for m in marks if m[1] >= fraction * m[2])
-        if done >= total or done == first_done:
+        at, done, total, message = next(m for m in marks if m[1] >= fraction * m[2])
+        eta = eta_in_message(message)
+        if eta is None:
             rows[f"{fraction:.0%}"] = None
             continue
-        eta = (at - first_at) / (done - first_done) * (total - done)
         left = end - at
         rows[f"{fraction:.0%}"] = {"reported_at": round(done / total, 3), "eta_s": round(eta, 2),
                                    "actual_left_s": round(left, 2), "error": round(eta / left - 1, 3) if left else None}

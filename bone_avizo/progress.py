@@ -7,6 +7,7 @@ after discarding partial work. The Avizo face maps this to ``hx_progress``; the 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Callable, Optional
 
@@ -17,8 +18,37 @@ ProgressCallback = Callable[[int, int, str], Optional[bool]]
 log = logging.getLogger(__name__)
 
 
+def format_eta(seconds: float) -> str:
+    """``3.2 s``, ``48 s``, ``2 min 05 s``, ``1 h 02 min``: the time left as the faces show it."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f} s"
+    whole = int(round(seconds))
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+_ETA_TEXT = re.compile(r", ETA (?:(\d+) h ?)?(?:(\d+) min ?)?(?:(\d+(?:\.\d+)?) s)?$")
+
+
+def eta_in_message(message: str) -> float | None:
+    """The seconds left that a progress message states (the inverse of the tracker's ETA suffix), else None."""
+    found = _ETA_TEXT.search(message)
+    if found is None or not any(found.groups()):
+        return None
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in found.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
 class ProgressTracker:
-    """Reports progress to an optional callback, logs an ETA, and raises on cancel."""
+    """Reports progress to an optional callback, logs an ETA, and raises on cancel.
+
+    The ETA (added to the message the callback gets: ``"predicting, ETA 2 min 05 s"``) is the rate
+    of the work so far times the work left, leaving out the first report of the tracker and of each
+    phase: what precedes it is start-up (opening files, building the network's session, the first
+    forward pass's warm-up), not the rate of the work. No ETA until a report after those."""
 
     def __init__(self, total: int, message: str, callback: ProgressCallback | None = None,
                  *, log_every_s: float = 10.0):
@@ -29,34 +59,47 @@ class ProgressTracker:
         self._start = time.perf_counter()
         self._last_log = self._start
         self._log_every_s = log_every_s
+        self._last_report = (self._start, 0)
+        self._skipped = (0.0, 0)  # (seconds, steps) left out of the rate
+        self._started = False
 
     def eta_seconds(self) -> float | None:
-        if self.done <= 0:
+        """Seconds left at the rate measured so far (see the class), or None before it can be measured."""
+        seconds, steps = self._skipped
+        measured = self.done - steps
+        if measured <= 0:
             return None
-        elapsed = time.perf_counter() - self._start
-        return elapsed / self.done * (self.total - self.done)
+        elapsed = self._last_report[0] - self._start - seconds
+        return max(elapsed, 0.0) / measured * (self.total - self.done)
 
-    def advance(self, steps: int = 1, message: str | None = None) -> None:
-        """Add ``steps`` to the done count; raise Cancelled if the callback asks to stop."""
-        self.done = min(self.done + steps, self.total)
-        text = message or self.message
+    def advance(self, steps: int = 1, message: str | None = None, *, starts_phase: bool = False) -> None:
+        """Add ``steps`` to the done count; raise Cancelled if the callback asks to stop. ``starts_phase``:
+        the first report of a phase (its time and steps stay out of the ETA's rate)."""
         now = time.perf_counter()
+        previous_done = self.done
+        self.done = min(self.done + steps, self.total)
+        if starts_phase or not self._started:
+            self._started = True
+            seconds, skipped = self._skipped
+            self._skipped = (seconds + now - self._last_report[0], skipped + self.done - previous_done)
+        self._last_report = (now, self.done)
+        text = message or self.message
+        eta = self.eta_seconds()
         if now - self._last_log >= self._log_every_s or self.done == self.total:
-            eta = self.eta_seconds()
-            log.info("%s: %d/%d%s", text, self.done, self.total,
-                     f", ETA {eta:.0f} s" if eta is not None else "")
+            log.info("%s: %d/%d%s", text, self.done, self.total, f", ETA {eta:.0f} s" if eta is not None else "")
             self._last_log = now
-        self.check(text)
+        shown = f"{text}, ETA {format_eta(eta)}" if eta is not None and self.done < self.total else text
+        self.check(shown, base=text)
 
     def phase(self, weight: int) -> "ProgressPhase":
         """A view of this tracker whose steps count ``weight`` of its steps each (phases of unequal cost
         share one bar: its percentage and ETA follow time, not items)."""
         return ProgressPhase(self, weight)
 
-    def check(self, message: str | None = None) -> None:
+    def check(self, message: str | None = None, *, base: str | None = None) -> None:
         """Call the callback without advancing; raise Cancelled if it asks to stop."""
         if self.callback is not None and self.callback(self.done, self.total, message or self.message):
-            raise Cancelled(f"{self.message}: cancelled by the user at {self.done}/{self.total}; "
+            raise Cancelled(f"{base or self.message}: cancelled by the user at {self.done}/{self.total}; "
                             "partial results were discarded")
 
 
@@ -65,9 +108,11 @@ class ProgressPhase:
 
     def __init__(self, tracker: ProgressTracker, weight: int):
         self.tracker, self.weight = tracker, int(weight)
+        self._started = False
 
     def advance(self, steps: int = 1, message: str | None = None) -> None:
-        self.tracker.advance(steps * self.weight, message)
+        starts, self._started = not self._started, True
+        self.tracker.advance(steps * self.weight, message, starts_phase=starts)
 
     def check(self, message: str | None = None) -> None:
         self.tracker.check(message)

@@ -1,6 +1,6 @@
 """A terminal progress bar implementing the core's progress protocol.
 
-A tqdm bar with ETA on an interactive terminal (stderr is a TTY); silent otherwise (log files, pipes,
+A tqdm bar with the core's ETA on an interactive terminal (stderr is a TTY); silent otherwise (log files, pipes,
 CI), where the core's own INFO lines (``done/total, ETA``) every few seconds are the progress
 report, and silent with ``-q``.
 """
@@ -48,7 +48,10 @@ def progress_bar(label: str):
     except ImportError:
         yield _silent
         return
-    bar = tqdm(total=1, desc=label, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr)
+    # the core's message carries its ETA (", ETA 2 min 05 s"), which leaves out start-up and warm-up;
+    # tqdm's own estimate and its step counts (weighted work units) are not shown
+    bar = tqdm(total=1, desc=label, dynamic_ncols=True, leave=False, file=sys.stderr,
+               bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}]")
 
     def update(done: int, total: int, message: str) -> None:
         if bar.total != total or done < bar.n:
