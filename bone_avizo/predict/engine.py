@@ -40,6 +40,7 @@ from bone_avizo.predict.backends import weights_digest
 from bone_avizo.predict.distributed import (PartWriter, barrier, current_ranks, job_fingerprint, merge_parts,
                                             owned_blocks, part_path, remove_parts)
 from bone_avizo.predict.parallel import map_blocks
+from bone_avizo.predict.retained import RetainedSource
 from bone_avizo.streams import BackgroundWriter
 from bone_avizo.predict.tiling import Tiler, TileGrid, auto_tile
 from bone_avizo.progress import ProgressCallback, ProgressPhase, ProgressTracker
@@ -51,6 +52,7 @@ PLANE_AXIS = {Plane.XY: 0, Plane.XZ: 1, Plane.YZ: 2}
 TEMPORARIES = 2.5  # measured peak RSS per image in a block / the sum of the arrays named in slab_images
 BATCH_PIXELS = {"cpu": 1 << 19, "cuda": 1 << 24}  # tile pixels per forward pass when batch_size is auto
 DEVICE_MEMORY_SHARE = 0.25  # of the free GPU memory, for a block's images, logits and labels
+RETAINED_SHARE = 0.25  # of the memory limit: the first slices, kept from the statistics pass for the prediction
 BLOCK_PASSES = 4  # a GPU block holds up to this many forward passes of images (fewer, longer steps)
 # progress: a predicted slice counts PREDICT_UNITS; a slice of the statistics pass (or of the fused argmax
 # pass) STATS_UNITS, their measured relative cost (CPU: U-Net/resnet18 on the real scans; CUDA: estimated
@@ -464,7 +466,10 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
         steps = (source.shape[0] * (1 + plan.fused) * light
                  + PREDICT_UNITS * sum(source.shape[PLANE_AXIS[p]] for p in plan.planes))
         tracker = ProgressTracker(steps, "predicting", progress)
+        source = RetainedSource(source, int(config.memory_limit_gb * (1 << 30) * RETAINED_SHARE))
+        stack.callback(source.forget)
         stats, backends = _stats_while_building(source, loaded, plan, tracker.phase(light))
+        source.stop_retaining()
         predicting = tracker.phase(PREDICT_UNITS)
         if plan.ranks.distributed:
             _predict_ranked(source, plan, stats, backends, outputs, Path(output), predicting)
