@@ -29,3 +29,11 @@ def real_scan(key: str) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def use_leak_safe_log_records():
+    """Keep logging's own record factory. napari's pytest plugin (autoloaded where napari is installed, for
+    make_napari_viewer) replaces it for the whole run with one that turns every argument that is not an int or
+    a float into text, which breaks '%d' messages with numpy integers; this fixture of the same name wins."""
+    yield

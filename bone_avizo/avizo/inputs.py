@@ -13,6 +13,7 @@ from typing import Any, Iterator
 
 from bone_avizo.avizo.fields import field_to_volume, is_label_field
 from bone_avizo.errors import BoneAvizoError, InputFileError
+from bone_avizo.models.cache import ModelCache, describe_model  # noqa: F401 - part of this module's API
 
 VOLUME_SUFFIXES = (".am", ".tif", ".tiff", ".raw", ".h5", ".hdf5", ".zarr", ".npy", ".mhd", ".nii", ".rec")
 
@@ -103,55 +104,6 @@ def volume_stem(name: str) -> str:
 def derived_name(name: str, suffix: str) -> str:
     """The name of a result made from the object ``name``: ``scan.am`` -> ``scan.<suffix>``."""
     return f"{volume_stem(name)}.{suffix}"
-
-
-class ModelCache:
-    """The model named by a file port, loaded once per version of the file (path, size, time).
-
-    ``load(path)`` returns a :class:`~bone_avizo.models.LoadedModel`; the same object is returned
-    until the file changes, so choosing a model (to see its metadata) and pressing Apply read it once.
-    """
-
-    def __init__(self):
-        self._key: tuple | None = None
-        self._model = None
-
-    def load(self, path: str | os.PathLike):
-        path = Path(path)
-        if not path.is_file():
-            raise InputFileError(f"model file {path} does not exist; choose an existing file")
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-        if key != self._key:
-            from bone_avizo.models import load_model
-
-            self._model = self._key = None  # let the previous model go before the next one is read
-            self._model = load_model(path)
-            self._key = key
-        return self._model
-
-
-def describe_model(loaded: Any) -> str:
-    """A few lines on a loaded model for an info port: network, classes, input, training."""
-    from bone_avizo.models import model_summary
-
-    s = model_summary(loaded)
-    kind = "2D" if s["context_slices"] == 1 else f"2.5D, {s['context_slices']} slices"
-    lines = [f"{s['arch']} / {s['encoder']} ({s['format']}, {s['parameters']:,} parameters)",
-             f"{s['num_classes']} classes: {', '.join(s['class_names'])}",
-             f"input: {kind}, patch {s['patch_size']} px, {s['normalization']} normalisation, "
-             f"trained on planes {', '.join(s['planes'])}"]
-    training = []
-    for key, label in (("train_scans", "training scans"), ("val_scans", "validation scans")):
-        value = s.get(key)
-        if value:
-            training.append(f"{label}: {len(value) if isinstance(value, (list, tuple)) else value}")
-    if s.get("best_val_score") is not None:
-        training.append(f"best validation IoU {float(s['best_val_score']):.4f}"
-                        + (f" (epoch {s['best_epoch']})" if s.get("best_epoch") is not None else ""))
-    if training:
-        lines.append("; ".join(training))
-    return "\n".join(lines)
 
 
 def model_info_text(cache: ModelCache, port: Any) -> str:
