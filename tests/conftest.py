@@ -37,3 +37,27 @@ def use_leak_safe_log_records():
     make_napari_viewer) replaces it for the whole run with one that turns every argument that is not an int or
     a float into text, which breaks '%d' messages with numpy integers; this fixture of the same name wins."""
     yield
+
+
+@pytest.fixture
+def viewer_model(qtbot):
+    """napari's viewer model (layers and their events, no canvas: the Qt offscreen platform has no OpenGL for
+    image layers), with a QApplication for dock widgets. Only the napari tests ask for it."""
+    from napari.components import ViewerModel
+
+    return ViewerModel()
+
+
+@pytest.fixture
+def notifications():
+    """The (severity, message) lines napari shows as notifications during the test."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def keep(notification):
+        seen.append((str(notification.severity), str(notification.message)))
+
+    notification_manager.notification_ready.connect(keep)
+    yield seen
+    notification_manager.notification_ready.disconnect(keep)

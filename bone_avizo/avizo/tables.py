@@ -9,20 +9,12 @@ from typing import Any
 
 from bone_avizo.metrics import IoUResult
 from bone_avizo.metrics.iou import nan_to_none
-from bone_avizo.metrics.report import CLASS_COLUMNS, class_rows
+from bone_avizo.metrics.report import CLASS_COLUMNS, class_rows, iou_summary
+
+__all__ = ["PER_CLASS", "PER_SLICE", "iou_summary", "iou_tables"]
 
 PER_CLASS = "per class"
 PER_SLICE = "per slice"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
-def iou_summary(result: IoUResult) -> str:
-    """``mean IoU 0.8123 (all classes), foreground 0.7541; mean Dice 0.88 / 0.85``."""
-    return (f"mean IoU {_fmt(result.mean_iou)} (all classes), foreground {_fmt(result.mean_iou_foreground)}; "
-            f"mean Dice {_fmt(result.mean_dice)} / {_fmt(result.mean_dice_foreground)}")
 
 
 def iou_tables(result: IoUResult) -> dict[str, dict[str, list[Any]]]:

@@ -27,7 +27,8 @@ def require_matplotlib() -> None:
                           "pip install matplotlib, or leave out --plot") from None
 
 
-def _panel(ax, result: IoUResult, title: str) -> None:
+def draw_slice_iou(ax, result: IoUResult, title: str) -> None:
+    """Draw per-slice IoU against z (each class and the mean) of one scan on matplotlib axes ``ax``."""
     iou = result.slice_scores["iou"]
     z = np.arange(iou.shape[0])
     for c, name in enumerate(result.class_names):
@@ -60,7 +61,7 @@ def plot_slice_iou(result: IoUResult, path: str | os.PathLike, *, dpi: int = 120
     axes = fig.subplots(len(scans), 1, squeeze=False)[:, 0]
     for i, (ax, scan) in enumerate(zip(axes, scans)):
         mean = scan.mean_iou if scan.mean_iou is not None else float("nan")
-        _panel(ax, scan, f"scan {i}: {scan.inputs.get('prediction')}  (mean IoU {mean:.4f})")
+        draw_slice_iou(ax, scan, f"scan {i}: {scan.inputs.get('prediction')}  (mean IoU {mean:.4f})")
     axes[-1].set_xlabel("slice z")
     axes[0].legend(fontsize=7, loc="lower left", ncol=4)
     return save_png(fig, path, dpi=dpi)

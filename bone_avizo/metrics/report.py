@@ -260,3 +260,9 @@ def format_table(result: IoUResult) -> str:
         lines += _surface_lines(result)
     lines.append(class_table(result))
     return "\n".join(lines)
+
+
+def iou_summary(result: IoUResult) -> str:
+    """One line for a face's status: ``mean IoU 0.8123 (all classes), foreground 0.7541; mean Dice 0.88 / 0.85``."""
+    return (f"mean IoU {_fmt(result.mean_iou)} (all classes), foreground {_fmt(result.mean_iou_foreground)}; "
+            f"mean Dice {_fmt(result.mean_dice)} / {_fmt(result.mean_dice_foreground)}")

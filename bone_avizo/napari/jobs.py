@@ -66,12 +66,12 @@ class Job:
 
 
 def error_text(name: str, exc: BaseException) -> str:
-    """One line for a failed job: the core's message (as the CLI prints it after ``bone-avizo <task>:``)."""
+    """One line for a failed task ``name`` (predict, fit, iou): the line the CLI prints for the same error."""
     if isinstance(exc, Cancelled):
-        return f"{name}: {exc}"
+        return f"bone-avizo {name}: {exc}"
     if isinstance(exc, BoneAvizoError):
-        return f"{name}: error: {exc}"
-    return f"{name}: internal error: {type(exc).__name__}: {exc} (the log has the details)"
+        return f"bone-avizo {name}: error: {exc}"
+    return f"bone-avizo {name}: internal error: {type(exc).__name__}: {exc} (the log has the details)"
 
 
 def notify_error(name: str, exc: BaseException) -> str:
@@ -86,15 +86,6 @@ def notify_error(name: str, exc: BaseException) -> str:
             log.error("%s failed", name, exc_info=exc)
         show_error(text)
     return text
-
-
-def run_safely(name: str, action: Callable[[], Any]) -> Any:
-    """Call ``action`` in the GUI thread; a BoneAvizoError (or any error) becomes one notification line."""
-    try:
-        return action()
-    except Exception as exc:  # noqa: BLE001 - a widget's last-resort handler
-        notify_error(name, exc)
-        return None
 
 
 def _percent(done: int, total: int) -> int:
@@ -141,6 +132,18 @@ class JobPanel:
         self._timer.start()
         return self.job
 
+    def guard(self, action: Callable[[], Any]) -> Any:
+        """Call ``action`` (a widget's Run: check the inputs, then :meth:`start`); an error in the inputs
+        becomes one notification line and the panel's status."""
+        try:
+            return action()
+        except Exception as exc:  # noqa: BLE001 - a widget's last-resort handler
+            self._failed(exc)
+            return None
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = self.status.value = notify_error(self.name, exc)
+
     def cancel(self, *_: Any) -> None:
         if self.running:
             self.job.cancel()
@@ -162,8 +165,7 @@ class JobPanel:
         self._timer.stop()
         self.run_button.enabled, self.cancel_button.enabled = True, False
         if job.error is not None:
-            self.last_error = notify_error(self.name, job.error)
-            self.status.value = self.last_error
+            self._failed(job.error)
             return
         self.bar.value = 100
         self.status.value = f"{self.name}: done"
@@ -171,4 +173,4 @@ class JobPanel:
             try:
                 self._on_done(job.result)
             except Exception as exc:  # noqa: BLE001 - e.g. the output file vanished before it was shown
-                self.last_error = self.status.value = notify_error(self.name, exc)
+                self._failed(exc)

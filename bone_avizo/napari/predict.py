@@ -14,8 +14,8 @@ from bone_avizo.errors import ConfigError
 from bone_avizo.models.cache import ModelCache, describe_model
 from bone_avizo.napari.choosers import VolumeChooser, chosen_path, output_path
 from bone_avizo.napari.files import source_layer
-from bone_avizo.napari.jobs import JobPanel, run_safely
-from bone_avizo.napari.layers import IN_MEMORY_LIMIT_BYTES
+from bone_avizo.napari.jobs import JobPanel
+from bone_avizo.napari import layers
 from bone_avizo.napari.widgets import DockWidget, remove_layers, replace_layer
 
 MODEL_FILTER = "*.safetensors *.pth *.pt"
@@ -47,12 +47,12 @@ class PredictWidget(DockWidget):
         self.output = widgets.FileEdit(name="output", label="output file", mode="w",
                                        tooltip="--output: optional; the labels are streamed to this file (any "
                                                "supported format) and shown from it. Needed for scans whose labels "
-                                               f"exceed {IN_MEMORY_LIMIT_BYTES / 2**30:g} GB")
+                                               f"exceed {layers.IN_MEMORY_LIMIT_BYTES / 2**30:g} GB")
         self.overwrite = widgets.CheckBox(name="overwrite", label="overwrite", tooltip="--overwrite: replace an "
                                           "existing output file")
         self.jobs = JobPanel(self.TITLE, "Predict")
         self.model.changed.connect(self._show_model)
-        self.jobs.run_button.changed.connect(lambda *_: run_safely(self.TITLE, self.run))
+        self.jobs.run_button.changed.connect(lambda *_: self.jobs.guard(self.run))
         self.build([self.model, self.model_info, *self.scan.widgets, self.output, self.overwrite],
                    PredictConfig, expanded=("tiling",))
 
@@ -76,7 +76,7 @@ class PredictWidget(DockWidget):
         output = output_path(self.output, "output file")
         source = self.scan.source()
         name = source.info.name if self.scan.layer() is None else self.scan.layer().name
-        if output is None and source.info.nbytes > IN_MEMORY_LIMIT_BYTES:
+        if output is None and source.info.nbytes > layers.IN_MEMORY_LIMIT_BYTES:
             raise ConfigError(f"scan {name} holds {source.info.nbytes / 2**30:.1f} GB, more than is predicted in "
                               "memory: choose an output file to stream the labels to")
         overwrite = bool(self.overwrite.value)
@@ -93,11 +93,10 @@ class PredictWidget(DockWidget):
         """Add (or replace) the labels layer and the probability layers of a finished prediction; the
         probability layers of an earlier run on this scan go."""
         from bone_avizo.io import open_volume
-        from bone_avizo.napari.layers import layer_kwargs
 
         if result.output is None:
-            labels = (result.labels.array, layer_kwargs(result.labels.info, labels=True), "labels")
-            maps = [(p.array, layer_kwargs(p.info, labels=False), "image") for p in result.probabilities]
+            labels = (result.labels.array, layers.layer_kwargs(result.labels.info, labels=True), "labels")
+            maps = [(p.array, layers.layer_kwargs(p.info, labels=False), "image") for p in result.probabilities]
         else:
             labels = source_layer(open_volume(result.output), class_names=class_names)
             maps = [source_layer(open_volume(path)) for path in result.probability_outputs]

@@ -1,0 +1,135 @@
+"""The Predict dock widget: labels equal the CLI's, streaming to a file, cancel, errors as notifications."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_helpers import cli, press  # first: the offscreen platform; skips this module without napari
+from bone_avizo.config import PredictConfig
+from bone_avizo.io import load_volume, save_volume
+from bone_avizo.napari import layers
+from bone_avizo.napari.predict import PredictWidget
+from bone_avizo.volume import Volume
+from test_avizo_consistency import cli_flags
+from test_avizo_modules import CLASSES, ORIGIN, VOXEL, make_scan, write_tiny_model
+
+# fused planes, test-time augmentation, non-default tiling and probability maps: most of DLPred's paths
+OPTIONS = PredictConfig(planes=("xy", "yz"), tta="flips", overlap=0.5, blend="cosine", probabilities=True,
+                        backend="torch", device="cpu", threads=1)
+FAST = PredictConfig(backend="torch", device="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("napari_predict")
+    scan = make_scan()
+    return {"scan": save_volume(Volume(scan, VOXEL, ORIGIN, "scan"), folder / "scan.tif"),
+            "model": write_tiny_model(folder / "tiny.safetensors", scan), "array": scan, "folder": folder}
+
+
+def predict_widget(viewer, files, config: PredictConfig, *, scan_layer: bool = True) -> PredictWidget:
+    widget = PredictWidget(viewer)
+    widget.model.value = files["model"]
+    if scan_layer:
+        viewer.add_image(files["array"], name="scan", scale=VOXEL, translate=ORIGIN)
+        widget.scan.choose("scan")
+    else:
+        widget.scan.choose(files["scan"])
+    widget.options.show(config)
+    return widget
+
+
+def test_predict_dock_shows_the_model_and_builds_the_config(qtbot, viewer_model, files):
+    widget = predict_widget(viewer_model, files, OPTIONS)
+    assert "3 classes: background, bone, pores" in widget.model_info.value
+    assert widget.options.config() == OPTIONS
+    assert set(widget.scan.combo.choices) == {"scan", "(a file)"}
+
+
+def test_predict_labels_and_probabilities_equal_the_clis(qtbot, viewer_model, files):
+    output = files["folder"] / "cli_labels.tif"
+    cli("predict", "--model", files["model"], "--input", files["scan"], "--output", output, *cli_flags(OPTIONS))
+    widget = predict_widget(viewer_model, files, OPTIONS)
+    press(qtbot, widget)
+    assert widget.jobs.last_error is None
+    labels = viewer_model.layers["scan labels"]
+    np.testing.assert_array_equal(labels.data, load_volume(output).array)
+    np.testing.assert_allclose(labels.scale, VOXEL)
+    np.testing.assert_allclose(labels.translate, ORIGIN)
+    assert list(labels.features["class"]) == list(CLASSES)
+    for name in CLASSES:
+        expected = load_volume(files["folder"] / f"cli_labels_prob_{name}.tif").array
+        np.testing.assert_array_equal(viewer_model.layers[f"scan prob {name}"].data, expected)
+
+
+def test_predict_from_a_file_into_a_streamed_output_shown_lazily(qtbot, viewer_model, files, tmp_path, monkeypatch):
+    monkeypatch.setattr(layers, "IN_MEMORY_LIMIT_BYTES", 1000)
+    widget = predict_widget(viewer_model, files, FAST, scan_layer=False)
+    press(qtbot, widget)
+    assert "choose an output file to stream the labels to" in widget.jobs.last_error
+    assert [layer.name for layer in viewer_model.layers] == []
+    widget.output.value = tmp_path / "labels.h5"
+    press(qtbot, widget)
+    assert widget.jobs.last_error is None
+    labels = viewer_model.layers["scan labels"]
+    assert not isinstance(labels.data, np.ndarray)  # read from the file as napari shows it
+    cli_output = tmp_path / "cli.h5"
+    cli("predict", "--model", files["model"], "--input", files["scan"], "--output", cli_output, *cli_flags(FAST))
+    np.testing.assert_array_equal(np.asarray(labels.data), load_volume(cli_output).array)
+    assert list(labels.features["class"]) == list(CLASSES)
+
+
+def test_cancel_mid_run_leaves_nothing(qtbot, viewer_model, files, tmp_path, notifications):
+    widget = predict_widget(viewer_model, files, FAST.with_(probabilities=True))
+    widget.output.value = tmp_path / "labels.tif"
+    panel, original = widget.jobs, widget.jobs.start
+
+    def start_then_cancel(task, on_done):
+        started = original(task, on_done)
+        widget.jobs.cancel_button.clicked.emit()  # Cancel pressed while the job runs
+        return started
+
+    panel.start = start_then_cancel
+    press(qtbot, widget)
+    assert panel.job.cancelled and panel.job.error is not None
+    assert "cancelled by the user" in widget.jobs.last_error
+    assert list(tmp_path.iterdir()) == []
+    assert [layer.name for layer in viewer_model.layers] == ["scan"]
+    assert [severity for severity, _ in notifications] == ["info"]
+
+
+def test_errors_are_one_notification_line_with_the_clis_text(qtbot, viewer_model, files, notifications, capsys):
+    widget = predict_widget(viewer_model, files, FAST.with_(compile="on", backend="onnxruntime"))  # found in the job
+    press(qtbot, widget)
+    stderr = cli("predict", "--model", files["model"], "--input", files["scan"], "--output",
+                 files["folder"] / "never.tif", "--compile", "on", "--backend", "onnxruntime", capsys=capsys)
+    assert notifications == [("error", stderr.strip())]
+    assert "\n" not in notifications[0][1] and "Traceback" not in notifications[0][1]
+    assert [layer.name for layer in viewer_model.layers] == ["scan"]
+
+
+def test_a_2d_layer_is_refused_in_one_line(qtbot, viewer_model, files, notifications):
+    widget = predict_widget(viewer_model, files, FAST)
+    viewer_model.add_image(np.zeros((20, 30), np.uint16), name="flat")
+    widget.scan.choose("flat")
+    press(qtbot, widget)
+    assert notifications == [("error", "bone-avizo predict: error: layer 'flat' is 2-D (shape (20, 30)); choose a "
+                                       "3-D single-channel layer (z, y, x)")]
+
+
+def test_the_docks_sit_in_napari_viewer(make_napari_viewer, files, qtbot):
+    """napari's own fixture: the three docks added to a real viewer; a prediction from a file shows labels."""
+    from bone_avizo.napari.fit import FitWidget
+    from bone_avizo.napari.iou import IoUWidget
+
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    for dock, name in ((widget, "Predict"), (FitWidget(viewer), "Fit"), (IoUWidget(viewer), "IoU")):
+        viewer.window.add_dock_widget(dock, name=name)
+    widget.model.value = files["model"]
+    widget.scan.choose(files["scan"])
+    widget.options.show(FAST)
+    press(qtbot, widget)
+    assert widget.jobs.last_error is None
+    assert viewer.layers["scan labels"].data.shape == files["array"].shape
+
