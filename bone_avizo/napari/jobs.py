@@ -113,6 +113,8 @@ class JobPanel:
         self.job: Job | None = None
         self.last_error: str | None = None
         self._on_done: Callable[[Any], None] | None = None
+        self._on_failed: Callable[[BaseException], None] | None = None
+        self.polled: list[Callable[[], None]] = []  # called at every poll while a job runs (e.g. a live curve)
         self._timer = QTimer()
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self.poll)
@@ -121,11 +123,13 @@ class JobPanel:
     def running(self) -> bool:
         return self.job is not None and not self.job.finished
 
-    def start(self, task: Callable[[Callable], Any], on_done: Callable[[Any], None]) -> Job:
+    def start(self, task: Callable[[Callable], Any], on_done: Callable[[Any], None], *,
+              on_failed: Callable[[BaseException], None] | None = None) -> Job:
+        """Run ``task(progress)``; then ``on_done(result)``, or ``on_failed(error)`` after the error is shown."""
         if self.running:
             raise BoneAvizoError(f"{self.name} is already running; wait for it or press Cancel")
         self.last_error = None
-        self._on_done = on_done
+        self._on_done, self._on_failed = on_done, on_failed
         self.job = Job(task, self.name).start()
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self.bar.value, self.status.value = 0, f"{self.name}: starting"
@@ -158,6 +162,8 @@ class JobPanel:
         self.bar.value = _percent(done, total)
         if not job.cancelled:
             self.status.value = message
+        for callback in self.polled:
+            callback()
         if job.finished:
             self._finish(job)
 
@@ -166,6 +172,8 @@ class JobPanel:
         self.run_button.enabled, self.cancel_button.enabled = True, False
         if job.error is not None:
             self._failed(job.error)
+            if self._on_failed is not None:
+                self._on_failed(job.error)
             return
         self.bar.value = 100
         self.status.value = f"{self.name}: done"
