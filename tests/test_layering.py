@@ -1,4 +1,5 @@
-"""The core never depends on a face: no Avizo adapter, no CLI, no argparse, nothing of Avizo/Qt."""
+"""The core never depends on a face: no Avizo adapter, no CLI, no napari face, no argparse, nothing of
+Avizo, napari or Qt."""
 import ast
 import json
 import subprocess
@@ -6,8 +7,10 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bone_avizo"
-FACES = ("avizo", "standalone")
-FORBIDDEN_IN_CORE = {"argparse", "hx", "_hx_core", "PySide2", "PySide6", "PyQt5", "PyQt6", "tqdm"}
+FACES = ("avizo", "standalone", "napari")
+FACE_MODULES = tuple(f"bone_avizo.{face}" for face in FACES)
+FORBIDDEN_IN_CORE = {"argparse", "hx", "_hx_core", "PySide2", "PySide6", "PyQt5", "PyQt6", "tqdm", "napari",
+                     "magicgui", "qtpy", "superqt", "vispy", "npe2"}
 
 
 def core_modules() -> list[str]:
@@ -30,10 +33,10 @@ def test_importing_the_core_loads_no_face_in_a_fresh_interpreter():
             "print(json.dumps(sorted(m for m in sys.modules)))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = set(json.loads(out.stdout))
-    faces = sorted(m for m in loaded if m.startswith(("bone_avizo.avizo", "bone_avizo.standalone")))
+    faces = sorted(m for m in loaded if m.startswith(FACE_MODULES))
     assert faces == [], f"core imports face modules: {faces}"
-    avizo = sorted(m for m in loaded if m.split(".")[0] in {"hx", "_hx_core", "PySide2", "PySide6"})
-    assert avizo == []
+    hosts = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN_IN_CORE - {"argparse", "tqdm"})
+    assert hosts == []
 
 
 def test_core_source_imports_nothing_of_a_face():
@@ -50,7 +53,7 @@ def test_core_source_imports_nothing_of_a_face():
                 names = [node.module]
             for name in names:
                 top = name.split(".")[0]
-                if top in FORBIDDEN_IN_CORE or name.startswith(("bone_avizo.avizo", "bone_avizo.standalone")):
+                if top in FORBIDDEN_IN_CORE or name.startswith(FACE_MODULES):
                     offenders.append(f"{rel}: {name}")
     assert offenders == []
 
@@ -58,4 +61,4 @@ def test_core_source_imports_nothing_of_a_face():
 def test_core_module_list_is_not_empty():
     modules = core_modules()
     assert "bone_avizo.predict.engine" in modules and "bone_avizo.io.base" in modules
-    assert not any(m.startswith(("bone_avizo.avizo", "bone_avizo.standalone")) for m in modules)
+    assert not any(m.startswith(FACE_MODULES) for m in modules)

@@ -184,3 +184,52 @@ def test_the_napari_face_is_not_imported_by_the_core_or_the_cli():
             " or m.startswith('bone_avizo.napari')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# background jobs
+def test_job_panel_shows_the_cores_progress_and_eta_while_the_gui_runs(qtbot):
+    import threading
+
+    from bone_avizo.napari.jobs import JobPanel
+    from bone_avizo.progress import ProgressTracker
+
+    panel, release, results = JobPanel("predict", "Predict"), threading.Event(), []
+
+    def task(progress):
+        tracker = ProgressTracker(4, "predicting", progress)
+        for _ in range(2):
+            tracker.advance(1)
+        release.wait(30)  # the job waits; the GUI thread must keep polling meanwhile
+        tracker.advance(2)
+        return "labels"
+
+    panel.start(task, results.append)
+    assert not panel.run_button.enabled and panel.cancel_button.enabled
+    qtbot.waitUntil(lambda: panel.bar.value == 50, timeout=10_000)
+    assert panel.status.value.startswith("predicting, ETA ")
+    release.set()
+    qtbot.waitUntil(lambda: results == ["labels"], timeout=10_000)
+    assert panel.bar.value == 100 and panel.run_button.enabled and not panel.cancel_button.enabled
+
+
+def test_job_panel_cancel_reaches_the_core_and_a_bug_is_one_line(qtbot, notifications):
+    from bone_avizo.napari.jobs import JobPanel
+    from bone_avizo.progress import ProgressTracker
+
+    panel, results = JobPanel("iou", "Score"), []
+
+    def endless(progress):
+        tracker = ProgressTracker(10**9, "counting", progress)
+        while True:
+            tracker.advance(1)
+
+    panel.start(endless, results.append)
+    panel.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: not panel.running and panel.last_error is not None, timeout=10_000)
+    assert panel.last_error.startswith("bone-avizo iou: counting: cancelled by the user at ")
+    panel.start(lambda progress: 1 / 0, results.append)
+    qtbot.waitUntil(lambda: len(notifications) == 2, timeout=10_000)
+    assert notifications[1] == ("error", "bone-avizo iou: internal error: ZeroDivisionError: division by zero (the log "
+                                         "has the details)")
+    assert results == []
