@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
+pytest.importorskip("qtpy.QtWidgets", reason="Qt cannot load here (missing system libraries such as libEGL)")
 
 from bone_avizo.standalone.__main__ import main as cli_main  # noqa: E402
 

@@ -66,7 +66,7 @@ def test_predict_from_a_file_into_a_streamed_output_shown_lazily(qtbot, viewer_m
     monkeypatch.setattr(layers, "IN_MEMORY_LIMIT_BYTES", 1000)
     widget = predict_widget(viewer_model, files, FAST, scan_layer=False)
     press(qtbot, widget)
-    assert "choose an output file to stream the labels to" in widget.jobs.last_error
+    assert "GB: choose an output file to stream them to" in widget.jobs.last_error
     assert [layer.name for layer in viewer_model.layers] == []
     widget.output.value = tmp_path / "labels.h5"
     press(qtbot, widget)

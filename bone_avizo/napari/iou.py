@@ -43,7 +43,7 @@ class IoUWidget(DockWidget):
 
     def __init__(self, napari_viewer: Any):
         from magicgui import widgets
-        from qtpy.QtWidgets import QTableWidget
+        from qtpy.QtWidgets import QSizePolicy, QTableWidget
 
         super().__init__(napari_viewer)
         self.prediction = VolumeChooser(napari_viewer, "prediction", "prediction", labels=True,
@@ -53,9 +53,12 @@ class IoUWidget(DockWidget):
         self.jobs = JobPanel(self.TITLE, "Score")
         self.summary = widgets.Label(value="", name="summary")
         self.notes = widgets.Label(value="", name="notes")
-        self.notes.native.setWordWrap(True)
+        for label in (self.summary, self.notes):
+            label.native.setWordWrap(True)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([title for _, title in COLUMNS])
+        self.table.setMinimumWidth(0)
+        self.table.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # scrolls inside
         from bone_avizo.napari.plots import PlotCanvas
 
         self.plot = PlotCanvas()
@@ -84,7 +87,8 @@ class IoUWidget(DockWidget):
         def task(progress):
             import dataclasses
 
-            result = compute_iou(prediction, reference, config, progress=progress)
+            with prediction, reference:
+                result = compute_iou(prediction, reference, config, progress=progress)
             return dataclasses.replace(result, inputs=inputs)
 
         return self.jobs.start(task, self.show_result)
@@ -106,8 +110,8 @@ class IoUWidget(DockWidget):
         if result.per_slice is not None:
             from bone_avizo.metrics.plot import draw_slice_iou
 
-            self.plot.draw(lambda ax: draw_slice_iou(ax, result, f"{result.inputs.get('prediction')} vs "
-                                                                 f"{result.inputs.get('reference')}"))
+            title = f"{result.inputs.get('prediction')} vs {result.inputs.get('reference')}"
+            self.plot.draw(lambda ax: (draw_slice_iou(ax, result, title), ax.legend(fontsize=7, loc="lower left", ncol=2)))
         self.export_button.enabled = True
 
     def export(self) -> list:

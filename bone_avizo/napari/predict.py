@@ -7,10 +7,12 @@ options are the CLI's (``bone-avizo predict --help``), from the same parameter s
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from bone_avizo.config import PredictConfig
 from bone_avizo.errors import ConfigError
+from bone_avizo.metrics.iou import default_class_names
 from bone_avizo.models.cache import ModelCache, describe_model
 from bone_avizo.napari.choosers import VolumeChooser, chosen_path, output_path
 from bone_avizo.napari.files import source_layer
@@ -20,6 +22,11 @@ from bone_avizo.napari.widgets import DockWidget, remove_layers, replace_layer
 
 MODEL_FILTER = "*.safetensors *.pth *.pt"
 NO_MODEL = "choose a model file (.safetensors from fit, or a BONe .pth checkpoint)"
+
+
+def in_memory_bytes(shape: tuple[int, int, int], num_classes: int, probabilities: bool) -> int:
+    """Bytes of an in-memory prediction: uint8 labels, and a uint8 map per class with probabilities."""
+    return math.prod(shape) * (1 + (num_classes if probabilities else 0))
 
 
 def labels_name(scan_name: str) -> str:
@@ -43,6 +50,7 @@ class PredictWidget(DockWidget):
         self.model = widgets.FileEdit(name="model", label="model", mode="r", filter=MODEL_FILTER,
                                       tooltip="--model: " + NO_MODEL)
         self.model_info = widgets.Label(value=NO_MODEL, name="model_info")
+        self.model_info.native.setWordWrap(True)
         self.scan = VolumeChooser(napari_viewer, "scan", "scan", labels=False, tooltip="--input: the scan to segment")
         self.output = widgets.FileEdit(name="output", label="output file", mode="w",
                                        tooltip="--output: optional; the labels are streamed to this file (any "
@@ -76,17 +84,20 @@ class PredictWidget(DockWidget):
         output = output_path(self.output, "output file")
         source = self.scan.source()
         name = source.info.name if self.scan.layer() is None else self.scan.layer().name
-        if output is None and source.info.nbytes > layers.IN_MEMORY_LIMIT_BYTES:
-            raise ConfigError(f"scan {name} holds {source.info.nbytes / 2**30:.1f} GB, more than is predicted in "
-                              "memory: choose an output file to stream the labels to")
+        in_memory = in_memory_bytes(source.info.shape, loaded.metadata.num_classes, config.probabilities)
+        if output is None and in_memory > layers.IN_MEMORY_LIMIT_BYTES:
+            source.close()
+            raise ConfigError(f"the labels of {name} would take {in_memory / 2**30:.1f} GB in memory, more than "
+                              f"{layers.IN_MEMORY_LIMIT_BYTES / 2**30:g} GB: choose an output file to stream them to")
         overwrite = bool(self.overwrite.value)
 
         def task(progress):
             from bone_avizo.predict import predict_volume
 
-            return predict_volume(source, loaded, config, output=output, overwrite=overwrite, progress=progress)
+            with source:
+                return predict_volume(source, loaded, config, output=output, overwrite=overwrite, progress=progress)
 
-        names = tuple(loaded.metadata.class_names)
+        names = default_class_names(loaded.metadata.num_classes, loaded.metadata.class_names)
         return self.jobs.start(task, lambda result: self.show_result(result, name, names))
 
     def show_result(self, result, scan_name: str, class_names: tuple[str, ...]) -> None:

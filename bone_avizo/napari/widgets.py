@@ -23,13 +23,15 @@ def remove_layers(viewer: Any, prefix: str) -> None:
 
 
 class DockWidget(QWidget):
-    """A scrolling column: the task's inputs, its options (one collapsible section per spec group),
-    the task's own extras, then Run/Cancel and the progress bar (``self.jobs``, a JobPanel)."""
+    """A scrolling column: the task's inputs, Run/Cancel and the progress bar (``self.jobs``, a JobPanel),
+    the task's results (``extras``), then its options (one collapsible section per spec group)."""
 
     TITLE = "task"
+    MIN_WIDTH = 440  # pixels: the labels and fields of the options side by side
 
     def __init__(self, napari_viewer: Any):
         super().__init__()
+        self.setMinimumWidth(self.MIN_WIDTH)
         self.viewer = napari_viewer
         self.options: OptionsPanel | None = None
 
@@ -41,10 +43,10 @@ class DockWidget(QWidget):
         column = QWidget()
         layout = QVBoxLayout(column)
         layout.addWidget(Container(widgets=inputs, labels=True).native)
-        layout.addWidget(self.options.qt_widget(expanded=expanded))
         layout.addWidget(self.jobs.container.native)
         for extra in extras:
             layout.addWidget(extra)
+        layout.addWidget(self.options.qt_widget(expanded=expanded))
         layout.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
