@@ -12,14 +12,17 @@ from test_avizo_consistency import cli_flags
 from test_avizo_fit import PHANTOMS, TINY, write_phantoms
 
 
-def fit_widget(viewer, output, config=TINY, *, validation=()) -> FitWidget:
-    """The dock with the phantom pairs as layers (pair k named scan<k>), ``config`` and ``output`` chosen."""
+def fit_widget(viewer, output, config=TINY, *, validation=(), files=None) -> FitWidget:
+    """The dock with the phantom pairs as layers (pair k named scan<k>), or as ``files`` (a folder the phantoms
+    are written to), ``config`` and ``output`` chosen."""
     widget = FitWidget(viewer)
+    paths = list(zip(*write_phantoms(files))) if files is not None else None
     for k, (image, labels) in enumerate(PHANTOMS):
-        viewer.add_image(image, name=f"scan{k}")
-        viewer.add_labels(labels, name=f"scan{k} labels")
-        widget.image.choose(f"scan{k}")
-        widget.labels.choose(f"scan{k} labels")
+        if paths is None:
+            viewer.add_image(image, name=f"scan{k}")
+            viewer.add_labels(labels, name=f"scan{k} labels")
+        widget.image.choose(paths[k][0] if paths else f"scan{k}")
+        widget.labels.choose(paths[k][1] if paths else f"scan{k} labels")
         widget.validation.value = k in validation
         widget.add_button.clicked.emit()
     widget.options.show(config)
@@ -61,7 +64,8 @@ def test_the_split_shown_is_the_runs(qtbot, viewer_model, tmp_path):
 def test_cancel_keeps_the_best_model_so_far_and_resume_continues(qtbot, viewer_model, tmp_path, notifications):
     output = tmp_path / "bone.safetensors"
     config = TINY.with_(epochs=3)
-    widget = fit_widget(viewer_model, output, config)
+    widget = fit_widget(viewer_model, output, config, files=tmp_path)  # pairs of files this time
+    assert [p.image for p in widget.pairs] == [tmp_path / "scan0.npy", tmp_path / "scan1.npy"]
     panel = widget.jobs
     panel.polled.append(lambda: panel.cancel() if history_rows(output) else None)  # Cancel after epoch 1
     press(qtbot, widget)

@@ -102,7 +102,17 @@ def test_reader_reads_large_volumes_lazily(tmp_path, monkeypatch):
 
 
 def test_reader_declines_what_the_core_cannot_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a volume")
     assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader(str(tmp_path)) is None  # a folder without slices
+    assert get_reader([str(tmp_path / "notes.txt"), str(tmp_path)]) is None
+
+
+def test_reader_opens_a_folder_of_tiff_slices(tmp_path):
+    volume = labels_volume()
+    folder = save_volume(Volume(volume.array, VOXEL, ORIGIN, "slices"), tmp_path / "slices", format="tiff-folder")
+    (data, kwargs, kind), = get_reader(str(folder))(str(folder))
+    np.testing.assert_array_equal(np.asarray(data), volume.array)
 
 
 def test_writer_refuses_labels_beyond_uint8_and_leaves_nothing(tmp_path):

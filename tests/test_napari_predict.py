@@ -133,3 +133,19 @@ def test_the_docks_sit_in_napari_viewer(make_napari_viewer, files, qtbot):
     assert widget.jobs.last_error is None
     assert viewer.layers["scan labels"].data.shape == files["array"].shape
 
+
+
+def test_a_bone_checkpoint_predicts_as_in_the_cli(qtbot, viewer_model, files, tmp_path):
+    import torch
+
+    from bone_avizo.models import build_model
+    from test_bone_checkpoints import save_bone
+
+    torch.manual_seed(3)
+    model = save_bone(tmp_path / "bone.pth", build_model("unet", "resnet18", in_channels=1, num_classes=3).eval())
+    cli("predict", "--model", model, "--input", files["scan"], "--output", tmp_path / "cli.tif", *cli_flags(FAST))
+    widget = predict_widget(viewer_model, {**files, "model": model}, FAST)
+    assert "bone_pth" in widget.model_info.value
+    press(qtbot, widget)
+    assert widget.jobs.last_error is None
+    np.testing.assert_array_equal(viewer_model.layers["scan labels"].data, load_volume(tmp_path / "cli.tif").array)

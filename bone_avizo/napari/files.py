@@ -9,6 +9,7 @@ Either way the voxel size is the layer's scale and the origin its translate, and
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from bone_avizo.errors import BoneAvizoError, LabelError
 from bone_avizo.io import create_writer, detect_format, open_volume
 from bone_avizo.io.base import VolumeSource
+from bone_avizo.io.registry import FOLDER_SUFFIXES
 from bone_avizo.napari.layers import METADATA_KEY, layer_data, layer_kwargs
 from bone_avizo.volume import VolumeInfo
 
@@ -23,15 +25,23 @@ WRITE_SLAB_BYTES = 64 << 20  # label slices converted and written together
 LayerTuple = tuple[Any, dict, str]
 
 
-def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerTuple]] | None:
-    """The reader of ``path`` (or of every path of a list) when the core knows its format, else None."""
-    paths = path if isinstance(path, list) else [path]
+def readable(path: str | os.PathLike) -> bool:
+    """True when the core reads ``path``: a file of a known extension, or a folder of known slices (a
+    folder holding none, which the core would take for an empty TIFF folder, is not claimed)."""
     try:
-        for item in paths:
-            detect_format(item)
+        fmt = detect_format(path)
     except BoneAvizoError:
-        return None
-    return read_layers
+        return False
+    folder = Path(path)
+    if fmt != "tiff-folder" or not folder.is_dir():
+        return True
+    return any(p.suffix.lower() in FOLDER_SUFFIXES["tiff-folder"] for p in folder.iterdir())
+
+
+def get_reader(path: str | list[str]) -> Callable[[Any], list[LayerTuple]] | None:
+    """The reader of ``path`` (or of every path of a list) when the core reads them all, else None."""
+    paths = path if isinstance(path, list) else [path]
+    return read_layers if all(readable(item) for item in paths) else None
 
 
 def source_layer(source: VolumeSource, *, class_names: tuple[str, ...] | None = None) -> LayerTuple:
