@@ -115,3 +115,13 @@ def test_export_before_scoring_says_what_to_do(qtbot, viewer_model, files, notif
     widget = iou_widget(viewer_model, files, IoUConfig())
     widget.jobs.guard(widget.export)
     assert notifications == [("error", "bone-avizo iou: error: nothing to export yet: press Score first")]
+
+
+def test_export_onto_an_input_is_refused(qtbot, viewer_model, files, notifications):
+    widget = IoUWidget(viewer_model)
+    widget.prediction.choose(files["prediction"])
+    widget.reference.choose(files["reference"])
+    press(qtbot, widget)
+    widget.csv.value = files["reference"]
+    widget.jobs.guard(widget.export)
+    assert "is the same file as reference" in notifications[-1][1]

@@ -117,22 +117,31 @@ def test_a_2d_layer_is_refused_in_one_line(qtbot, viewer_model, files, notificat
                                        "3-D single-channel layer (z, y, x)")]
 
 
-def test_the_docks_sit_in_napari_viewer(make_napari_viewer, files, qtbot):
-    """napari's own fixture: the three docks added to a real viewer; a prediction from a file shows labels."""
+def test_the_plugin_docks_sit_in_napari_viewer(make_napari_viewer, files, qtbot):
+    """napari's own fixture and plugin machinery: the manifest registered, the three docks added by name to a
+    real viewer (napari hands them its viewer), and a prediction from a file shows its labels there."""
+    from npe2 import PluginManager, PluginManifest
+
     from bone_avizo.napari.fit import FitWidget
     from bone_avizo.napari.iou import IoUWidget
+    from test_napari_plugin import MANIFEST
 
-    viewer = make_napari_viewer()
-    widget = PredictWidget(viewer)
-    for dock, name in ((widget, "Predict"), (FitWidget(viewer), "Fit"), (IoUWidget(viewer), "IoU")):
-        viewer.window.add_dock_widget(dock, name=name)
-    widget.model.value = files["model"]
-    widget.scan.choose(files["scan"])
-    widget.options.show(FAST)
-    press(qtbot, widget)
-    assert widget.jobs.last_error is None
-    assert viewer.layers["scan labels"].data.shape == files["array"].shape
-
+    manager = PluginManager.instance()
+    manager.register(PluginManifest.from_file(MANIFEST))
+    try:
+        viewer = make_napari_viewer()
+        docks = {name: viewer.window.add_plugin_dock_widget("bone-avizo", name)[1] for name in ("Predict", "Fit", "IoU")}
+        assert [type(d) for d in docks.values()] == [PredictWidget, FitWidget, IoUWidget]
+        widget = docks["Predict"]
+        widget.model.value = files["model"]
+        widget.scan.choose(files["scan"])
+        widget.options.show(FAST)
+        press(qtbot, widget)
+        assert widget.jobs.last_error is None
+        assert viewer.layers["scan labels"].data.shape == files["array"].shape
+        assert docks["IoU"].prediction.combo.value == "scan labels"  # the first Labels layer, chosen
+    finally:
+        manager.unregister("bone-avizo")
 
 
 def test_a_bone_checkpoint_predicts_as_in_the_cli(qtbot, viewer_model, files, tmp_path):
@@ -149,3 +158,14 @@ def test_a_bone_checkpoint_predicts_as_in_the_cli(qtbot, viewer_model, files, tm
     press(qtbot, widget)
     assert widget.jobs.last_error is None
     np.testing.assert_array_equal(viewer_model.layers["scan labels"].data, load_volume(tmp_path / "cli.tif").array)
+
+
+def test_an_output_onto_the_scans_file_is_refused_before_any_work(qtbot, viewer_model, files, notifications):
+    widget = predict_widget(viewer_model, files, FAST, scan_layer=False)
+    widget.output.value = files["scan"]
+    widget.overwrite.value = True
+    before = files["scan"].read_bytes()
+    press(qtbot, widget)
+    (severity, message), = notifications
+    assert severity == "error" and "is the same file as scan" in message and widget.jobs.job is None
+    assert files["scan"].read_bytes() == before

@@ -26,6 +26,12 @@ def output_path(edit: Any, what: str) -> Path | None:
     return path
 
 
+def layer_file(layer: Any) -> Path | None:
+    """The file napari opened ``layer`` from, if any (a lazy layer still reads it)."""
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return Path(path) if path else None
+
+
 class VolumeChooser:
     """A layer of one kind (napari ``Image`` or ``Labels``) or a file: a combo box of the viewer's
     layers plus a file field used when the combo box says "(a file)"."""
@@ -57,7 +63,11 @@ class VolumeChooser:
         return [layer.name for layer in self.viewer.layers if isinstance(layer, kind)] + [FROM_FILE]
 
     def refresh(self, *_: Any) -> None:
+        """Follow the viewer's layers; while no file is chosen, a layer of the kind is chosen."""
         self.combo.reset_choices()
+        layers = [name for name in self.combo.choices if name != FROM_FILE]
+        if self.combo.value == FROM_FILE and chosen_path(self.file) is None and layers:
+            self.combo.value = layers[0]
         self._toggle_file()
 
     def _toggle_file(self, *_: Any) -> None:
@@ -75,6 +85,14 @@ class VolumeChooser:
     def layer(self) -> Any | None:
         name = self.combo.value
         return self.viewer.layers[name] if name not in (None, FROM_FILE) and name in self.viewer.layers else None
+
+    def path(self) -> Path | None:
+        """The file behind the choice (outputs must spare it): the chosen file, or the file the chosen
+        layer was opened from."""
+        layer = self.layer()
+        if layer is not None:
+            return layer_file(layer)
+        return chosen_path(self.file) if self.combo.value == FROM_FILE else None
 
     def describe(self) -> str:
         """What is chosen, for the run's record and layer names: the layer name or the file's path."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from bone_avizo.config import FitConfig
 from bone_avizo.errors import BoneAvizoError, Cancelled, ConfigError
-from bone_avizo.napari.choosers import FROM_FILE, VolumeChooser, chosen_path, output_path
+from bone_avizo.napari.choosers import FROM_FILE, VolumeChooser, chosen_path, layer_file, output_path
 from bone_avizo.napari.jobs import JobPanel
 from bone_avizo.napari.layers import layer_source
 from bone_avizo.napari.plots import PlotCanvas
@@ -186,6 +186,7 @@ class FitWidget(DockWidget):
         output = output_path(self.output, "model file")
         if output is None:
             raise ConfigError("model file: choose where to write the model (.safetensors)")
+        self._spare_inputs(output, config)
         resume, overwrite = bool(self.resume.value), bool(self.overwrite.value)
         train = [self._spec(p) for p in self.pairs if not p.validation]
         validation = [self._spec(p) for p in self.pairs if p.validation]
@@ -203,6 +204,23 @@ class FitWidget(DockWidget):
                              overwrite=overwrite, progress=progress)
 
         return self.jobs.start(task, self.show_result, on_failed=lambda exc: self.kept_after(exc, output))
+
+    def _file_of(self, side: str | Path) -> Path | None:
+        if isinstance(side, Path):
+            return side
+        return layer_file(self.viewer.layers[side]) if side in self.viewer.layers else None
+
+    def _spare_inputs(self, output: Path, config: FitConfig) -> None:
+        """Refuse a model file, checkpoint or log that would replace a scan's file or the initial weights."""
+        from bone_avizo.fit import checkpoint_path
+        from bone_avizo.fit.logs import log_paths
+        from bone_avizo.io.base import check_outputs_spare_inputs
+
+        weights = Path(str(config.weights))
+        check_outputs_spare_inputs(
+            {"model file": [output, checkpoint_path(output), *log_paths(output).values()]},
+            {"scan": [self._file_of(p.image) for p in self.pairs], "labels": [self._file_of(p.labels) for p in self.pairs],
+             "weights": weights if weights.exists() else None})
 
     def refresh_curve(self) -> None:
         """Redraw the curve when the run's history file has changed (once per epoch)."""

@@ -116,6 +116,7 @@ class IoUWidget(DockWidget):
 
     def export(self) -> list:
         """Write the reports chosen (JSON, per-class CSV, per-slice CSV) of the last result."""
+        from bone_avizo.io.base import check_outputs_spare_inputs
         from bone_avizo.metrics.report import write_csv, write_json, write_slice_csv
 
         if self.result is None:
@@ -123,6 +124,8 @@ class IoUWidget(DockWidget):
         targets = [(output_path(edit, edit.label), write) for edit, write in
                    ((self.report, write_json), (self.csv, write_csv), (self.slice_csv, write_slice_csv))]
         targets = [(path, write) for path, write in targets if path is not None]
+        check_outputs_spare_inputs({"export": [path for path, _ in targets]},
+                                   {"prediction": self.prediction.path(), "reference": self.reference.path()})
         if not targets:
             raise ConfigError("choose where to export: a report (JSON), a table (CSV) or per-slice rows (CSV)")
         if self.result.per_slice is None and any(write is write_slice_csv for _, write in targets):

@@ -23,4 +23,4 @@ class PlotCanvas:
     def draw(self, painter: Callable) -> None:
         self.axes.clear()
         painter(self.axes)
-        self.canvas.draw_idle()
+        self.canvas.draw()  # now: a deferred draw could outlive a dock closed meanwhile

@@ -8,6 +8,7 @@ options are the CLI's (``bone-avizo predict --help``), from the same parameter s
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from bone_avizo.config import PredictConfig
@@ -81,7 +82,10 @@ class PredictWidget(DockWidget):
         if path is None:
             raise ConfigError(f"model: {NO_MODEL}")
         loaded = self.models.load(path)
+        names = default_class_names(loaded.metadata.num_classes, loaded.metadata.class_names)
         output = output_path(self.output, "output file")
+        if output is not None:
+            self._spare_inputs(output, names if config.probabilities else (), path)
         source = self.scan.source()
         name = source.info.name if self.scan.layer() is None else self.scan.layer().name
         in_memory = in_memory_bytes(source.info.shape, loaded.metadata.num_classes, config.probabilities)
@@ -97,8 +101,15 @@ class PredictWidget(DockWidget):
             with source:
                 return predict_volume(source, loaded, config, output=output, overwrite=overwrite, progress=progress)
 
-        names = default_class_names(loaded.metadata.num_classes, loaded.metadata.class_names)
         return self.jobs.start(task, lambda result: self.show_result(result, name, names))
+
+    def _spare_inputs(self, output: Path, probability_classes: tuple[str, ...], model: Path) -> None:
+        """Refuse an output (labels or a probability map) that would replace the scan's file or the model."""
+        from bone_avizo.io.base import check_outputs_spare_inputs
+        from bone_avizo.predict.engine import probability_path
+
+        maps = [probability_path(output, name) for name in probability_classes]
+        check_outputs_spare_inputs({"output file": [output, *maps]}, {"scan": self.scan.path(), "model": model})
 
     def show_result(self, result, scan_name: str, class_names: tuple[str, ...]) -> None:
         """Add (or replace) the labels layer and the probability layers of a finished prediction; the
