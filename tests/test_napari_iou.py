@@ -125,3 +125,19 @@ def test_export_onto_an_input_is_refused(qtbot, viewer_model, files, notificatio
     widget.csv.value = files["reference"]
     widget.jobs.guard(widget.export)
     assert "is the same file as reference" in notifications[-1][1]
+
+
+def test_a_region_of_interest_counts_as_in_the_cli(qtbot, viewer_model, files, tmp_path):
+    mask = np.zeros(make_scan().shape, np.uint8)
+    mask[:, 5:30, 10:40] = 1
+    roi = save_volume(Volume(mask, VOXEL, ORIGIN, "roi"), tmp_path / "roi.tif")
+    config = IoUConfig(threads=1)
+    cli("iou", "--prediction", files["prediction"], "--reference", files["reference"], "--roi", roi, "--report",
+        tmp_path / "cli.json", *cli_flags(config))
+    widget = iou_widget(viewer_model, files, config)
+    assert widget.roi.combo.value == "(none)"
+    widget.roi.choose(roi)
+    press(qtbot, widget)
+    expected = json.loads((tmp_path / "cli.json").read_text())
+    assert widget.result.voxels_counted == expected["voxels_counted"] == int(mask.sum())
+    assert widget.result.mean_iou == expected["mean_iou"]

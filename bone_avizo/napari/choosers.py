@@ -10,6 +10,7 @@ from bone_avizo.io.base import VolumeSource
 from bone_avizo.napari.layers import layer_source
 
 FROM_FILE = "(a file)"
+NOTHING = "(none)"
 
 
 def chosen_path(edit: Any) -> Path | None:
@@ -34,12 +35,14 @@ def layer_file(layer: Any) -> Path | None:
 
 class VolumeChooser:
     """A layer of one kind (napari ``Image`` or ``Labels``) or a file: a combo box of the viewer's
-    layers plus a file field used when the combo box says "(a file)"."""
+    layers plus a file field used when the combo box says "(a file)". ``optional``: "(none)" may be
+    chosen (the default), and :meth:`source` then returns None."""
 
-    def __init__(self, viewer: Any, name: str, label: str, *, labels: bool, tooltip: str = ""):
+    def __init__(self, viewer: Any, name: str, label: str, *, labels: bool, tooltip: str = "",
+                 optional: bool = False):
         from magicgui import widgets
 
-        self.viewer, self.labels, self.what = viewer, labels, label
+        self.viewer, self.labels, self.what, self.optional = viewer, labels, label, optional
         self.combo = widgets.ComboBox(name=name, label=label, choices=self._choices, tooltip=tooltip)
         self.file = widgets.FileEdit(name=f"{name}_file", label=f"{label} file", mode="r", visible=False,
                                      tooltip="any supported volume file (.tif, .h5, .am, .nii.gz, ...); a folder "
@@ -60,13 +63,14 @@ class VolumeChooser:
 
     def _choices(self, *_: Any) -> list[str]:
         kind = self._kind()
-        return [layer.name for layer in self.viewer.layers if isinstance(layer, kind)] + [FROM_FILE]
+        layers = [layer.name for layer in self.viewer.layers if isinstance(layer, kind)]
+        return ([NOTHING] if self.optional else []) + layers + [FROM_FILE]
 
     def refresh(self, *_: Any) -> None:
         """Follow the viewer's layers; while no file is chosen, a layer of the kind is chosen."""
         self.combo.reset_choices()
-        layers = [name for name in self.combo.choices if name != FROM_FILE]
-        if self.combo.value == FROM_FILE and chosen_path(self.file) is None and layers:
+        layers = [name for name in self.combo.choices if name not in (FROM_FILE, NOTHING)]
+        if not self.optional and self.combo.value == FROM_FILE and chosen_path(self.file) is None and layers:
             self.combo.value = layers[0]
         self._toggle_file()
 
@@ -97,10 +101,13 @@ class VolumeChooser:
     def describe(self) -> str:
         """What is chosen, for the run's record and layer names: the layer name or the file's path."""
         layer = self.layer()
-        return layer.name if layer is not None else str(chosen_path(self.file) or "")
+        return layer.name if layer is not None else str(self.path() or "")
 
-    def source(self) -> VolumeSource:
-        """The chosen volume as a source (z, y, x); InputFileError when nothing is chosen."""
+    def source(self) -> VolumeSource | None:
+        """The chosen volume as a source (z, y, x); None when "(none)" is chosen, InputFileError when nothing
+        is chosen where something must be."""
+        if self.optional and self.combo.value == NOTHING:
+            return None
         layer = self.layer()
         if layer is not None:
             return layer_source(layer, labels=self.labels)

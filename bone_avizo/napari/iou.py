@@ -50,6 +50,8 @@ class IoUWidget(DockWidget):
                                         tooltip="--prediction: the predicted label volume")
         self.reference = VolumeChooser(napari_viewer, "reference", "reference", labels=True,
                                        tooltip="--reference: the reference label volume")
+        self.roi = VolumeChooser(napari_viewer, "roi", "roi", labels=True, optional=True,
+                                 tooltip="--roi: a region-of-interest mask; only its non-zero voxels are counted")
         self.jobs = JobPanel(self.TITLE, "Score")
         self.summary = widgets.Label(value="", name="summary")
         self.notes = widgets.Label(value="", name="notes")
@@ -73,7 +75,7 @@ class IoUWidget(DockWidget):
         self.result = None
         self.jobs.run_button.changed.connect(lambda *_: self.jobs.guard(self.run))
         self.export_button.changed.connect(lambda *_: self.jobs.guard(self.export))
-        self.build([*self.prediction.widgets, *self.reference.widgets], IoUConfig, expanded=("classes",),
+        self.build([*self.prediction.widgets, *self.reference.widgets, *self.roi.widgets], IoUConfig, expanded=("classes",),
                    extras=[self.summary.native, self.table, self.notes.native, self.plot.native, exports.native])
 
     def run(self):
@@ -81,14 +83,19 @@ class IoUWidget(DockWidget):
         from bone_avizo.metrics import compute_iou
 
         config = self.options.config()
-        prediction, reference = self.prediction.source(), self.reference.source()
-        inputs = {"prediction": self.prediction.describe(), "reference": self.reference.describe(), "roi": None}
+        prediction, reference, roi = self.prediction.source(), self.reference.source(), self.roi.source()
+        inputs = {"prediction": self.prediction.describe(), "reference": self.reference.describe(),
+                  "roi": self.roi.describe() if roi is not None else None}
 
         def task(progress):
             import dataclasses
 
-            with prediction, reference:
-                result = compute_iou(prediction, reference, config, progress=progress)
+            try:
+                result = compute_iou(prediction, reference, config, roi=roi, progress=progress)
+            finally:
+                for source in (prediction, reference, roi):
+                    if source is not None:
+                        source.close()
             return dataclasses.replace(result, inputs=inputs)
 
         return self.jobs.start(task, self.show_result)
@@ -125,7 +132,8 @@ class IoUWidget(DockWidget):
                    ((self.report, write_json), (self.csv, write_csv), (self.slice_csv, write_slice_csv))]
         targets = [(path, write) for path, write in targets if path is not None]
         check_outputs_spare_inputs({"export": [path for path, _ in targets]},
-                                   {"prediction": self.prediction.path(), "reference": self.reference.path()})
+                                   {"prediction": self.prediction.path(), "reference": self.reference.path(),
+                                    "roi": self.roi.path()})
         if not targets:
             raise ConfigError("choose where to export: a report (JSON), a table (CSV) or per-slice rows (CSV)")
         if self.result.per_slice is None and any(write is write_slice_csv for _, write in targets):
