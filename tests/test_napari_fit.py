@@ -93,3 +93,24 @@ def test_fit_errors_are_one_line(qtbot, viewer_model, tmp_path, notifications):
 @pytest.mark.parametrize("option", ["num_workers"])
 def test_loader_processes_have_no_widget(qtbot, viewer_model, option):
     assert option not in FitWidget(viewer_model).options.widgets
+
+
+def test_bones_folder_layout_adds_one_pair_per_scan(qtbot, viewer_model, tmp_path, notifications):
+    from bone_avizo.io import save_volume
+    from bone_avizo.volume import Volume
+
+    for k, (image, labels) in enumerate(PHANTOMS):
+        for root in ("images", "masks"):
+            (tmp_path / root / f"femur{k}").mkdir(parents=True)
+        save_volume(Volume(image), tmp_path / "images" / f"femur{k}" / "_Scan", format="tiff-folder")
+        save_volume(Volume(labels), tmp_path / "masks" / f"femur{k}" / "_Scan", format="tiff-folder")
+    widget = FitWidget(viewer_model)
+    widget.image_folders.value, widget.mask_folders.value = tmp_path / "images", tmp_path / "masks"
+    widget.add_folders_button.clicked.emit()
+    assert [(p.name, p.image) for p in widget.pairs] == [("femur0", tmp_path / "images" / "femur0" / "_Scan"),
+                                                         ("femur1", tmp_path / "images" / "femur1" / "_Scan")]
+    assert widget.split.value.startswith("train: femur")
+    widget.mask_folders.value = tmp_path / "images" / "femur0"
+    widget.add_folders_button.clicked.emit()
+    assert notifications[-1][0] == "error" and "has no mask folder" in notifications[-1][1]
+    assert len(widget.pairs) == 2

@@ -29,15 +29,17 @@ SPLIT_OPTIONS = ("val_fraction", "folds", "fold", "seed")
 
 @dataclass(frozen=True)
 class Pair:
-    """One labelled scan: each side a layer name or a file path; ``validation`` marks a validation scan."""
+    """One labelled scan: each side a layer name or a file path; ``validation`` marks a validation scan;
+    ``title`` names it where the image's name does not (BONe's ``_Scan`` folders)."""
 
     image: str | Path
     labels: str | Path
     validation: bool = False
+    title: str = ""
 
     @property
     def name(self) -> str:
-        return self.image if isinstance(self.image, str) else self.image.stem
+        return self.title or (self.image if isinstance(self.image, str) else self.image.stem)
 
     def describe(self) -> str:
         return f"{self.name}: {self.image} + {self.labels}" + ("  [validation]" if self.validation else "")
@@ -101,6 +103,12 @@ class FitWidget(DockWidget):
                                                    "the scans are split at scan level, val fraction or folds)")
         self.add_button = widgets.PushButton(text="Add pair", name="add_pair")
         self.pair_list = widgets.Select(name="pairs", label="pairs", choices=[])
+        self.image_folders = widgets.FileEdit(name="image_folders", label="image folders", mode="d",
+                                              tooltip="--image-folders: BONe's layout, a folder holding one folder "
+                                                      "of TIFF slices per scan")
+        self.mask_folders = widgets.FileEdit(name="mask_folders", label="mask folders", mode="d",
+                                             tooltip="--mask-folders: the parallel folder of mask folders")
+        self.add_folders_button = widgets.PushButton(text="Add the folders' scans", name="add_folders")
         self.remove_button = widgets.PushButton(text="Remove selected", name="remove_pairs")
         self.split = widgets.Label(value=split_text([], FitConfig()), name="split")
         self.output = widgets.FileEdit(name="output", label="model file", mode="w", filter="*.safetensors",
@@ -115,11 +123,12 @@ class FitWidget(DockWidget):
         self.pairs: list[Pair] = []
         self._history_seen: tuple | None = None
         self.add_button.changed.connect(lambda *_: self.jobs.guard(self.add_chosen_pair))
+        self.add_folders_button.changed.connect(lambda *_: self.jobs.guard(self.add_folder_pairs))
         self.remove_button.changed.connect(self.remove_selected)
         self.jobs.run_button.changed.connect(lambda *_: self.jobs.guard(self.run))
         self.jobs.polled.append(self.refresh_curve)
-        self.build([*self.image.widgets, *self.labels.widgets, self.validation, self.add_button, self.pair_list,
-                    self.remove_button, self.split, self.output, self.overwrite, self.resume], FitConfig,
+        self.build([*self.image.widgets, *self.labels.widgets, self.validation, self.add_button, self.image_folders,
+                    self.mask_folders, self.add_folders_button, self.pair_list, self.remove_button, self.split, self.output, self.overwrite, self.resume], FitConfig,
                    without=WITHOUT_WIDGET, expanded=("validation",), extras=[self.curve.native])
         for name in SPLIT_OPTIONS:
             self.options.widgets[name].changed.connect(self.show_split)
@@ -137,6 +146,17 @@ class FitWidget(DockWidget):
 
     def add_chosen_pair(self) -> Pair:
         return self.add_pair(Pair(self._side(self.image), self._side(self.labels), bool(self.validation.value)))
+
+    def add_folder_pairs(self) -> list[Pair]:
+        """Add the scans of BONe's folder layout (a folder of TIFF slices per scan, parallel mask folders)."""
+        from bone_avizo.data.scans import discover_scan_folders
+
+        images, masks = chosen_path(self.image_folders), chosen_path(self.mask_folders)
+        if images is None or masks is None:
+            raise ConfigError("image folders and mask folders go together; choose both")
+        validation = bool(self.validation.value)
+        return [self.add_pair(Pair(spec.image, spec.labels, validation, spec.name))
+                for spec in discover_scan_folders(images, masks)]
 
     def add_pair(self, pair: Pair) -> Pair:
         self.pairs.append(pair)
@@ -165,7 +185,7 @@ class FitWidget(DockWidget):
         from bone_avizo.data.scans import ScanSpec
 
         if isinstance(pair.image, Path) and isinstance(pair.labels, Path):
-            return ScanSpec(pair.image, pair.labels)
+            return ScanSpec(pair.image, pair.labels, pair.title)
         image, labels = (self._source(side, labels=kind) for side, kind in ((pair.image, False), (pair.labels, True)))
         return ScanSpec(image, labels, name=pair.name)
 
