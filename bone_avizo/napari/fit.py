@@ -80,7 +80,10 @@ def draw_history(ax, rows: list[dict[str, Any]]) -> None:
     scores = [row.get("val_mean_iou") for row in rows]
     if any(score is not None for score in scores):
         ax.plot(epochs, [float("nan") if s is None else s for s in scores], "s-", label="validation mean IoU")
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if rows:
         ax.legend(fontsize=8)
