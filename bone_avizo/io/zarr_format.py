@@ -123,7 +123,7 @@ def _listing(group) -> str:
                      if hasattr(node, "shape")) or "none"
 
 
-def open_zarr_node(path: Path, mode: str = "r"):
+def _open_zarr_node(path: Path, mode: str = "r"):
     """The array or group at ``path``; FormatError if it is not a Zarr store."""
     zarr = import_zarr()
     require_file(path)
@@ -142,7 +142,7 @@ class ZarrSource(ReopeningSource):
     def __init__(self, path: str | os.PathLike, *, dataset: str | None = None):
         self.path = Path(path)
         self._remember(self.path, dataset=dataset)
-        node = open_zarr_node(self.path)
+        node = _open_zarr_node(self.path)
         extra = {}
         if not hasattr(node, "shape"):
             node, extra = _select(node, dataset, where=str(self.path))
@@ -190,7 +190,7 @@ def compressor(name: str | None, zarr_format: int):
     return {"zstd": codecs.ZstdCodec(level=3), "gzip": codecs.GzipCodec(level=4), "blosc": codecs.BloscCodec()}[name]
 
 
-def ngff_metadata(info: VolumeInfo, path: str) -> dict:
+def _ngff_metadata(info: VolumeInfo, path: str) -> dict:
     """OME-NGFF multiscales (one level at ``path``) for ``info``: axes z, y, x in millimetres."""
     axes = [{"name": a, "type": "space", "unit": "millimeter"} for a in NGFF_AXES]
     transforms = [{"type": "scale", "scale": list(info.voxel_size)}]
@@ -237,7 +237,7 @@ class ZarrWriter(VolumeWriter):
         self._array = group.create_array(self.dataset, **args)
 
     def _set_ngff(self, group) -> None:
-        multiscales = [ngff_metadata(self.info, self.dataset)]
+        multiscales = [_ngff_metadata(self.info, self.dataset)]
         if self.zarr_format == 3:
             group.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
         else:

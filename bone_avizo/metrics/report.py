@@ -194,7 +194,7 @@ def _align(rows: list[list[str]]) -> list[str]:
             .rstrip() for row in rows]
 
 
-def class_table(result: IoUResult) -> str:
+def _class_table(result: IoUResult) -> str:
     """Aligned plain-text table of the per-class scores and both means."""
     head = ["class", "name", "IoU", "Dice", "precision", "recall", "ref voxels", "pred voxels", "ref mm^3",
             "pred mm^3"]
@@ -206,11 +206,11 @@ def class_table(result: IoUResult) -> str:
     lines.append(f"mean IoU (all classes, incl. background): {_fmt(result.mean_iou)}   "
                  f"foreground: {_fmt(result.mean_iou_foreground)}   "
                  f"mean Dice: {_fmt(result.mean_dice)} / {_fmt(result.mean_dice_foreground)}")
-    lines += class_notes(result)
+    lines += _class_notes(result)
     return "\n".join(lines)
 
 
-def class_notes(result: IoUResult) -> list[str]:
+def _class_notes(result: IoUResult) -> list[str]:
     """Lines naming the classes one side lacks and the other undefined classes (see UNDEFINED_POLICY)."""
     predicted = result.scores["voxels_prediction"]
     absent = result.absent_from_reference & (predicted > 0)
@@ -258,5 +258,5 @@ def format_table(result: IoUResult) -> str:
                      + (f"   roi: {result.inputs['roi']}" if result.inputs.get("roi") else ""))
         lines.append(f"shape (z, y, x): {result.shape}   voxels counted: {result.voxels_counted}")
         lines += _surface_lines(result)
-    lines.append(class_table(result))
+    lines.append(_class_table(result))
     return "\n".join(lines)
