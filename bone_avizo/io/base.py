@@ -70,7 +70,7 @@ class VolumeSource(ABC):
         return self.read_slab(0, self.shape[0])
 
     def to_volume(self) -> Volume:
-        return Volume.from_info(self.read_all(), self.info)
+        return Volume(self.read_all(), self.info)
 
     def close(self) -> None:
         """Release file handles. Reading after close is an error."""
@@ -370,7 +370,7 @@ class MemoryWriter:
         self.done_slices = max(self.done_slices, z_end)
 
     def commit(self) -> Volume:
-        return Volume.from_info(self.array, self.info)
+        return Volume(self.array, self.info)
 
     def abort(self) -> None:
         self.array = None
