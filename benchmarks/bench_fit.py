@@ -81,10 +81,11 @@ class _PairedTimer:
 def _paired_round(pairs, config, folder: Path, ctx) -> dict:
     """Two epochs of the real loop (``_Run.train_epoch``) on ``ctx``'s device; the second is timed step by step."""
     from bone_avizo.fit.plan import make_plan
-    from bone_avizo.fit.trainer import _as_specs, _Run
+    from bone_avizo.data.scans import as_specs
+    from bone_avizo.fit.trainer import _Run
     from bone_avizo.progress import ProgressTracker
 
-    plan = make_plan(_as_specs(pairs), [], config)
+    plan = make_plan(as_specs(pairs), [], config)
     run = _Run(plan, config, ctx, folder / "unused.safetensors", {})
     try:
         run.sampler.set_epoch(1000)

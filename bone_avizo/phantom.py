@@ -492,7 +492,7 @@ def make_phantom(config=None, *, progress: ProgressCallback | None = None) -> tu
         z1 = min(z0 + 64, config.shape[0])
         image[z0:z1], labels[z0:z1] = phantom_slab(config, z0, z1)
         tracker.advance(z1 - z0)
-    return Volume.from_info(image, image_info), Volume.from_info(labels, label_info)
+    return Volume(image, image_info), Volume(labels, label_info)
 
 
 def write_phantom(config, image_path: str | os.PathLike, label_path: str | os.PathLike, *,

@@ -57,8 +57,8 @@ def run_cli(*args: str) -> None:
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("consistency")
     scan = make_scan()
-    return {"scan": save_volume(Volume(scan, VOXEL, ORIGIN, "scan"), folder / "scan.tif"),
-            "reference": save_volume(Volume(make_reference(scan), VOXEL, ORIGIN, "truth"), folder / "truth.tif"),
+    return {"scan": save_volume(Volume(scan, voxel_size=VOXEL, origin=ORIGIN, name="scan"), folder / "scan.tif"),
+            "reference": save_volume(Volume(make_reference(scan), voxel_size=VOXEL, origin=ORIGIN, name="truth"), folder / "truth.tif"),
             "model": write_tiny_model(folder / "tiny.safetensors", scan), "folder": folder}
 
 

@@ -1,11 +1,13 @@
 """Peak resident memory as the benchmarks, the trainer's metadata and the studies report it."""
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
-from bone_avizo._memory import peak_rss_bytes, reset_peak_rss
+from bone_avizo import _memory
+from bone_avizo._memory import PeakMemory, peak_memory_gb, peak_rss_bytes, reset_peak_rss
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
 
@@ -29,3 +31,35 @@ def test_the_peak_counts_a_large_array_and_can_be_reset():
     del block
     if reset_peak_rss():
         assert peak_rss_bytes() < before + (256 << 20)
+
+
+def _allocate_in_block(peak_memory: PeakMemory) -> float:
+    """Touch 64 MiB inside the block; returns the resident GiB before it."""
+    import psutil
+
+    before = psutil.Process().memory_info().rss / 1024 ** 3
+    with peak_memory:
+        block = np.ones(64 * 1024 ** 2 // 8)
+        time.sleep(3 * _memory.SAMPLE_SECONDS)  # long enough for the sampler to see it
+        del block
+    return before
+
+
+def test_peak_memory_sees_an_allocation_inside_the_block():
+    peak = PeakMemory("cpu")
+    before = _allocate_in_block(peak)
+    assert peak.ram_gb >= before + 0.05
+    assert peak.vram_gb == 0.0
+
+
+def test_where_the_peak_cannot_be_reset_it_is_sampled(monkeypatch):
+    monkeypatch.setattr(_memory, "reset_peak_rss", lambda: False)
+    monkeypatch.setattr(_memory, "peak_rss_bytes", lambda: 1 << 50)  # a process peak the block must not report
+    peak = PeakMemory("cpu")
+    before = _allocate_in_block(peak)
+    assert before + 0.05 <= peak.ram_gb < 1 << 20
+
+
+def test_the_process_peak_in_gib_has_no_vram_on_cpu():
+    ram, vram = peak_memory_gb("cpu")
+    assert ram == round(peak_rss_bytes() / 1024 ** 3, 4) > 0 and vram == 0.0

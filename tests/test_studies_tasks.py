@@ -12,7 +12,8 @@ from bone_avizo.errors import ConfigError, OutputExistsError
 from bone_avizo.phantom import PhantomConfig, make_phantom
 from bone_avizo.studies import StudyIncompleteError
 from bone_avizo.studies.report import csv_text, describe, flat_scores, text_table
-from bone_avizo.studies.run import PeakMemory, confusion_scores, pooled_confusion, selection_inputs
+from bone_avizo.studies.scoring import confusion_scores, pooled_confusion
+from bone_avizo.studies.selection import selection_inputs
 from bone_avizo.studies.tasks import (RankInfo, Task, finished_result, load_results, prepare_output, rank_info,
                                       read_json, result_path, save_result, single_process_env, task_device,
                                       wait_for_results)
@@ -168,17 +169,6 @@ def test_selection_modes_choose_the_validation_scans():
     assert validation == [] and config.val_fraction == 0 and config.early_stopping == 0
     with pytest.raises(ConfigError, match="val-fraction"):
         selection_inputs(fit.with_(val_fraction=0.0), "inner", tests)
-
-
-def test_peak_memory_sees_an_allocation_inside_the_block():
-    import psutil
-
-    before = psutil.Process().memory_info().rss / 1024 ** 3
-    with PeakMemory("cpu") as peak:
-        block = np.ones(64 * 1024 ** 2 // 8)
-        del block
-    assert peak.ram_gb >= before + 0.05
-    assert peak.vram_gb == 0.0
 
 
 def test_tables():

@@ -135,7 +135,7 @@ def field_to_volume(field: Any, *, contiguous: bool = True) -> Volume:
         zyx.flags.writeable = False
     voxel_size, origin = _geometry_from_box(field.bounding_box, xyz.shape, name)
     class_names = _label_names(field, zyx) if is_label_field(field) else None
-    return Volume(zyx, voxel_size, origin, name, class_names)
+    return Volume(zyx, voxel_size=voxel_size, origin=origin, name=name, class_names=class_names)
 
 
 def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: str | None = None,

@@ -17,7 +17,7 @@ from bone_avizo.errors import BoneAvizoError, InputFileError
 VOLUME_SUFFIXES = (".am", ".tif", ".tiff", ".raw", ".h5", ".hdf5", ".zarr", ".npy", ".mhd", ".nii", ".rec")
 
 
-class MissingInputError(BoneAvizoError):
+class MissingInputError(BoneAvizoError, ValueError):
     """A port the module needs is empty or holds the wrong kind of data."""
 
 

@@ -58,8 +58,28 @@ class ScanSpec:
             image = self.image
             object.__setattr__(self, "name", image.info.name if isinstance(image, VolumeSource) else scan_name(image))
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "image": location_text(self.image), "labels": location_text(self.labels)}
+    def to_dict(self, *, options: bool = True) -> dict[str, Any]:
+        """The scan as a JSON-able record: name, image and labels (paths as text, ``in memory (<name>)``
+        for an in-memory source) and, with ``options``, the reader options. Study tasks and training
+        checkpoints keep these records: :meth:`from_dict` must read every one ever written."""
+        record: dict[str, Any] = {"name": self.name, "image": location_text(self.image),
+                                  "labels": location_text(self.labels)}
+        if options:
+            record.update(image_options=dict(self.image_options), label_options=dict(self.label_options))
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "ScanSpec":
+        """The ScanSpec of a record of :meth:`to_dict` (or of any dict of ScanSpec's fields)."""
+        return cls(**dict(record, image_options=dict(record.get("image_options", {})),
+                          label_options=dict(record.get("label_options", {}))))
+
+
+def as_specs(scans: Sequence) -> list[ScanSpec]:
+    """ScanSpecs from ScanSpecs, records (dicts, see :meth:`ScanSpec.from_dict`) or (image, labels[, name])
+    tuples."""
+    return [item if isinstance(item, ScanSpec) else ScanSpec.from_dict(item) if isinstance(item, dict)
+            else ScanSpec(*item) for item in scans]
 
 
 def location_text(location: Path | VolumeSource) -> str:
@@ -356,4 +376,4 @@ def close_scans(scans: Sequence[Scan]) -> None:
 
 def describe(scans: Sequence[Scan]) -> list[dict[str, Any]]:
     """JSON-ready description of scans (for logs and model metadata)."""
-    return [dict(scan.spec.to_dict(), shape=list(scan.shape)) for scan in scans]
+    return [dict(scan.spec.to_dict(options=False), shape=list(scan.shape)) for scan in scans]

@@ -29,12 +29,16 @@ from typing import Any, Mapping, Sequence
 
 from bone_avizo.config import (FIT_SPEC, ConfigBase, FitConfig, Param, PredictConfig, load_config_file,
                                make_config)
+from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
 from bone_avizo.studies import report
-from bone_avizo.studies.run import (absolute_specs, check_inner_split, score_task, selection_inputs,
-                                    spec_from_record, spec_record, study_params, task_progress, train_task)
-from bone_avizo.studies.study import StudyResult, as_specs, execute, machine, placed, predict_options
+from bone_avizo.studies.params import study_params
+from bone_avizo.studies.records import absolute_specs
+from bone_avizo.studies.run import task_progress, train_task
+from bone_avizo.studies.scoring import score_task
+from bone_avizo.studies.selection import check_inner_split, selection_inputs
+from bone_avizo.studies.study import StudyResult, checked_specs, execute, machine, placed, predict_options
 from bone_avizo.studies.tasks import Task, load_results, read_plan, result_path, shaping_options, write_json
 
 log = logging.getLogger(__name__)
@@ -191,7 +195,7 @@ def bench_tasks(grid: BenchGrid, train: Sequence, tests: Sequence, fit: FitConfi
                 predict: PredictConfig) -> list[Task]:
     """One task per cell, in grid order; every cell has the same scans, seed and budget."""
     check_inner_split(len(train), grid.options.selection, "the benchmark")
-    records = {"train": [spec_record(s) for s in train], "test": [spec_record(s) for s in tests]}
+    records = {"train": [s.to_dict() for s in train], "test": [s.to_dict() for s in tests]}
     tasks = []
     for i, cell in enumerate(grid.cells):
         config = fit.with_(arch=cell.arch, encoder=cell.encoder, patch_size=cell.patch_size)
@@ -209,8 +213,8 @@ def _work(grid: BenchGrid, fit: FitConfig, predict: PredictConfig, skips: Mappin
         cell = d["cell"]
         if task.name in skips:
             return {"status": "skipped", "reason": skips[task.name], "cell": cell}
-        train = [spec_from_record(s) for s in d["train"]]
-        tests = [spec_from_record(s) for s in d["test"]]
+        train = [ScanSpec.from_dict(s) for s in d["train"]]
+        tests = [ScanSpec.from_dict(s) for s in d["test"]]
         config, validation = selection_inputs(fit.with_(**cell), grid.options.selection, tests)
         figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name),
                              keep_checkpoint=grid.options.keep_checkpoints)
@@ -240,7 +244,7 @@ def run_bench(grid: BenchGrid | str | Path | Mapping, train: Sequence, tests: Se
     and is scored on ``tests`` (ScanSpecs or (image, labels) pairs). Under torchrun this rank runs
     cells i % WORLD_SIZE == RANK; rank 0 merges (see :func:`bone_avizo.studies.run_cv`)."""
     grid = grid if isinstance(grid, BenchGrid) else load_grid(grid)
-    train, tests = absolute_specs(as_specs(train)), absolute_specs(as_specs(tests, "test scans"))
+    train, tests = absolute_specs(checked_specs(train)), absolute_specs(checked_specs(tests, "test scans"))
     clash = sorted({s.name for s in train} & {s.name for s in tests})
     if clash:
         raise ConfigError(f"scan name(s) {', '.join(clash)} are both training and test scans; a test scan must "
@@ -249,8 +253,8 @@ def run_bench(grid: BenchGrid | str | Path | Mapping, train: Sequence, tests: Se
     tasks = bench_tasks(grid, train, tests, fit, predict)
     output = Path(output)
     plan = {"kind": KIND, "options": grid.options.to_dict(), "grid": grid.axes(), "fit": fit.to_dict(),
-            "predict": predict_options(predict), "train": [spec_record(s) for s in train],
-            "test": [spec_record(s) for s in tests], "outputs": list(OUTPUTS),
+            "predict": predict_options(predict), "train": [s.to_dict() for s in train],
+            "test": [s.to_dict() for s in tests], "outputs": list(OUTPUTS),
             "tasks": [{"name": t.name, "definition": t.definition} for t in tasks]}
     skips = _probe_owned(grid, tasks, fit, list(train) + list(tests), output, info)
     return execute(output, plan, tasks, _work(grid, fit, predict, skips, progress), info, overwrite=overwrite,

@@ -9,7 +9,7 @@ The scans are shuffled (seeded) and cut into ``folds`` near-equal parts
 other parts with seed ``seed + r`` and is scored on part k: each held-out scan is predicted
 (DLPred) and scored against its labels (IoU). Replicates keep the same folds (only the training
 seed changes) unless ``reshuffle`` draws new folds per replicate (repeated k-fold). Which epoch is
-kept is ``selection`` (see :data:`bone_avizo.studies.run.SELECTION_HELP`); BONe validates on the
+kept is ``selection`` (see :data:`bone_avizo.studies.selection.SELECTION_HELP`); BONe validates on the
 held-out fold itself, the default here too.
 
 Outputs in the study folder: ``cv_summary.json`` (everything), ``cv_scans.csv`` (IoU of every
@@ -26,13 +26,17 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from bone_avizo.config import ConfigBase, FitConfig, Param, PredictConfig, make_config
+from bone_avizo.data.scans import ScanSpec
 from bone_avizo.data.split import kfold_splits
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
 from bone_avizo.studies import report
-from bone_avizo.studies.run import (absolute_specs, check_inner_split, score_task, selection_inputs,
-                                    spec_from_record, spec_record, study_params, task_progress, train_task)
-from bone_avizo.studies.study import StudyResult, as_specs, execute, machine, placed, predict_options
+from bone_avizo.studies.params import study_params
+from bone_avizo.studies.records import absolute_specs
+from bone_avizo.studies.run import task_progress, train_task
+from bone_avizo.studies.scoring import score_task
+from bone_avizo.studies.selection import check_inner_split, selection_inputs
+from bone_avizo.studies.study import StudyResult, checked_specs, execute, machine, placed, predict_options
 from bone_avizo.studies.tasks import Task, load_results, read_plan, shaping_options
 
 log = logging.getLogger(__name__)
@@ -62,7 +66,7 @@ def cv_tasks(scans: Sequence, fit: FitConfig, options: CVConfig, predict: Predic
     if options.folds > n:
         raise ConfigError(f"--folds {options.folds} is larger than the number of scans ({n}); give at most "
                           f"{n} folds or more scans")
-    records = [spec_record(s) for s in scans]
+    records = [s.to_dict() for s in scans]
     tasks = []
     for r in range(options.replicates):
         splits = kfold_splits(n, folds=options.folds, seed=fit.seed + (r if options.reshuffle else 0))
@@ -80,8 +84,8 @@ def cv_tasks(scans: Sequence, fit: FitConfig, options: CVConfig, predict: Predic
 def _work(fit: FitConfig, options: CVConfig, predict: PredictConfig, progress: ProgressCallback | None):
     def work(task: Task, folder: Path) -> dict[str, Any]:
         d = task.definition
-        train = [spec_from_record(s) for s in d["train"]]
-        tests = [spec_from_record(s) for s in d["test"]]
+        train = [ScanSpec.from_dict(s) for s in d["train"]]
+        tests = [ScanSpec.from_dict(s) for s in d["test"]]
         config, validation = selection_inputs(fit.with_(seed=d["seed"]), options.selection, tests)
         figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name),
                              keep_checkpoint=options.keep_checkpoints)
@@ -110,11 +114,11 @@ def run_cv(scans: Sequence, fit: FitConfig | None = None, options: CVConfig | No
         raise ConfigError("give the number of folds as the study's option (CVConfig.folds / --folds), not as a "
                           "fit option")
     check_architecture(fit)
-    specs = absolute_specs(as_specs(scans))
+    specs = absolute_specs(checked_specs(scans))
     info, fit, predict = placed(fit, predict)
     tasks = cv_tasks(specs, fit, options, predict)
     plan = {"kind": KIND, "options": options.to_dict(), "fit": fit.to_dict(), "predict": predict_options(predict),
-            "scans": [spec_record(s) for s in specs], "outputs": list(OUTPUTS),
+            "scans": [s.to_dict() for s in specs], "outputs": list(OUTPUTS),
             "tasks": [{"name": t.name, "definition": t.definition} for t in tasks]}
     return execute(Path(output), plan, tasks, _work(fit, options, predict, progress), info, overwrite=overwrite,
                    merge=merge, wait_timeout_s=wait_timeout_s, merger=lambda: merge_cv(output))
@@ -151,7 +155,7 @@ def _fold_rows(results: Sequence[dict]) -> list[dict[str, Any]]:
 
 
 def _replicate_rows(results: Sequence[dict], class_names: Sequence[str]) -> list[dict[str, Any]]:
-    from bone_avizo.studies.run import confusion_scores, pooled_confusion
+    from bone_avizo.studies.scoring import confusion_scores, pooled_confusion
 
     rows = []
     for rep in sorted({r["replicate"] for r in results}):

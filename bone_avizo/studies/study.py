@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 from bone_avizo import __version__
 from bone_avizo.config import FitConfig, PredictConfig
-from bone_avizo.data.scans import ScanSpec, unique_names
+from bone_avizo.data.scans import ScanSpec, as_specs, unique_names
 from bone_avizo.errors import ConfigError, InputFileError
 from bone_avizo.studies.run import run_tasks
 from bone_avizo.studies.tasks import (RankInfo, Task, prepare_output, rank_info, task_device, wait_for_results)
@@ -56,14 +56,10 @@ def describe_disk_use(folder: str | os.PathLike) -> str:
     return f"disk use of {folder}: {use['total'] / 1e6:.1f} MB ({parts})"
 
 
-def as_specs(scans: Sequence, what: str = "scans") -> list[ScanSpec]:
-    """ScanSpecs from ScanSpecs, (image, labels) pairs or dicts; names made unique; every path must
-    exist (checked before any work)."""
-    specs = []
-    for item in scans:
-        if isinstance(item, dict):
-            item = ScanSpec(**item)
-        specs.append(item if isinstance(item, ScanSpec) else ScanSpec(*item))
+def checked_specs(scans: Sequence, what: str = "scans") -> list[ScanSpec]:
+    """ScanSpecs from ScanSpecs, (image, labels) pairs or records (see :func:`as_specs`); names made unique;
+    every path must exist (checked before any work)."""
+    specs = as_specs(scans)
     if not specs:
         raise ConfigError(f"no {what} given; give --images and --labels")
     for spec in specs:

@@ -36,7 +36,7 @@ RESULT_FILE = "result.json"
 UNSHAPING_OPTIONS = ("num_workers", "threads", "tensorboard", "plot", "cache_slices", "device", "max_classes")
 
 
-class StudyIncompleteError(BoneAvizoError):
+class StudyIncompleteError(BoneAvizoError, RuntimeError):
     """Some tasks of a study have no result yet (merge too early, or a rank failed)."""
 
 
@@ -46,11 +46,7 @@ RankInfo = Ranks
 
 def rank_info() -> RankInfo:
     """This process's rank from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (or SLURM's), else one process."""
-    try:
-        ranks = current_ranks()
-    except ValueError:
-        raise ConfigError("RANK / WORLD_SIZE / LOCAL_RANK (or SLURM_PROCID / SLURM_NTASKS) are not integers; "
-                          "unset them or give numbers") from None
+    ranks = current_ranks()  # ConfigError naming a variable that is not an integer
     if ranks.world < 1 or not 0 <= ranks.rank < ranks.world:
         raise ConfigError(f"rank {ranks.rank} and world size {ranks.world} do not fit: the rank must be "
                           "0 .. world size - 1")
