@@ -20,7 +20,7 @@ import numpy as np
 
 from bone_avizo._compat import StrEnum
 from bone_avizo._memory import peak_rss_bytes, reset_peak_rss
-from bone_avizo.config import FitConfig, IoUConfig, Param, PredictConfig
+from bone_avizo.config import ConfigBase, FitConfig, IoUConfig, PredictConfig, param
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
 from bone_avizo.metrics.iou import IoUResult, nan_to_none
@@ -278,15 +278,17 @@ SELECTION_HELP = ("which epoch a task keeps: heldout = the best validation score
                   "validation cost)")
 
 
-def study_params() -> tuple[Param, ...]:
-    """The options every study has: how the epoch is selected, whether predictions are kept."""
-    return (Param("selection", str, "heldout", SELECTION_HELP, choices=tuple(Selection), group="study"),
-            Param("keep_predictions", bool, False, "keep the predicted label volumes of the test scans "
-                  "(tasks/<task>/predictions/<scan>.npy)", group="study"),
-            Param("keep_checkpoints", bool, False, "keep each task's training checkpoint "
-                  "(tasks/<task>/model.safetensors.ckpt: weights and optimiser state, about 4x the model) "
-                  "after its training is complete; an interrupted task resumes from it either way",
-                  group="study"))
+@dataclass(frozen=True, kw_only=True)
+class StudyConfig(ConfigBase):
+    """The options every study has: how the epoch is selected, whether predictions are kept. A study's
+    config derives from it; these keyword-only fields come after the study's own in its spec."""
+
+    selection: str = param("heldout", SELECTION_HELP, choices=tuple(Selection), group="study")
+    keep_predictions: bool = param(False, "keep the predicted label volumes of the test scans "
+                                   "(tasks/<task>/predictions/<scan>.npy)", group="study")
+    keep_checkpoints: bool = param(False, "keep each task's training checkpoint (tasks/<task>/model.safetensors.ckpt: "
+                                   "weights and optimiser state, about 4x the model) after its training is complete; "
+                                   "an interrupted task resumes from it either way", group="study")
 
 
 def selection_inputs(config: FitConfig, selection: str, tests: Sequence[ScanSpec]
