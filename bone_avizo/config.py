@@ -141,7 +141,7 @@ class ConfigBase:
         return {p.name: _jsonable(getattr(self, p.name)) for p in self.SPEC}
 
     def with_(self, **changes: Any) -> Self:
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)
 
 
 def _jsonable(value: Any) -> Any:
@@ -165,7 +165,7 @@ def param(default: _T, help: str, *, choices: Iterable[str] | None = None, min: 
     (``int``, ``float``, ``bool``, ``str``, or ``tuple[one of those, ...]`` for several values)."""
     spec = Param("", object, default, help, choices=tuple(choices) if choices is not None else None,
                  min=min, max=max, multiple_of=multiple_of, odd=odd, zero_means=zero_means, group=group)
-    return dataclasses.field(default=default, metadata={_PARAM_KEY: spec})  # type: ignore[no-any-return]
+    return dataclasses.field(default=default, metadata={_PARAM_KEY: spec})
 
 
 _SCALARS = (bool, int, float, str)
