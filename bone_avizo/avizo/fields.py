@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SCALAR_FIELD = "HxUniformScalarField3"
 LABEL_FIELD = "HxUniformLabelField3"
 
-_NARROWED = {np.dtype(np.uint32): np.dtype(np.uint16), np.dtype(np.uint64): np.dtype(np.uint16),
+_NARROWED: dict[np.dtype, np.dtype] = {np.dtype(np.uint32): np.dtype(np.uint16), np.dtype(np.uint64): np.dtype(np.uint16),
              np.dtype(np.int64): np.dtype(np.int32), np.dtype(np.bool_): np.dtype(np.uint8),
              np.dtype(np.float16): np.dtype(np.float32)}
 

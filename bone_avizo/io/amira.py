@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass
 from bone_avizo._compat import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -766,8 +766,8 @@ class AmiraWriter(VolumeWriter):
         self.ascii = bool(ascii)
         self.compress = _check_compression(compress, self.ascii, info.dtype)
         self._file_dtype = np.dtype(np.uint8 if info.dtype == np.bool_ else info.dtype).newbyteorder("<")
-        self._file = None
-        self._body = None
+        self._file: BinaryIO | None = None
+        self._body: BinaryIO | None = None
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     @property

@@ -225,7 +225,9 @@ class Hdf5Writer(VolumeWriter):
         check_dtype(info.dtype, fmt="HDF5")
         self.dataset = dataset
         self._compression = compression_args(compression, compression_level, info.dtype.itemsize)
-        self._file = self._ds = self._chunks = None
+        self._file: h5py.File | None = None
+        self._ds: h5py.Dataset | None = None
+        self._chunks = None
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def _open(self) -> None:

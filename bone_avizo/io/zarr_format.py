@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -218,7 +219,7 @@ class ZarrWriter(VolumeWriter):
         self._compressor = compressor(compression, zarr_format)
         self.ome = str(path).lower().endswith(".ome.zarr")
         self.dataset = dataset or ("0" if self.ome else None)
-        self._array = None
+        self._array: Any = None  # the zarr array, once opened
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def _open(self) -> None:

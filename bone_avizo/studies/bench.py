@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bone_avizo.config import (FIT_SPEC, ConfigBase, FitConfig, Param, PredictConfig, load_config_file,
-                               make_config)
+from bone_avizo.config import FIT_SPEC, FitConfig, Param, PredictConfig, load_config_file
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
 from bone_avizo.studies import report
-from bone_avizo.studies.params import study_params
+from bone_avizo.studies.params import StudyConfig
 from bone_avizo.studies.records import absolute_specs
 from bone_avizo.studies.run import task_progress, train_task
 from bone_avizo.studies.scoring import score_task
@@ -47,9 +46,13 @@ KIND = "bench"
 OUTPUTS = ("bench.json", "bench.csv", "bench_scans.csv", "bench_tradeoff.png")
 GRID_AXES = ("arch", "encoder", "patch_size")
 
-BENCH_SPEC: tuple[Param, ...] = study_params()
-BenchConfig = make_config("BenchConfig", BENCH_SPEC, "Options of an architecture benchmark.", base=ConfigBase)
-BenchConfig.__module__ = __name__
+
+@dataclass(frozen=True)
+class BenchConfig(StudyConfig):
+    """Options of an architecture benchmark."""
+
+
+BENCH_SPEC: tuple[Param, ...] = BenchConfig.SPEC
 GRID_KEYS = GRID_AXES + ("fit", "predict") + tuple(p.name for p in BENCH_SPEC)
 
 
@@ -77,7 +80,7 @@ class BenchGrid:
     cells: tuple[Cell, ...]
     fit: FitConfig
     predict: PredictConfig
-    options: Any  # BenchConfig
+    options: BenchConfig
 
     def axes(self) -> dict[str, list]:
         return {axis: list(dict.fromkeys(getattr(c, axis) for c in self.cells)) for axis in GRID_AXES}

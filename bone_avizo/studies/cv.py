@@ -22,16 +22,17 @@ The study resumes fold by fold and spreads folds over torchrun ranks (see
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bone_avizo.config import ConfigBase, FitConfig, Param, PredictConfig, make_config
+from bone_avizo.config import FitConfig, Param, PredictConfig, param
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.data.split import kfold_splits
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
 from bone_avizo.studies import report
-from bone_avizo.studies.params import study_params
+from bone_avizo.studies.params import StudyConfig
 from bone_avizo.studies.records import absolute_specs
 from bone_avizo.studies.run import task_progress, train_task
 from bone_avizo.studies.scoring import score_task
@@ -45,19 +46,19 @@ KIND = "cv"
 OUTPUTS = ("cv_summary.json", "cv_scans.csv", "cv_folds.csv", "cv_replicates.csv", "cv_summary.csv",
            "cv_boxplot.png")
 
-CV_SPEC: tuple[Param, ...] = (
-    Param("folds", int, 5, "k-fold cross-validation over scans: number of folds (2 .. number of scans)",
-          min=2, max=1000, group="study"),
-    Param("replicates", int, 1, "repetitions of the whole cross-validation; replicate r trains with seed + r",
-          min=1, max=1000, group="study"),
-    Param("reshuffle", bool, False, "draw new folds for every replicate (repeated k-fold, split seed + r) "
-          "instead of keeping the folds of replicate 0", group="study"),
-    *study_params(),
-)
+@dataclass(frozen=True)
+class CVConfig(StudyConfig):
+    """Options of a cross-validation study."""
+
+    folds: int = param(5, "k-fold cross-validation over scans: number of folds (2 .. number of scans)", min=2,
+                       max=1000, group="study")
+    replicates: int = param(1, "repetitions of the whole cross-validation; replicate r trains with seed + r",
+                            min=1, max=1000, group="study")
+    reshuffle: bool = param(False, "draw new folds for every replicate (repeated k-fold, split seed + r) instead "
+                            "of keeping the folds of replicate 0", group="study")
 
 
-CVConfig = make_config("CVConfig", CV_SPEC, "Options of a cross-validation study.", base=ConfigBase)
-CVConfig.__module__ = __name__
+CV_SPEC: tuple[Param, ...] = CVConfig.SPEC
 
 
 def cv_tasks(scans: Sequence, fit: FitConfig, options: CVConfig, predict: PredictConfig) -> list[Task]:
