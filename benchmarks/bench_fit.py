@@ -115,13 +115,14 @@ def bench_pipeline(args) -> dict:
     defaults (patch, batch, precision, loader workers) unless the flags say otherwise."""
     from bone_avizo.config import FitConfig
     from bone_avizo.fit.distributed import init_distributed, shutdown
+    from bone_avizo.runtime import ranks_from_env
 
     defaults = FitConfig()
     patch = args.patch or defaults.patch_size
     batch = args.batch or defaults.batch_size
     workers = args.workers if args.workers is not None else [defaults.num_workers]
     folder = Path(tempfile.mkdtemp(prefix="bench_fit_pipe_"))
-    ctx = init_distributed(args.device)
+    ctx = init_distributed(args.device, ranks_from_env())
     try:
         side = args.scan_size or 2 * patch
         pairs = _phantom_scans(folder, 2, (args.scan_slices, side, side))

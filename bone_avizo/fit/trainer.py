@@ -47,6 +47,7 @@ from bone_avizo.io.base import check_output_path
 from bone_avizo.models import ModelMetadata, count_parameters, estimate_gflops, save_model
 from bone_avizo.models.modelfile import unwrap_module
 from bone_avizo.progress import ProgressCallback, ProgressTracker
+from bone_avizo.runtime import Ranks, ranks_from_env
 
 log = logging.getLogger(__name__)
 
@@ -324,14 +325,16 @@ def resume_inputs(output) -> tuple[list[ScanSpec], list[ScanSpec], dict[str, Any
 
 
 def fit_model(train: Sequence, config: FitConfig | None = None, *, output, validation: Sequence = (),
-              resume: bool = False, overwrite: bool = False, progress: ProgressCallback | None = None) -> FitResult:
+              resume: bool = False, overwrite: bool = False, progress: ProgressCallback | None = None,
+              ranks: Ranks | None = None) -> FitResult:
     """Train a model on ``train`` scans and write it to ``output`` (a .safetensors model file).
 
     train / validation: ScanSpecs or (image path, label path) pairs. Without validation scans the
     training scans are split at scan level (config.val_fraction or config.folds). ``resume``
     continues from the checkpoint beside ``output`` (the options that shape training must be the
     same). Returns a FitResult (rank 0 has the metadata). Beside ``output``: ``<output>.ckpt``
-    (checkpoint), ``<output>.history.csv/.json``, ``<output>.curves.png``.
+    (checkpoint), ``<output>.history.csv/.json``, ``<output>.curves.png``. ranks: this process's place
+    in a job (default: from the environment, see :mod:`bone_avizo.runtime`).
     """
     config = config or FitConfig()
     output = Path(output)
@@ -349,7 +352,7 @@ def fit_model(train: Sequence, config: FitConfig | None = None, *, output, valid
         raise ConfigError(f"the scans differ from those of checkpoint {ckpt.checkpoint_path(output)}; resume "
                           "with the same scans (or give none to reuse them)")
     _set_determinism(config)
-    ctx = init_distributed(config.device)
+    ctx = init_distributed(config.device, ranks_from_env() if ranks is None else ranks)
     try:
         with lost_ranks_fail(ctx, ckpt.checkpoint_path(output)):
             plan = make_plan(train, validation, config)

@@ -31,6 +31,7 @@ from bone_avizo.config import FIT_SPEC, FitConfig, Param, PredictConfig, load_co
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
+from bone_avizo.runtime import Ranks
 from bone_avizo.studies import report
 from bone_avizo.studies.params import StudyConfig
 from bone_avizo.studies.records import absolute_specs
@@ -242,17 +243,17 @@ def _probe_owned(grid: BenchGrid, tasks: Sequence[Task], fit: FitConfig, specs: 
 
 def run_bench(grid: BenchGrid | str | Path | Mapping, train: Sequence, tests: Sequence, *, output,
               overwrite: bool = False, merge: bool = True, wait_timeout_s: float = 0.0,
-              progress: ProgressCallback | None = None) -> StudyResult:
+              progress: ProgressCallback | None = None, ranks: Ranks | None = None) -> StudyResult:
     """Run (or resume) the benchmark ``grid`` in the folder ``output``: every cell trains on ``train``
-    and is scored on ``tests`` (ScanSpecs or (image, labels) pairs). Under torchrun this rank runs
-    cells i % WORLD_SIZE == RANK; rank 0 merges (see :func:`bone_avizo.studies.run_cv`)."""
+    and is scored on ``tests`` (ScanSpecs or (image, labels) pairs). This rank (``ranks``, default from
+    the environment) runs cells i % WORLD_SIZE == RANK; rank 0 merges (see :func:`bone_avizo.studies.run_cv`)."""
     grid = grid if isinstance(grid, BenchGrid) else load_grid(grid)
     train, tests = absolute_specs(checked_specs(train)), absolute_specs(checked_specs(tests, "test scans"))
     clash = sorted({s.name for s in train} & {s.name for s in tests})
     if clash:
         raise ConfigError(f"scan name(s) {', '.join(clash)} are both training and test scans; a test scan must "
                           "not be trained on (rename the files if they are different scans)")
-    info, fit, predict = placed(grid.fit, grid.predict)
+    info, fit, predict = placed(grid.fit, grid.predict, ranks)
     tasks = bench_tasks(grid, train, tests, fit, predict)
     output = Path(output)
     plan = {"kind": KIND, "options": grid.options.to_dict(), "grid": grid.axes(), "fit": fit.to_dict(),

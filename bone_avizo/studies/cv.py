@@ -31,6 +31,7 @@ from bone_avizo.data.scans import ScanSpec
 from bone_avizo.data.split import kfold_splits
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
+from bone_avizo.runtime import Ranks
 from bone_avizo.studies import report
 from bone_avizo.studies.params import StudyConfig
 from bone_avizo.studies.records import absolute_specs
@@ -99,13 +100,15 @@ def _work(fit: FitConfig, options: CVConfig, predict: PredictConfig, progress: P
 
 def run_cv(scans: Sequence, fit: FitConfig | None = None, options: CVConfig | None = None, *, output,
            predict: PredictConfig | None = None, overwrite: bool = False, merge: bool = True,
-           wait_timeout_s: float = 0.0, progress: ProgressCallback | None = None) -> StudyResult:
+           wait_timeout_s: float = 0.0, progress: ProgressCallback | None = None,
+           ranks: Ranks | None = None) -> StudyResult:
     """Run (or resume) a cross-validation study of ``scans`` in the folder ``output``.
 
     scans: ScanSpecs or (image, labels) pairs. fit: the training options of every fold (its
     ``folds``/``fold`` must be unset). predict: options of the test-scan predictions (default: the
-    fit's device and threads). Under torchrun (RANK/WORLD_SIZE) this rank runs tasks
-    i % WORLD_SIZE == RANK; with ``merge`` rank 0 then waits for all results (``wait_timeout_s``,
+    fit's device and threads). ranks: this process's place in the study (default: from the
+    environment, torchrun's RANK/WORLD_SIZE or SLURM's): this rank runs tasks i % WORLD_SIZE == RANK,
+    each as one process; with ``merge`` rank 0 then waits for all results (``wait_timeout_s``,
     0 = no limit) and writes the summary. Returns a StudyResult (``summary`` None where not merged).
     """
     from bone_avizo.fit.network import check_architecture
@@ -116,7 +119,7 @@ def run_cv(scans: Sequence, fit: FitConfig | None = None, options: CVConfig | No
                           "fit option")
     check_architecture(fit)
     specs = absolute_specs(checked_specs(scans))
-    info, fit, predict = placed(fit, predict)
+    info, fit, predict = placed(fit, predict, ranks)
     tasks = cv_tasks(specs, fit, options, predict)
     plan = {"kind": KIND, "options": options.to_dict(), "fit": fit.to_dict(), "predict": predict_options(predict),
             "scans": [s.to_dict() for s in specs], "outputs": list(OUTPUTS),

@@ -11,9 +11,9 @@ from bone_avizo._memory import PeakMemory
 from bone_avizo.config import FitConfig
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.progress import ProgressCallback
+from bone_avizo.runtime import SINGLE
 from bone_avizo.studies.records import MODEL_FILE, TRAINED_FILE, open_task_folder
-from bone_avizo.studies.tasks import (RankInfo, Task, finished_result, read_json, save_result, single_process_env,
-                                      write_json)
+from bone_avizo.studies.tasks import RankInfo, Task, finished_result, read_json, save_result, write_json
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def train_task(folder: Path, train: Sequence[ScanSpec], validation: Sequence[Sca
             if resume:
                 log.info("resuming the interrupted training in %s", folder)
             fit_model(train, config, output=model, validation=validation, resume=resume, overwrite=not resume,
-                      progress=progress)
+                      progress=progress, ranks=SINGLE)
     meta = read_metadata(model).training
     figures = {"best_epoch": meta.get("best_epoch"), "best_val_score": meta.get("best_val_score"),
                "epochs_run": meta.get("epochs_run"), "train_seconds": meta.get("wall_time_sec"),
@@ -93,8 +93,7 @@ def run_tasks(output: Path, tasks: Sequence[Task], work: Callable[[Task, Path], 
             continue
         log.info("task %s (%d of %d) on rank %d", task.name, task.index + 1, len(tasks), info.rank)
         folder = open_task_folder(output, task)
-        with single_process_env():  # the task trains and predicts alone in this process
-            result = work(task, folder)
+        result = work(task, folder)  # alone in this process: train_task and score_task run as one process
         save_result(output, task, result)
         done.append(task.name)
     return done

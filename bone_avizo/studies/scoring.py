@@ -12,6 +12,7 @@ from bone_avizo._memory import PeakMemory
 from bone_avizo.config import IoUConfig, PredictConfig
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.metrics.iou import IoUResult, nan_to_none
+from bone_avizo.runtime import SINGLE
 from bone_avizo.studies.records import MODEL_FILE, PREDICTIONS_FOLDER
 
 
@@ -50,7 +51,7 @@ def _score_scan(spec: ScanSpec, loaded, config: PredictConfig, iou_config: IoUCo
     path = folder / PREDICTIONS_FOLDER / f"{spec.name}.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open_volume(spec.image, **spec.image_options) as source:
-        predicted = predict_volume(source, loaded, config, output=path, overwrite=True)
+        predicted = predict_volume(source, loaded, config, output=path, overwrite=True, ranks=SINGLE)
     try:
         with open_volume(path) as prediction, open_volume(spec.labels, **spec.label_options) as reference:
             result = compute_iou(prediction, reference, iou_config)

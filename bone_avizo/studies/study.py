@@ -12,7 +12,8 @@ from bone_avizo.config import FitConfig, PredictConfig
 from bone_avizo.data.scans import ScanSpec, as_specs, unique_names
 from bone_avizo.errors import ConfigError, InputFileError
 from bone_avizo.studies.run import run_tasks
-from bone_avizo.studies.tasks import (RankInfo, Task, prepare_output, rank_info, task_device, wait_for_results)
+from bone_avizo.runtime import ranks_from_env, resolve_device
+from bone_avizo.studies.tasks import RankInfo, Task, prepare_output, wait_for_results
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,20 @@ def predict_options(predict: PredictConfig) -> dict[str, Any]:
     return {k: v for k, v in predict.to_dict().items() if k not in PREDICT_RUNTIME_OPTIONS}
 
 
-def placed(fit: FitConfig, predict: PredictConfig | None) -> tuple[RankInfo, FitConfig, PredictConfig]:
-    """This rank, and the fit and prediction options on its device (GPU of LOCAL_RANK under torchrun)."""
-    info = rank_info()
+def placed(fit: FitConfig, predict: PredictConfig | None,
+           ranks: RankInfo | None = None) -> tuple[RankInfo, FitConfig, PredictConfig]:
+    """This rank (``ranks``, default from the environment), and the fit and prediction options on its
+    device (see :func:`task_device`)."""
+    info = ranks_from_env() if ranks is None else ranks
     fit = fit.with_(device=task_device(fit.device, info))
     predict = predict or PredictConfig(device=fit.device, threads=fit.threads)
     return info, fit, predict.with_(device=task_device(predict.device, info))
+
+
+def task_device(device: str, ranks: RankInfo) -> str:
+    """The device option of a rank's tasks, which run as one process: with several ranks, the device
+    rule's choice for this rank (``auto``/``cuda`` -> the GPU of its LOCAL_RANK); else ``device`` as given."""
+    return str(resolve_device(device, ranks)) if ranks.distributed else device
 
 
 def execute(output: Path, plan: dict[str, Any], tasks: Sequence[Task], work: Callable[[Task, Path], dict],
