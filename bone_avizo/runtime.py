@@ -76,14 +76,15 @@ def ranks_from_env(env: Mapping[str, str] | None = None) -> Ranks:
     if launcher is None:
         return SINGLE
     rank, world, local = RANK_VARIABLES[launcher]
-    local_world = _env_int(env, LOCAL_WORLD_VARIABLE) if launcher == "torchrun" and LOCAL_WORLD_VARIABLE in env else 0
+    told = launcher == "torchrun" and LOCAL_WORLD_VARIABLE in env  # SLURM does not say, in one number
+    local_world = _env_int(env, LOCAL_WORLD_VARIABLE) if told else 0
     ranks = Ranks(_env_int(env, rank), _env_int(env, world), _env_int(env, local if local in env else rank),
                   local_world, launcher)
     if ranks.world < 1 or not 0 <= ranks.rank < ranks.world or ranks.local_rank < 0:
         raise ConfigError(f"environment variables {rank}={env[rank]}, {world}={env[world]}, "
                           f"{local}={env.get(local, '(unset)')} are inconsistent: need 0 <= {rank} < {world} "
                           f"and {local} >= 0; check the launcher's settings")
-    if local_world and not ranks.local_rank < local_world <= ranks.world:
+    if told and not ranks.local_rank < local_world <= ranks.world:
         raise ConfigError(f"environment variables {LOCAL_WORLD_VARIABLE}={env[LOCAL_WORLD_VARIABLE]}, "
                           f"{local}={env.get(local, '(unset)')}, {world}={env[world]} are inconsistent: need "
                           f"{local} < {LOCAL_WORLD_VARIABLE} <= {world}; check the launcher's settings")

@@ -86,9 +86,9 @@ def test_a_bad_voxel_size_in_npy_metadata_stays_an_invalid_volume(tmp_path):
 
 
 def test_a_rank_variable_that_is_not_a_number_is_named(monkeypatch):
-    from bone_avizo.studies.tasks import rank_info
+    from bone_avizo.runtime import ranks_from_env
 
     monkeypatch.setenv("RANK", "one")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(errors.ConfigError, match="RANK='one' is not an integer"):
-        rank_info()
+        ranks_from_env()
