@@ -11,10 +11,18 @@ from bone_avizo.config import FitConfig, IoUConfig, PredictConfig
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
 from bone_avizo.runtime import SINGLE, Ranks, ranks_from_env, resolve_device
-from test_studies_tasks import no_rank_env, write_phantoms  # noqa: F401 - fixture
+from test_studies_tasks import write_phantoms
 
 TORCHRUN = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}
 SLURM = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
+
+
+@pytest.fixture
+def launcher_env(monkeypatch):
+    """The process environment without any launcher's rank variables; setenv() adds some back."""
+    for name in (*TORCHRUN, *SLURM):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,10 +66,10 @@ def test_bad_rank_variables_are_one_line_config_errors(env, names):
     assert "\n" not in message and ("check the launcher's settings" in message or "or neither" in message)
 
 
-def test_the_default_environment_is_the_process_environment(no_rank_env):
+def test_the_default_environment_is_the_process_environment(launcher_env):
     assert ranks_from_env() == SINGLE
     for name, value in TORCHRUN.items():
-        no_rank_env.setenv(name, value)
+        launcher_env.setenv(name, value)
     assert ranks_from_env() == ranks_from_env(TORCHRUN)
 
 
@@ -153,13 +161,13 @@ class _Stop(Exception):
     pass
 
 
-def test_a_study_task_trains_and_predicts_as_one_process(no_rank_env, monkeypatch, tmp_path):
+def test_a_study_task_trains_and_predicts_as_one_process(launcher_env, monkeypatch, tmp_path):
     import bone_avizo.fit
     import bone_avizo.predict
     from bone_avizo.studies.run import _score_scan, train_task
 
     for name, value in TORCHRUN.items():
-        no_rank_env.setenv(name, value)
+        launcher_env.setenv(name, value)
     given = []
 
     def record(*args, ranks=None, **kwargs):
@@ -176,11 +184,11 @@ def test_a_study_task_trains_and_predicts_as_one_process(no_rank_env, monkeypatc
     assert given == [SINGLE, SINGLE]
 
 
-def test_a_ranked_study_leaves_the_environment_as_it_found_it(no_rank_env, monkeypatch, tmp_path):
+def test_a_ranked_study_leaves_the_environment_as_it_found_it(launcher_env, monkeypatch, tmp_path):
     import bone_avizo.studies.cv as cv
 
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}.items():
-        no_rank_env.setenv(name, value)
+        launcher_env.setenv(name, value)
     before = dict(os.environ)
     during = []
 
