@@ -11,8 +11,8 @@ from bone_avizo import __version__
 from bone_avizo.config import FitConfig, PredictConfig
 from bone_avizo.data.scans import ScanSpec, as_specs, unique_names
 from bone_avizo.errors import ConfigError, InputFileError
-from bone_avizo.studies.run import run_tasks
 from bone_avizo.runtime import ranks_from_env, resolve_device
+from bone_avizo.studies.run import run_tasks
 from bone_avizo.studies.tasks import RankInfo, Task, prepare_output, wait_for_results
 
 log = logging.getLogger(__name__)
