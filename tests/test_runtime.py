@@ -164,7 +164,8 @@ class _Stop(Exception):
 def test_a_study_task_trains_and_predicts_as_one_process(launcher_env, monkeypatch, tmp_path):
     import bone_avizo.fit
     import bone_avizo.predict
-    from bone_avizo.studies.run import _score_scan, train_task
+    from bone_avizo.studies.run import train_task
+    from bone_avizo.studies.scoring import _score_scan
 
     for name, value in TORCHRUN.items():
         launcher_env.setenv(name, value)
