@@ -79,7 +79,7 @@ def _cuda_device(device):
     return device if device.type == "cuda" else None
 
 
-def peak_vram_bytes(device) -> int:
+def _peak_vram_bytes(device) -> int:
     """Peak CUDA memory allocated by torch on ``device`` (0 off CUDA), since the start or the last reset."""
     cuda = _cuda_device(device)
     if cuda is None:
@@ -92,7 +92,7 @@ def peak_vram_bytes(device) -> int:
 def peak_memory_gb(device="cpu") -> tuple[float, float]:
     """(peak resident memory, peak CUDA memory on ``device``) of this process in GiB (4 decimals), since
     it started or since the last reset (:func:`reset_peak_rss`, :class:`PeakMemory`)."""
-    return round(peak_rss_bytes() / GIB, 4), round(peak_vram_bytes(device) / GIB, 4)
+    return round(peak_rss_bytes() / GIB, 4), round(_peak_vram_bytes(device) / GIB, 4)
 
 
 def _reset_peak_vram(device) -> None:

@@ -461,7 +461,7 @@ def phantom_slab(config, z0: int, z1: int) -> tuple[np.ndarray, np.ndarray]:
     return _to_dtype(config, image), labels
 
 
-def phantom_info(config) -> tuple[VolumeInfo, VolumeInfo]:
+def _phantom_info(config) -> tuple[VolumeInfo, VolumeInfo]:
     """Geometry of the image and of the label volume that ``config`` describes."""
     voxel = (config.voxel_size_mm,) * 3
     image = VolumeInfo(config.shape, np.dtype(config.dtype), voxel, name="phantom")
@@ -482,7 +482,7 @@ def make_phantom(config=None, *, progress: ProgressCallback | None = None) -> tu
     "pores"). Use :func:`write_phantom` for volumes that do not fit in memory.
     """
     config = config or PhantomConfig()
-    image_info, label_info = phantom_info(config)
+    image_info, label_info = _phantom_info(config)
     image = np.empty(config.shape, image_info.dtype)
     labels = np.empty(config.shape, np.uint8)
     tracker = ProgressTracker(config.shape[0], "phantom", progress)
@@ -509,7 +509,7 @@ def write_phantom(config, image_path: str | os.PathLike, label_path: str | os.Pa
     if image_path.resolve() == label_path.resolve():
         raise OutputWriteError(f"image and labels must go to different files, both are {image_path}")
     step = _slab_size(config, slab_slices)
-    image_info, label_info = phantom_info(config)
+    image_info, label_info = _phantom_info(config)
     nz = config.shape[0]
     tracker = ProgressTracker(nz, "phantom", progress)
     with contextlib.ExitStack() as stack:

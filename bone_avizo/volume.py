@@ -11,7 +11,7 @@ from bone_avizo.errors import InvalidVolumeError
 Triple = tuple[float, float, float]
 
 
-def as_triple(values: Sequence[float] | float, what: str) -> Triple:
+def _as_triple(values: Sequence[float] | float, what: str) -> Triple:
     """Return ``values`` as a tuple of three floats (a scalar is repeated)."""
     if np.isscalar(values):
         values = (values, values, values)
@@ -21,16 +21,16 @@ def as_triple(values: Sequence[float] | float, what: str) -> Triple:
     return values  # type: ignore[return-value]
 
 
-def check_voxel_size(voxel_size: Sequence[float] | float) -> Triple:
+def _check_voxel_size(voxel_size: Sequence[float] | float) -> Triple:
     """Validate a voxel size (z, y, x): three finite positive numbers."""
-    vs = as_triple(voxel_size, "voxel size")
+    vs = _as_triple(voxel_size, "voxel size")
     if not all(np.isfinite(v) and v > 0 for v in vs):
         raise InvalidVolumeError(f"voxel size must be three positive finite numbers (z, y, x), got {vs}; "
                                  "set it explicitly (e.g. --voxel-size 0.0195)")
     return vs
 
 
-def check_array(array: np.ndarray, name: str = "volume") -> None:
+def _check_array(array: np.ndarray, name: str = "volume") -> None:
     """Raise InvalidVolumeError unless ``array`` is a non-empty 3-D numeric array without NaN/inf."""
     if array.ndim != 3:
         raise InvalidVolumeError(f"{name} must be 3-D (z, y, x), got {array.ndim}-D shape {array.shape}; "
@@ -66,8 +66,8 @@ class VolumeInfo:
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
-        object.__setattr__(self, "voxel_size", check_voxel_size(self.voxel_size))
-        object.__setattr__(self, "origin", as_triple(self.origin, "origin"))
+        object.__setattr__(self, "voxel_size", _check_voxel_size(self.voxel_size))
+        object.__setattr__(self, "origin", _as_triple(self.origin, "origin"))
         if self.class_names is not None:
             object.__setattr__(self, "class_names", tuple(str(c) for c in self.class_names))
         if len(self.shape) != 3 or min(self.shape) <= 0:
@@ -110,7 +110,7 @@ class Volume:
         if info is not None and not isinstance(info, VolumeInfo):
             raise TypeError(f"Volume(array, info) takes a VolumeInfo, got {type(info).__name__}; give the "
                             "geometry by keyword (voxel_size=..., origin=..., name=...)")
-        check_array(array, geometry.get("name", info.name if info else "volume"))
+        _check_array(array, geometry.get("name", info.name if info else "volume"))
         if info is None:
             info = VolumeInfo(array.shape, array.dtype, **_calibrated(geometry))
         else:

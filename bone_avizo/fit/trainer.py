@@ -365,7 +365,7 @@ def fit_model(train: Sequence, config: FitConfig | None = None, *, output, valid
         shutdown(ctx)
 
 
-def weights_checksum(module: torch.nn.Module) -> float:
+def _weights_checksum(module: torch.nn.Module) -> float:
     """A float64 sum over all parameters and buffers (equal weights give equal sums)."""
     return float(sum(v.detach().double().sum() for v in module.state_dict().values() if v.is_floating_point()))
 
@@ -374,7 +374,7 @@ def _check_ranks_agree(run: _Run) -> None:
     """Under DDP every rank must end with rank 0's weights; RuntimeError otherwise."""
     if not run.ctx.distributed:
         return
-    mine = weights_checksum(run.net.module)
+    mine = _weights_checksum(run.net.module)
     reference = run.ctx.broadcast_object(mine)
     if mine != reference:
         raise RuntimeError(f"rank {run.ctx.rank} ended with other weights than rank 0 "

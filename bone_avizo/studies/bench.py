@@ -195,7 +195,7 @@ def probe_cell(cell: Cell, fit: FitConfig, shapes: Mapping[str, Sequence[int]]) 
 
 # ---------------------------------------------------------------------------------------------
 # running
-def bench_tasks(grid: BenchGrid, train: Sequence, tests: Sequence, fit: FitConfig,
+def _bench_tasks(grid: BenchGrid, train: Sequence, tests: Sequence, fit: FitConfig,
                 predict: PredictConfig) -> list[Task]:
     """One task per cell, in grid order; every cell has the same scans, seed and budget."""
     check_inner_split(len(train), grid.options.selection, "the benchmark")
@@ -254,7 +254,7 @@ def run_bench(grid: BenchGrid | str | Path | Mapping, train: Sequence, tests: Se
         raise ConfigError(f"scan name(s) {', '.join(clash)} are both training and test scans; a test scan must "
                           "not be trained on (rename the files if they are different scans)")
     info, fit, predict = placed(grid.fit, grid.predict, ranks)
-    tasks = bench_tasks(grid, train, tests, fit, predict)
+    tasks = _bench_tasks(grid, train, tests, fit, predict)
     output = Path(output)
     plan = {"kind": KIND, "options": grid.options.to_dict(), "grid": grid.axes(), "fit": fit.to_dict(),
             "predict": predict_options(predict), "train": [s.to_dict() for s in train],
@@ -271,7 +271,7 @@ def merge_bench(output) -> StudyResult:
     plan = read_plan(output, KIND)
     tasks = [Task(t["name"], i, t["definition"]) for i, t in enumerate(plan["tasks"])]
     summary = summarise_bench(load_results(output, tasks), plan)
-    return StudyResult(output, summary, write_bench_outputs(output, summary))
+    return StudyResult(output, summary, _write_bench_outputs(output, summary))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ TABLE_COLUMNS = ("cell", "status", "mean_iou", "mean_iou_fg", "params", "gflops_
                  "predict_voxels_per_s", "train_peak_ram_gb")
 
 
-def write_bench_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
+def _write_bench_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
     paths = {"json": write_json(output / "bench.json", summary),
              "csv": report.write_csv(output / "bench.csv", summary["cells"]),
              "scans_csv": report.write_csv(output / "bench_scans.csv", summary["scans"])}

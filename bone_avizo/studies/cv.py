@@ -135,7 +135,7 @@ def merge_cv(output) -> StudyResult:
     tasks = [Task(t["name"], i, t["definition"]) for i, t in enumerate(plan["tasks"])]
     results = load_results(output, tasks)
     summary = summarise_cv(results, plan)
-    paths = write_cv_outputs(output, summary)
+    paths = _write_cv_outputs(output, summary)
     return StudyResult(output, summary, paths)
 
 
@@ -191,7 +191,7 @@ def summarise_cv(results: Sequence[dict], plan: dict) -> dict[str, Any]:
                       | {"fit": r["fit"], "predict": r["predict"]} for r in results]}
 
 
-def write_cv_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
+def _write_cv_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
     """Write the JSON, CSV files and the box plot of a summary; returns their paths by kind."""
     from bone_avizo.studies.tasks import write_json
 

@@ -33,7 +33,7 @@ class StudyResult:
     tasks_run: list[str] = field(default_factory=list)
 
 
-def disk_use(folder: str | os.PathLike) -> dict[str, int]:
+def _disk_use(folder: str | os.PathLike) -> dict[str, int]:
     """Bytes under a study folder: {"total", "models" (*.safetensors), "checkpoints" (*.ckpt),
     "predictions" (files in predictions/ folders), "other"}."""
     use = dict.fromkeys(("total", "models", "checkpoints", "predictions", "other"), 0)
@@ -52,7 +52,7 @@ def disk_use(folder: str | os.PathLike) -> dict[str, int]:
 
 def describe_disk_use(folder: str | os.PathLike) -> str:
     """``disk use of F: 120.3 MB (models 114.0 MB, checkpoints 0.0 MB, predictions 0.0 MB, other 6.3 MB)``."""
-    use = disk_use(folder)
+    use = _disk_use(folder)
     parts = ", ".join(f"{k} {use[k] / 1e6:.1f} MB" for k in ("models", "checkpoints", "predictions", "other"))
     return f"disk use of {folder}: {use['total'] / 1e6:.1f} MB ({parts})"
 

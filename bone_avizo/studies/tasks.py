@@ -46,13 +46,13 @@ RankInfo = Ranks
 
 # ---------------------------------------------------------------------------------------------
 # files
-def to_json_text(data: Any) -> str:
+def _to_json_text(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as JSON through a temporary name (undefined numbers must be None)."""
-    return write_text_atomic(path, to_json_text(data))
+    return write_text_atomic(path, _to_json_text(data))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -193,7 +193,7 @@ def read_plan(output: Path, kind: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # barrier and merge
-def missing_tasks(output: Path, tasks: Sequence[Task]) -> list[str]:
+def _missing_tasks(output: Path, tasks: Sequence[Task]) -> list[str]:
     return [t.name for t in tasks if not result_path(output, t.name).is_file()]
 
 
@@ -208,7 +208,7 @@ def wait_for_results(output: Path, tasks: Sequence[Task], *, timeout_s: float = 
     if timeout_s:
         poll_s = min(poll_s, max(timeout_s / 10, 0.01))
     while True:
-        missing = missing_tasks(output, tasks)
+        missing = _missing_tasks(output, tasks)
         if not missing:
             return
         now = time.monotonic()
@@ -225,7 +225,7 @@ def wait_for_results(output: Path, tasks: Sequence[Task], *, timeout_s: float = 
 
 def load_results(output: Path, tasks: Sequence[Task]) -> list[dict]:
     """Every task's result, checked against the task's fingerprint; StudyIncompleteError otherwise."""
-    missing = missing_tasks(output, tasks)
+    missing = _missing_tasks(output, tasks)
     if missing:
         raise StudyIncompleteError(f"{len(missing)} task(s) of the study in {output} have no result yet: "
                                    f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; run (or "
