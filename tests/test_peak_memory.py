@@ -36,7 +36,7 @@ def test_the_peak_counts_a_large_array_and_can_be_reset():
         pytest.skip("this kernel does not let a process reset its peak (/proc/self/clear_refs)")
     start = peak_rss_bytes()  # after the reset: the memory resident now
     block = np.ones(BLOCK, dtype=np.uint8)
-    assert peak_rss_bytes() >= start + block.nbytes
+    assert peak_rss_bytes() >= start + 0.9 * block.nbytes  # other pages may leave memory meanwhile
     del block
     assert reset_peak_rss() and peak_rss_bytes() < start + BLOCK / 2
 
