@@ -241,7 +241,9 @@ def python_setup_text(avizo_root: str | Path) -> str:
         f"  2. CPU only:    {python} -m pip install -c avizo-constraints.txt torch "
         "--index-url https://download.pytorch.org/whl/cpu",
         f"     NVIDIA GPU:  {python} -m pip install -c avizo-constraints.txt torch "
-        "--index-url https://download.pytorch.org/whl/cu121  (the CUDA build your driver supports)",
+        "--index-url https://download.pytorch.org/whl/cu128",
+        "                  (cu128 is CUDA 12.8: use the newest CUDA build of torch your driver supports; "
+        "pytorch.org lists them)",
         f"  3. {python} -m pip install -c avizo-constraints.txt {project}",
         "Then restart Avizo, create BONeDoctor (Python Scripts) and press Apply: it checks the versions,",
         "whether CUDA is usable and every behaviour of Avizo the modules rely on, and saves a report.",
