@@ -19,6 +19,9 @@ from typing import Any, Iterable, Mapping, Self, TypeVar
 from bone_avizo.errors import ConfigError
 from bone_avizo.labels import DEFAULT_MAX_CLASSES, SUPPORTED_CLASSES
 
+__all__ = ["Param", "param", "spec_of", "ConfigBase", "PredictConfig", "IoUConfig", "FitConfig", "Blend",
+           "Plane", "TTA", "load_config_file", "PREDICT_SPEC", "IOU_SPEC", "FIT_SPEC"]
+
 
 @dataclass(frozen=True)
 class Param:
@@ -225,18 +228,24 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Modes
 class Blend(StrEnum):
+    """How overlapping tiles are weighted when they are merged."""
+
     GAUSSIAN = "gaussian"
     COSINE = "cosine"
     CONSTANT = "constant"
 
 
 class Plane(StrEnum):
+    """A slicing plane: xy slices are (y, x) images at each z, xz at each y, yz at each x."""
+
     XY = "xy"
     XZ = "xz"
     YZ = "yz"
 
 
 class TTA(StrEnum):
+    """Test-time augmentation: the flips or rotations each image is also predicted under, then averaged."""
+
     NONE = "none"
     FLIPS = "flips"
     ROT90 = "rot90"

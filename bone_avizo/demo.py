@@ -23,6 +23,8 @@ from bone_avizo.phantom import PhantomConfig, write_phantom
 from bone_avizo.predict import predict_volume
 from bone_avizo.progress import ProgressCallback
 
+__all__ = ["DemoResult", "run_demo", "default_model_path"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "bone-bp-unet-resnet18.safetensors"

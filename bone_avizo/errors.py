@@ -7,6 +7,10 @@ missing inputs ``FileNotFoundError`` s, outputs that exist or cannot be written 
 take a cancel for it.
 """
 
+__all__ = ["BoneAvizoError", "InputFileError", "FormatError", "CorruptFileError", "ShapeMismatchError",
+           "UnsupportedDtypeError", "InvalidVolumeError", "OutputExistsError", "OutputWriteError",
+           "OutputIsInputError", "ConfigError", "ModelError", "LabelError", "VoxelSizeError", "Cancelled"]
+
 
 class BoneAvizoError(Exception):
     """Base class for errors caused by the user's input or environment."""

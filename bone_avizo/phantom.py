@@ -57,6 +57,8 @@ from bone_avizo.errors import ConfigError, OutputWriteError
 from bone_avizo.progress import ProgressCallback, ProgressTracker
 from bone_avizo.volume import Volume, VolumeInfo
 
+__all__ = ["PhantomConfig", "PHANTOM_SPEC", "CLASS_NAMES", "make_phantom", "write_phantom", "phantom_slab"]
+
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("background", "bone", "pores")

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 from bone_avizo.errors import Cancelled
 
+__all__ = ["ProgressCallback", "ProgressTracker", "format_eta", "eta_in_message"]
+
 ProgressCallback = Callable[[int, int, str], Optional[bool]]
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Mapping
 
 from bone_avizo.errors import ConfigError
 
+__all__ = ["Ranks", "SINGLE", "ranks_from_env", "resolve_device"]
+
 if TYPE_CHECKING:
     import torch
 

@@ -8,6 +8,8 @@ import numpy as np
 
 from bone_avizo.errors import InvalidVolumeError
 
+__all__ = ["Volume", "VolumeInfo"]
+
 Triple = tuple[float, float, float]
 
 

@@ -132,6 +132,7 @@ def to_json(result: IoUResult) -> str:
 
 
 def write_json(result: IoUResult, path: str | os.PathLike) -> Path:
+    """Write :func:`to_json` to ``path`` atomically; returns the path."""
     return write_text_atomic(path, to_json(result))
 
 
@@ -160,6 +161,7 @@ def to_csv(result: IoUResult) -> str:
 
 
 def write_csv(result: IoUResult, path: str | os.PathLike) -> Path:
+    """Write :func:`to_csv` (per-class rows) to ``path`` atomically; returns the path."""
     return write_text_atomic(path, to_csv(result))
 
 
@@ -175,6 +177,7 @@ def to_slice_csv(result: IoUResult) -> str:
 
 
 def write_slice_csv(result: IoUResult, path: str | os.PathLike) -> Path:
+    """Write the per-slice IoU table (one row per slice and class) to ``path`` atomically; returns the path."""
     return write_text_atomic(path, to_slice_csv(result))
 
 
