@@ -81,10 +81,11 @@ class _PairedTimer:
 def _paired_round(pairs, config, folder: Path, ctx) -> dict:
     """Two epochs of the real loop (``_Run.train_epoch``) on ``ctx``'s device; the second is timed step by step."""
     from bone_avizo.fit.plan import make_plan
-    from bone_avizo.fit.trainer import _as_specs, _Run
+    from bone_avizo.data.scans import as_specs
+    from bone_avizo.fit.trainer import _Run
     from bone_avizo.progress import ProgressTracker
 
-    plan = make_plan(_as_specs(pairs), [], config)
+    plan = make_plan(as_specs(pairs), [], config)
     run = _Run(plan, config, ctx, folder / "unused.safetensors", {})
     try:
         run.sampler.set_epoch(1000)
@@ -114,13 +115,14 @@ def bench_pipeline(args) -> dict:
     defaults (patch, batch, precision, loader workers) unless the flags say otherwise."""
     from bone_avizo.config import FitConfig
     from bone_avizo.fit.distributed import init_distributed, shutdown
+    from bone_avizo.runtime import ranks_from_env
 
     defaults = FitConfig()
     patch = args.patch or defaults.patch_size
     batch = args.batch or defaults.batch_size
     workers = args.workers if args.workers is not None else [defaults.num_workers]
     folder = Path(tempfile.mkdtemp(prefix="bench_fit_pipe_"))
-    ctx = init_distributed(args.device)
+    ctx = init_distributed(args.device, ranks_from_env())
     try:
         side = args.scan_size or 2 * patch
         pairs = _phantom_scans(folder, 2, (args.scan_slices, side, side))

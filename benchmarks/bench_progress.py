@@ -2,8 +2,9 @@
 
 For each scan: predict with the shipped model at the default settings, record every progress report,
 and compare the ETA the core states in its message (", ETA 12 s": what the CLI bar, the log and Avizo
-show) at the first report past 10 %, 25 % and 50 % of the work with the time that was really left. A
-report without an ETA (too few reports yet: one forward pass) counts as null.
+show) at the first report past 10 %, 25 % and 50 % of the work that states one with the time that was
+really left ("reported_at" says where that was). No such report (a scan of one or two forward passes
+never states an ETA) counts as null.
 
   python benchmarks/bench_progress.py [--model MODEL] [--json OUT]
 """
@@ -36,11 +37,12 @@ def eta_errors(path: Path, model, fractions=(0.1, 0.25, 0.5)) -> dict:
     end = time.perf_counter()
     rows = {}
     for fraction in fractions:
-        at, done, total, message = next(m for m in marks if m[1] >= fraction * m[2])
-        eta = eta_in_message(message)
-        if eta is None:
+        shown = [m for m in marks if m[1] >= fraction * m[2] and eta_in_message(m[3]) is not None]
+        if not shown:
             rows[f"{fraction:.0%}"] = None
             continue
+        at, done, total, message = shown[0]
+        eta = eta_in_message(message)
         left = end - at
         rows[f"{fraction:.0%}"] = {"reported_at": round(done / total, 3), "eta_s": round(eta, 2),
                                    "actual_left_s": round(left, 2), "error": round(eta / left - 1, 3) if left else None}

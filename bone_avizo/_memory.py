@@ -1,4 +1,4 @@
-"""Keeping the resident memory of long streaming jobs bounded.
+"""Keeping the resident memory of long streaming jobs bounded, and measuring its peak.
 
 glibc's malloc raises its mmap threshold each time a large block is freed, so later large arrays
 (slabs, logits) come from heap arenas that are never returned to the system; with reader and
@@ -13,11 +13,14 @@ import ctypes.util
 import logging
 import resource
 import sys
+import threading
 
 log = logging.getLogger(__name__)
 
 M_MMAP_THRESHOLD = -3
 THRESHOLD_BYTES = 1 << 20
+GIB = 1024 ** 3
+SAMPLE_SECONDS = 0.05
 _done = False
 
 
@@ -60,3 +63,82 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def _cuda_device(device):
+    """The CUDA device that ``device`` (text or torch.device; 'auto' = the current GPU) runs on, None off CUDA."""
+    if str(device) == "cpu":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    if str(device) in ("auto", "cuda"):
+        return torch.device("cuda")
+    device = torch.device(device)
+    return device if device.type == "cuda" else None
+
+
+def _peak_vram_bytes(device) -> int:
+    """Peak CUDA memory allocated by torch on ``device`` (0 off CUDA), since the start or the last reset."""
+    cuda = _cuda_device(device)
+    if cuda is None:
+        return 0
+    import torch
+
+    return int(torch.cuda.max_memory_allocated(cuda))
+
+
+def peak_memory_gb(device="cpu") -> tuple[float, float]:
+    """(peak resident memory, peak CUDA memory on ``device``) of this process in GiB (4 decimals), since
+    it started or since the last reset (:func:`reset_peak_rss`, :class:`PeakMemory`)."""
+    return round(peak_rss_bytes() / GIB, 4), round(_peak_vram_bytes(device) / GIB, 4)
+
+
+def _reset_peak_vram(device) -> None:
+    cuda = _cuda_device(device)
+    if cuda is not None:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(cuda)
+
+
+class PeakMemory:
+    """Peak resident memory of this process and peak CUDA memory allocated by torch during a block.
+
+    Where the kernel's high-water mark can be reset (Linux), it is reset at the start, so earlier
+    phases do not count; elsewhere the resident size is sampled every 50 ms (psutil). Data-loading
+    worker processes are not included. ``ram_gb`` / ``vram_gb`` are set on exit (GiB, 4 decimals;
+    ``ram_gb`` None when nothing could be measured)."""
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self.ram_gb: float | None = None
+        self.vram_gb: float = 0.0
+        self._sampler: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._sampled = 0
+
+    def _sample(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self._sampled = max(self._sampled, process.memory_info().rss)
+
+    def __enter__(self) -> "PeakMemory":
+        _reset_peak_vram(self.device)
+        if not reset_peak_rss():
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._sampler is not None:
+            self._stop.set()
+            self._sampler.join()
+            peak = self._sampled
+        else:
+            peak = peak_rss_bytes()
+        self.ram_gb = round(peak / GIB, 4) if peak else None
+        self.vram_gb = peak_memory_gb(self.device)[1]

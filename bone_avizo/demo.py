@@ -23,6 +23,8 @@ from bone_avizo.phantom import PhantomConfig, write_phantom
 from bone_avizo.predict import predict_volume
 from bone_avizo.progress import ProgressCallback
 
+__all__ = ["DemoResult", "run_demo", "default_model_path"]
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "bone-bp-unet-resnet18.safetensors"
@@ -91,12 +93,12 @@ def run_demo(folder: str | os.PathLike, *, model: str | os.PathLike | None = Non
         result = compute_iou(pred, ref, IoUConfig(num_classes=3))
     write_json(result, files["report"])
     write_csv(result, files["csv"])
-    if not write_preview(files, result):
+    if not _write_preview(files, result):
         files.pop("preview")
     return DemoResult(folder, files, result, seconds)
 
 
-def write_preview(files: dict[str, Path], result: IoUResult) -> bool:
+def _write_preview(files: dict[str, Path], result: IoUResult) -> bool:
     """A PNG: mid xy and xz slices of the scan with predicted labels overlaid, and per-slice IoU.
 
     Returns False (and logs why) when matplotlib is not installed."""
@@ -123,7 +125,7 @@ def plane_aspect(voxel_size, axis: int) -> float:
 
 
 def preview_figure(plt, files: dict[str, Path], result: IoUResult):
-    """The figure of :func:`write_preview`; the slices are drawn to scale (the voxel size's aspect)."""
+    """The figure of :func:`_write_preview`; the slices are drawn to scale (the voxel size's aspect)."""
     with open_volume(files["scan"]) as scan, open_volume(files["labels"]) as labels:
         z = scan.shape[0] // 2
         y = scan.shape[1] // 2

@@ -52,10 +52,12 @@ from statistics import NormalDist
 
 import numpy as np
 
-from bone_avizo.config import ConfigBase, Param, make_config
+from bone_avizo.config import ConfigBase, Param, param
 from bone_avizo.errors import ConfigError, OutputWriteError
 from bone_avizo.progress import ProgressCallback, ProgressTracker
 from bone_avizo.volume import Volume, VolumeInfo
+
+__all__ = ["PhantomConfig", "PHANTOM_SPEC", "CLASS_NAMES", "make_phantom", "write_phantom", "phantom_slab"]
 
 log = logging.getLogger(__name__)
 
@@ -76,37 +78,39 @@ _BLOCK_OFFSET = 16  # z blocks start at -_BLOCK_OFFSET + 1 at the lowest; seeds 
 _TRUNCATE = 4.0  # Gaussian kernel radius in sigmas (scipy's default)
 _CHUNK_VOXELS = 1 << 20  # geometry is computed in chunks of about this many voxels
 
-PHANTOM_SPEC: tuple[Param, ...] = (
-    Param("shape", int, (64, 256, 256), "phantom size in voxels (z, y, x); y and x at least 16",
-          min=1, max=1_000_000, multiple=True, group="geometry"),
-    Param("seed", int, 0, "random seed: the same seed gives the same bytes", min=0, max=2**63 - 1,
-          group="geometry"),
-    Param("voxel_size_mm", float, 0.02, "isotropic voxel size written with the volumes (metadata only)",
-          min=1e-9, max=1e6, group="geometry"),
-    Param("cortical_thickness", float, (0.15, 0.35),
-          "thinnest and thickest cortex as fractions of the outer radius", min=0.05, max=0.8,
-          multiple=True, group="geometry"),
-    Param("trabecular_density", float, 0.25,
-          "bone volume fraction of the trabecular network at the ends of the bone", min=0.0, max=0.7,
-          group="geometry"),
-    Param("pore_density", float, 0.04, "fraction of the cortex taken by vascular canals",
-          min=0.0, max=0.3, group="geometry"),
-    Param("bubble_density", float, 0.1, "fraction of the embedding medium taken by air bubbles",
-          min=0.0, max=0.5, group="geometry"),
-    Param("noise", float, 0.12, "noise standard deviation at bone grey level, relative to the "
-          "bone-embedding contrast", min=0.0, max=2.0, group="ct effects"),
-    Param("blur_sigma", float, 1.0, "partial-volume blur: Gaussian sigma in voxels", min=0.0, max=8.0,
-          group="ct effects"),
-    Param("cupping", float, 0.25, "beam-hardening cupping: relative darkening at the rotation axis",
-          min=0.0, max=0.9, group="ct effects"),
-    Param("ring_strength", float, 0.08, "ring artifact amplitude relative to the bone-embedding contrast",
-          min=0.0, max=2.0, group="ct effects"),
-    Param("dtype", str, "uint8", "grey value type: uint8/uint16 span 0..max, float32 is about 0..1",
-          choices=DTYPES, group="output"),
-)
 
+@dataclass(frozen=True)
+class PhantomConfig(ConfigBase):
+    """Options of the synthetic bone phantom (frozen). shape is (z, y, x) in voxels."""
 
-class _PhantomConfigBase(ConfigBase):
+    shape: tuple[int, ...] = param((64, 256, 256), "phantom size in voxels (z, y, x); y and x at least 16", min=1,
+                                   max=1_000_000, group="geometry")
+    seed: int = param(0, "random seed: the same seed gives the same bytes", min=0, max=2**63 - 1,
+                      group="geometry")
+    voxel_size_mm: float = param(0.02, "isotropic voxel size written with the volumes (metadata only)", min=1e-9,
+                                 max=1e6, group="geometry")
+    cortical_thickness: tuple[float, ...] = param((0.15, 0.35),
+                                                  "thinnest and thickest cortex as fractions of the outer radius",
+                                                  min=0.05, max=0.8, group="geometry")
+    trabecular_density: float = param(0.25,
+                                      "bone volume fraction of the trabecular network at the ends of the bone",
+                                      min=0.0, max=0.7, group="geometry")
+    pore_density: float = param(0.04, "fraction of the cortex taken by vascular canals", min=0.0, max=0.3,
+                                group="geometry")
+    bubble_density: float = param(0.1, "fraction of the embedding medium taken by air bubbles", min=0.0, max=0.5,
+                                  group="geometry")
+    noise: float = param(0.12,
+                         "noise standard deviation at bone grey level, relative to the bone-embedding contrast",
+                         min=0.0, max=2.0, group="ct effects")
+    blur_sigma: float = param(1.0, "partial-volume blur: Gaussian sigma in voxels", min=0.0, max=8.0,
+                              group="ct effects")
+    cupping: float = param(0.25, "beam-hardening cupping: relative darkening at the rotation axis", min=0.0,
+                           max=0.9, group="ct effects")
+    ring_strength: float = param(0.08, "ring artifact amplitude relative to the bone-embedding contrast", min=0.0,
+                                 max=2.0, group="ct effects")
+    dtype: str = param("uint8", "grey value type: uint8/uint16 span 0..max, float32 is about 0..1",
+                       choices=DTYPES, group="output")
+
     def validate(self) -> None:
         if len(self.shape) != 3:
             raise ConfigError(f"shape (--shape): give 3 sizes (z, y, x), got {len(self.shape)}: {self.shape}")
@@ -118,11 +122,7 @@ class _PhantomConfigBase(ConfigBase):
                               f"got {thick}")
 
 
-PhantomConfig = make_config(
-    "PhantomConfig", PHANTOM_SPEC,
-    "Options of the synthetic bone phantom (frozen). shape is (z, y, x) in voxels.",
-    base=_PhantomConfigBase)
-PhantomConfig.__module__ = __name__
+PHANTOM_SPEC: tuple[Param, ...] = PhantomConfig.SPEC
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +463,7 @@ def phantom_slab(config, z0: int, z1: int) -> tuple[np.ndarray, np.ndarray]:
     return _to_dtype(config, image), labels
 
 
-def phantom_info(config) -> tuple[VolumeInfo, VolumeInfo]:
+def _phantom_info(config) -> tuple[VolumeInfo, VolumeInfo]:
     """Geometry of the image and of the label volume that ``config`` describes."""
     voxel = (config.voxel_size_mm,) * 3
     image = VolumeInfo(config.shape, np.dtype(config.dtype), voxel, name="phantom")
@@ -484,7 +484,7 @@ def make_phantom(config=None, *, progress: ProgressCallback | None = None) -> tu
     "pores"). Use :func:`write_phantom` for volumes that do not fit in memory.
     """
     config = config or PhantomConfig()
-    image_info, label_info = phantom_info(config)
+    image_info, label_info = _phantom_info(config)
     image = np.empty(config.shape, image_info.dtype)
     labels = np.empty(config.shape, np.uint8)
     tracker = ProgressTracker(config.shape[0], "phantom", progress)
@@ -492,7 +492,7 @@ def make_phantom(config=None, *, progress: ProgressCallback | None = None) -> tu
         z1 = min(z0 + 64, config.shape[0])
         image[z0:z1], labels[z0:z1] = phantom_slab(config, z0, z1)
         tracker.advance(z1 - z0)
-    return Volume.from_info(image, image_info), Volume.from_info(labels, label_info)
+    return Volume(image, image_info), Volume(labels, label_info)
 
 
 def write_phantom(config, image_path: str | os.PathLike, label_path: str | os.PathLike, *,
@@ -511,7 +511,7 @@ def write_phantom(config, image_path: str | os.PathLike, label_path: str | os.Pa
     if image_path.resolve() == label_path.resolve():
         raise OutputWriteError(f"image and labels must go to different files, both are {image_path}")
     step = _slab_size(config, slab_slices)
-    image_info, label_info = phantom_info(config)
+    image_info, label_info = _phantom_info(config)
     nz = config.shape[0]
     tracker = ProgressTracker(nz, "phantom", progress)
     with contextlib.ExitStack() as stack:

@@ -13,6 +13,8 @@ from typing import Callable, Optional
 
 from bone_avizo.errors import Cancelled
 
+__all__ = ["ProgressCallback", "ProgressTracker", "format_eta", "eta_in_message"]
+
 ProgressCallback = Callable[[int, int, str], Optional[bool]]
 
 log = logging.getLogger(__name__)
@@ -42,13 +44,18 @@ def eta_in_message(message: str) -> float | None:
     return hours * 3600 + minutes * 60 + seconds
 
 
+WARM_UP_REPORTS = 2  # the first reports of a tracker and of each phase, left out of the ETA's rate
+
+
 class ProgressTracker:
     """Reports progress to an optional callback, logs an ETA, and raises on cancel.
 
     The ETA (added to the message the callback gets: ``"predicting, ETA 2 min 05 s"``) is the rate
-    of the work so far times the work left, leaving out the first report of the tracker and of each
-    phase: what precedes it is start-up (opening files, building the network's session, the first
-    forward pass's warm-up), not the rate of the work. No ETA until a report after those."""
+    of the work so far times the work left, leaving out the first :data:`WARM_UP_REPORTS` reports of
+    the tracker and of each phase: what precedes them is start-up and warm-up (opening files, building
+    the network's session, its first forward passes, which onnxruntime and CUDA run up to twice as slow
+    as the later ones), not the rate of the work. No ETA until a report of the current phase after those
+(another phase's rate says little about this one's)."""
 
     def __init__(self, total: int, message: str, callback: ProgressCallback | None = None,
                  *, log_every_s: float = 10.0):
@@ -61,25 +68,29 @@ class ProgressTracker:
         self._log_every_s = log_every_s
         self._last_report = (self._start, 0)
         self._skipped = (0.0, 0)  # (seconds, steps) left out of the rate
-        self._started = False
+        self._warming = WARM_UP_REPORTS  # reports of the current phase still left out of the rate
+        self._phase_measured = False  # whether a report of the current phase counts in the rate
 
     def eta_seconds(self) -> float | None:
         """Seconds left at the rate measured so far (see the class), or None before it can be measured."""
         seconds, steps = self._skipped
         measured = self.done - steps
-        if measured <= 0:
+        if measured <= 0 or not self._phase_measured:
             return None
         elapsed = self._last_report[0] - self._start - seconds
         return max(elapsed, 0.0) / measured * (self.total - self.done)
 
     def advance(self, steps: int = 1, message: str | None = None, *, starts_phase: bool = False) -> None:
         """Add ``steps`` to the done count; raise Cancelled if the callback asks to stop. ``starts_phase``:
-        the first report of a phase (its time and steps stay out of the ETA's rate)."""
+        the first report of a phase (it and the next report stay out of the ETA's rate)."""
         now = time.perf_counter()
         previous_done = self.done
         self.done = min(self.done + steps, self.total)
-        if starts_phase or not self._started:
-            self._started = True
+        if starts_phase:
+            self._warming, self._phase_measured = WARM_UP_REPORTS, False
+        self._phase_measured = self._phase_measured or not self._warming
+        if self._warming:
+            self._warming -= 1
             seconds, skipped = self._skipped
             self._skipped = (seconds + now - self._last_report[0], skipped + self.done - previous_done)
         self._last_report = (now, self.done)

@@ -8,14 +8,17 @@ right build of torch (CPU, or CUDA for an NVIDIA GPU) and bone-avizo into it, an
     python bone_avizo_venv.py --dry-run demo         print the commands without running anything
     python bone_avizo_venv.py --cpu demo             CPU build of torch even when a GPU is present
     python bone_avizo_venv.py --cuda 12.4 demo       the build for a given CUDA version
+    python bone_avizo_venv.py --torch-index URL demo torch from another wheel index (a mirror, a newer build)
     python bone_avizo_venv.py --venv D:/envs/bone demo
     python bone_avizo_venv.py --package bone_avizo-0.1.0-py3-none-any.whl demo
     python bone_avizo_venv.py -- -v demo             bone-avizo options starting with '-' go after --
 
 Without --cpu/--cuda the GPU is detected with nvidia-smi: the newest torch build whose CUDA version
-the driver supports is installed, and the CPU build when there is no working nvidia-smi. The
-environment is made once and reused; --reinstall installs torch and bone-avizo again. Standard
-library only, so any Python 3.11+ can run it (the one bone-avizo needs).
+the driver supports is installed, and the CPU build when there is no working nvidia-smi. torch
+comes from that build's index on the PyTorch wheel server, or from --torch-index URL (or the
+environment variable BONE_AVIZO_TORCH_INDEX). The environment is made once and reused; --reinstall
+installs torch and bone-avizo again. Standard library only, so any Python 3.11+ can run it (the one
+bone-avizo needs).
 """
 import argparse
 import json
@@ -33,15 +36,12 @@ DEFAULT_VENV = HERE / "bone_avizo_env"
 MARKER = "bone_avizo_launcher.json"
 PROG = "bone_avizo_venv"
 
-# torch wheel indexes: "cpu", or the CUDA version of the build ("12.4" -> the cu124 wheels)
-TORCH_INDEXES = {
-    "cpu": "https://download.pytorch.org/whl/cpu",
-    "11.8": "https://download.pytorch.org/whl/cu118",
-    "12.1": "https://download.pytorch.org/whl/cu121",
-    "12.4": "https://download.pytorch.org/whl/cu124",
-    "12.6": "https://download.pytorch.org/whl/cu126",
-    "12.8": "https://download.pytorch.org/whl/cu128",
-}
+# The CUDA versions that have a torch build, oldest first. A build's wheel index is derived from
+# TORCH_INDEX_ROOT ("cpu" -> .../whl/cpu, "12.4" -> .../whl/cu124); how to keep this list current:
+# standalone/README.md, "Keeping the CUDA builds current".
+CUDA_BUILDS = ("11.8", "12.1", "12.4", "12.6", "12.8")
+TORCH_INDEX_ROOT = "https://download.pytorch.org/whl/"
+TORCH_INDEX_VARIABLE = "BONE_AVIZO_TORCH_INDEX"  # an index to use instead of the derived one
 TORCH_PACKAGES = ["torch", "torchvision"]  # together, so that pip never swaps torch for another build
 CPU_EXTRAS = "[onnx]"  # onnxruntime: faster prediction on CPU
 
@@ -73,7 +73,11 @@ def parse_args(argv):
     build = parser.add_mutually_exclusive_group()
     build.add_argument("--cpu", action="store_true", help="install the CPU build of torch")
     build.add_argument("--cuda", metavar="VERSION",
-                       help="install the torch build for this CUDA version: " + ", ".join(cuda_versions()))
+                       help="install the torch build for this CUDA version: " + ", ".join(cuda_versions())
+                            + " (any version with --torch-index)")
+    parser.add_argument("--torch-index", metavar="URL",
+                        help="the wheel index to install torch from instead of the build's index on "
+                             f"{TORCH_INDEX_ROOT} (default: ${TORCH_INDEX_VARIABLE} when set)")
     parser.add_argument("--package", type=Path, metavar="PATH",
                         help="bone-avizo to install: a source folder or a .whl "
                              f"(default: the source tree around this script, {HERE.parent})")
@@ -92,7 +96,25 @@ def parse_args(argv):
 
 
 def cuda_versions():
-    return [key for key in TORCH_INDEXES if key != "cpu"]
+    return list(CUDA_BUILDS)
+
+
+def index_url(build):
+    """The wheel index of a build on the PyTorch server: 'cpu' -> .../whl/cpu, '12.4' -> .../whl/cu124."""
+    return TORCH_INDEX_ROOT + ("cpu" if build == "cpu" else "cu" + build.replace(".", ""))
+
+
+def index_override(options, environ=None):
+    """(URL, where it was given) of the torch wheel index given with --torch-index or in the environment
+    variable BONE_AVIZO_TORCH_INDEX (the flag first), or (None, None) to use the build's derived index."""
+    environ = os.environ if environ is None else environ
+    given = ((options.torch_index, "--torch-index"), (environ.get(TORCH_INDEX_VARIABLE), TORCH_INDEX_VARIABLE))
+    for url, source in given:
+        if url:
+            if "://" not in url:
+                raise LauncherError(f"{source} {url}: not a URL; give a pip wheel index such as {index_url('12.8')}")
+            return url, source
+    return None, None
 
 
 def _version_tuple(text):
@@ -122,22 +144,24 @@ def driver_cuda_version():
     return (int(match.group(1)), int(match.group(2))), "nvidia-smi"
 
 
-def normalise_cuda(text):
-    """'12.4', '124' or 'cu124' -> '12.4'; LauncherError for a version without a torch build."""
+def normalise_cuda(text, *, any_version=False):
+    """'12.4', '124' or 'cu124' -> '12.4'; LauncherError for a version without a torch build (unless
+    ``any_version``: the index is given, so the version only names the build)."""
     digits = text.lower().removeprefix("cu").replace(".", "")
-    key = f"{digits[:-1]}.{digits[-1]}" if digits.isdigit() and len(digits) >= 2 else text
-    if key not in TORCH_INDEXES or key == "cpu":
-        raise LauncherError(f"--cuda {text}: there is no torch build for CUDA {text}; use one of "
-                            f"{', '.join(cuda_versions())}, or --cpu")
-    return key
+    version = digits.isdigit() and len(digits) >= 2
+    key = f"{digits[:-1]}.{digits[-1]}" if version else text
+    if key in CUDA_BUILDS or (any_version and version):
+        return key
+    raise LauncherError(f"--cuda {text}: there is no torch build for CUDA {text}; use one of "
+                        f"{', '.join(cuda_versions())}, or --cpu, or give its wheel index with --torch-index")
 
 
-def choose_build(options):
-    """(build key: 'cpu' or a CUDA version, why it was chosen)."""
+def choose_build(options, *, index_given=False):
+    """(build key: 'cpu' or a CUDA version, why it was chosen); with ``index_given`` --cuda takes any version."""
     if options.cpu:
         return "cpu", "--cpu"
     if options.cuda:
-        return normalise_cuda(options.cuda), "--cuda"
+        return normalise_cuda(options.cuda, any_version=index_given), "--cuda"
     driver, why = driver_cuda_version()
     if driver is None:
         return "cpu", why
@@ -179,8 +203,8 @@ def read_marker(venv):
         return {}
 
 
-def plan(options, build, package):
-    """The steps to run: a list of (what, command). The last one runs bone-avizo."""
+def plan(options, build, package, index):
+    """The steps to run: a list of (what, command). The last one runs bone-avizo; torch comes from ``index``."""
     venv = options.venv.resolve()
     python = str(venv_python(venv))
     pip = [python, "-m", "pip", "install", "--disable-pip-version-check"]
@@ -189,12 +213,12 @@ def plan(options, build, package):
     if not venv_python(venv).exists():
         steps.append(("create the virtual environment", [sys.executable, "-m", "venv", str(venv)]))
         steps.append(("update pip", pip + ["--upgrade", "pip"]))
-    new_torch = options.reinstall or installed.get("torch") != build
+    new_torch = options.reinstall or installed.get("torch") != build or installed.get("index_url", index) != index
     if new_torch and installed.get("torch"):
         steps.append(("remove the installed torch build", [python, "-m", "pip", "uninstall", "-y", *TORCH_PACKAGES]))
     if new_torch:
         steps.append((f"install torch ({'CPU' if build == 'cpu' else 'CUDA ' + build})",
-                      pip + TORCH_PACKAGES + ["--index-url", TORCH_INDEXES[build]]))
+                      pip + TORCH_PACKAGES + ["--index-url", index]))
     if new_torch or installed.get("package") != str(package):
         extras = CPU_EXTRAS if build == "cpu" else ""
         steps.append(("install bone-avizo", pip + ["--upgrade", f"{package}{extras}"]))
@@ -210,7 +234,7 @@ def say(text):
     print(f"{PROG}: {text}", flush=True)
 
 
-def execute(steps, options, build, package):
+def execute(steps, options, build, package, index):
     """Run the steps (or print them with --dry-run); returns bone-avizo's exit status."""
     venv = options.venv.resolve()
     for what, command in steps:
@@ -223,7 +247,7 @@ def execute(steps, options, build, package):
         if code != 0:
             raise LauncherError(f"{what} failed (exit {code}); see the messages above, then run this again", code=1)
         if what == "install bone-avizo":
-            (venv / MARKER).write_text(json.dumps({"torch": build, "index_url": TORCH_INDEXES[build],
+            (venv / MARKER).write_text(json.dumps({"torch": build, "index_url": index,
                                                    "package": str(package)}, indent=2), encoding="utf-8")
     return 0
 
@@ -238,11 +262,14 @@ def main(argv=None):
         if options.venv.exists() and not options.venv.is_dir():
             raise LauncherError(f"--venv {options.venv}: is a file; give a folder for the environment")
         package = check_package(options.package) if options.package else default_package()
-        build, why = choose_build(options)
+        override, source = index_override(options)
+        build, why = choose_build(options, index_given=override is not None)
+        index = override or index_url(build)
         venv = options.venv.resolve()
         state = "reusing" if venv_python(venv).exists() else "creating"
-        say(f"{state} the virtual environment {venv}; torch build: {build} ({why}); bone-avizo from {package}")
-        return execute(plan(options, build, package), options, build, package)
+        chosen = f"torch build: {build} ({why})" + (f" from {index} ({source})" if override else "")
+        say(f"{state} the virtual environment {venv}; {chosen}; bone-avizo from {package}")
+        return execute(plan(options, build, package, index), options, build, package, index)
     except LauncherError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.code

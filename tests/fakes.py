@@ -1,5 +1,6 @@
 """Test doubles: a pointwise network (output depends only on the same pixel) wrapped like a
-loaded model file, so tiling, planes, TTA and 2.5D stacking can be checked exactly."""
+loaded model file, so tiling, planes, TTA and 2.5D stacking can be checked exactly. The reference
+labels are built with plain numpy from the documented rules, not with the product's own functions."""
 from __future__ import annotations
 
 import types
@@ -7,9 +8,7 @@ import types
 import numpy as np
 import torch
 
-from bone_avizo.data.context import context_indices
-from bone_avizo.data.normalize import normalize, scan_stats
-from bone_avizo.io.base import ArraySource
+Z_CLIP = 5.0  # documented: z-scores are clipped to [-5, 5], min-max values to [0, 1]
 
 
 class PointwiseNet(torch.nn.Module):
@@ -26,21 +25,39 @@ class PointwiseNet(torch.nn.Module):
 
 
 def fake_loaded(in_channels: int = 1, num_classes: int = 3, patch_size: int = 32,
-                normalization: str = "zscore", seed: int = 0):
-    """An object shaped like bone_avizo.models.LoadedModel around a PointwiseNet."""
+                normalization: str = "zscore", seed: int = 0, module: torch.nn.Module | None = None):
+    """An object shaped like bone_avizo.models.LoadedModel around a PointwiseNet (or ``module``)."""
     meta = types.SimpleNamespace(
         in_channels=in_channels, context_slices=in_channels, num_classes=num_classes,
         class_names=tuple(["background", "bone", "pores", "c3", "c4"][:num_classes]),
         patch_size=patch_size, normalization=normalization, planes=("xy",))
-    return types.SimpleNamespace(module=PointwiseNet(in_channels, num_classes, seed).eval(), metadata=meta)
+    module = PointwiseNet(in_channels, num_classes, seed) if module is None else module
+    return types.SimpleNamespace(module=module.eval(), metadata=meta)
+
+
+def normalised_reference(volume: np.ndarray, normalization: str) -> np.ndarray:
+    """float32 volume normalised with statistics over its voxels > 0 (BONe's rule): z-score
+    (x - mean) / std clipped to [-5, 5], or min-max (x - min) / (max - min) clipped to [0, 1]."""
+    kept = volume[volume > 0].astype(np.float64)
+    x = volume.astype(np.float32)
+    if normalization == "zscore":
+        return np.clip((x - np.float32(kept.mean())) * np.float32(1.0 / kept.std()), -Z_CLIP, Z_CLIP)
+    low, high = kept.min(), kept.max()
+    return np.clip((x - np.float32(low)) * np.float32(1.0 / (high - low)), 0.0, 1.0)
+
+
+def mirrored_stacks(volume: np.ndarray, context: int) -> np.ndarray:
+    """(z, context, y, x): slice z with its neighbours z - context//2 .. z + context//2 as channels,
+    missing ones mirrored at the volume edges without repeating the edge slice (z = -1 -> 1)."""
+    half = context // 2
+    padded = np.pad(volume, ((half, half), (0, 0), (0, 0)), mode="reflect")
+    return np.stack([padded[z:z + context] for z in range(volume.shape[0])])
 
 
 def pointwise_reference(volume: np.ndarray, loaded) -> np.ndarray:
     """The exact labels (z, y, x) a PointwiseNet gives on xy slices with mirrored 2.5D stacks."""
     meta = loaded.metadata
-    stats = scan_stats(ArraySource(volume))
-    normed = normalize(volume, stats, meta.normalization)
-    idx = context_indices(np.arange(volume.shape[0]), volume.shape[0], meta.context_slices)
+    stacks = mirrored_stacks(normalised_reference(volume, meta.normalization), meta.context_slices)
     with torch.no_grad():
-        logits = loaded.module(normed[torch.from_numpy(idx)])
+        logits = loaded.module(torch.from_numpy(stacks))
     return logits.argmax(1).numpy().astype(np.uint8)

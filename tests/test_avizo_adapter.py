@@ -109,7 +109,7 @@ def test_c_ordered_field_is_copied_once_unless_asked_not_to(world):
 
 
 def test_volume_to_field_passes_avizo_layout_without_copying(world):
-    volume = Volume(np.ascontiguousarray(pattern_xyz().T), VOXEL_ZYX, ORIGIN_ZYX, "v")
+    volume = Volume(np.ascontiguousarray(pattern_xyz().T), voxel_size=VOXEL_ZYX, origin=ORIGIN_ZYX, name="v")
     field = volume_to_field(volume, world.hx_project)
     assert np.shares_memory(field.get_array(), volume.array) and field.get_array().flags.f_contiguous
 
@@ -161,7 +161,7 @@ CLASSES = ("background", "cortical", "trabecular")
 def label_volume(dtype=np.int64, top=2) -> Volume:
     array = (np.arange(NZ * NY * NX) % (top + 1)).reshape(NZ, NY, NX).astype(dtype)
     names = CLASSES if top < 3 else tuple(f"c{i}" for i in range(top + 1))
-    return Volume(array, VOXEL_ZYX, ORIGIN_ZYX, "pred", names)
+    return Volume(array, voxel_size=VOXEL_ZYX, origin=ORIGIN_ZYX, name="pred", class_names=names)
 
 
 def test_label_round_trip_keeps_material_names(world):

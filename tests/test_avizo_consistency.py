@@ -1,16 +1,15 @@
 """Cross-platform consistency: the Avizo face (the real .pyscro modules in the mock) and the
-standalone face (`python -m bone_avizo.standalone` in a subprocess) give bit-identical label volumes
-and probability maps, and identical IoU reports, for the same non-cubic, anisotropic scan and the
-same options. A wrong axis order in the adapter must break the identity.
+standalone face (the command line's `main`, given the same argument list as `python -m
+bone_avizo.standalone`) give bit-identical label volumes and probability maps, and identical IoU
+reports, for the same non-cubic, anisotropic scan and the same options. A wrong axis order in the
+adapter must break the identity.
 
-The CLI runs once per module (predict, then iou: two subprocesses); everything else is in-process.
+The command line runs once per module (predict, then iou), in this process: its console entry point
+in a fresh interpreter is tested by tests/test_cli_contract.py and tests/test_cli_iou.py.
 """
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +20,11 @@ from bone_avizo.avizo import config_to_ports, field_to_volume
 from bone_avizo.avizo import fields as avizo_fields
 from bone_avizo.config import IoUConfig, PredictConfig
 from bone_avizo.io import load_volume, save_volume
+from bone_avizo.standalone.__main__ import main
 from bone_avizo.volume import Volume
 from test_avizo_modules import (CLASSES, ORIGIN, SHAPE, VOXEL, add_field, load_module, make_reference, make_scan,
                                 write_tiny_model)
 
-ROOT = Path(__file__).resolve().parents[1]
 # fused planes, test-time augmentation, non-default tiling and probability maps: most of DLPred's paths
 PREDICT = PredictConfig(planes=("xy", "yz"), tta="flips", overlap=0.5, blend="cosine", probabilities=True,
                         backend="torch", device="cpu", threads=1)
@@ -47,18 +46,15 @@ def cli_flags(config) -> list[str]:
 
 
 def run_cli(*args: str) -> None:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-m", "bone_avizo.standalone", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(list(args)) == 0, args
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("consistency")
     scan = make_scan()
-    return {"scan": save_volume(Volume(scan, VOXEL, ORIGIN, "scan"), folder / "scan.tif"),
-            "reference": save_volume(Volume(make_reference(scan), VOXEL, ORIGIN, "truth"), folder / "truth.tif"),
+    return {"scan": save_volume(Volume(scan, voxel_size=VOXEL, origin=ORIGIN, name="scan"), folder / "scan.tif"),
+            "reference": save_volume(Volume(make_reference(scan), voxel_size=VOXEL, origin=ORIGIN, name="truth"), folder / "truth.tif"),
             "model": write_tiny_model(folder / "tiny.safetensors", scan), "folder": folder}
 
 

@@ -179,7 +179,7 @@ def test_dlpred_apply_makes_the_label_field(world, dlpred, scan_field, scan, mod
     assert labels.bounding_box == scan_field.bounding_box
     assert labels.get_array().shape == SHAPE[::-1] and labels.get_array().dtype == np.uint8
     assert labels.ports.master.source() is dlpred
-    expected = predict_volume(Volume(scan, VOXEL, ORIGIN), load_model(model_path), PredictConfig(**FAST))
+    expected = predict_volume(Volume(scan, voxel_size=VOXEL, origin=ORIGIN), load_model(model_path), PredictConfig(**FAST))
     assert np.array_equal(field_to_volume(labels).array, expected.labels.array)
     assert len(np.unique(expected.labels.array)) == 3
     bars = world.hx_progress.bars
@@ -423,7 +423,7 @@ def test_iou_label_map_ports_relabel_as_the_command_line_does(world, iou, predic
 def test_iou_reference_from_a_file_gives_the_same_numbers(world, iou, reference, tmp_path):
     from bone_avizo.io import save_volume
 
-    path = save_volume(Volume(reference[1], VOXEL, ORIGIN, "truth"), tmp_path / "truth.tif")
+    path = save_volume(Volume(reference[1], voxel_size=VOXEL, origin=ORIGIN, name="truth"), tmp_path / "truth.tif")
     iou.do_it.press()
     by_field = read_spreadsheet(world.hx_project.get("scan.labels.iou"))
     iou.reference.disconnect()

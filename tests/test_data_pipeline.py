@@ -183,15 +183,25 @@ def test_foreground_crops_contain_foreground():
         assert y <= 150 < y + 32 and x <= 20 < x + 32
 
 
+@pytest.mark.parametrize("centre,context,expected", [
+    (0, 3, [1, 0, 1]), (4, 3, [3, 4, 3]), (2, 3, [1, 2, 3]), (0, 5, [2, 1, 0, 1, 2]), (1, 5, [1, 0, 1, 2, 3]),
+    (4, 5, [2, 3, 4, 3, 2]), (3, 1, [3])])
+def test_context_mirrors_missing_neighbours_without_repeating_the_edge(centre, context, expected):
+    assert context_indices(centre, 5, context).tolist() == expected
+
+
 def test_image_stack_matches_prediction_context():
+    """Stacks along every axis equal numpy's reflect padding (z = -1 -> 1), the rule DLPred uses."""
     vol = np.arange(5 * 8 * 9, dtype=np.float32).reshape(5, 8, 9)
     reader = SliceReader([ArraySource(vol)], [ArraySource(np.zeros_like(vol, np.uint8))], context=5, cache_slices=4)
     for axis in range(3):
+        padded = np.pad(vol, [(2, 2) if a == axis else (0, 0) for a in range(3)], mode="reflect")
         for i in range(vol.shape[axis]):
             stack = reader.image_stack(SliceRef(0, axis, i))
-            idx = context_indices(i, vol.shape[axis], 5)
-            expected = np.stack([np.take(vol, int(j), axis=axis) for j in idx])
+            expected = np.moveaxis(np.take(padded, range(i, i + 5), axis=axis), axis, 0)
             np.testing.assert_array_equal(stack, expected)
+    first = reader.image_stack(SliceRef(0, 0, 0))[:, 0, 0]
+    assert first.tolist() == [144.0, 72.0, 0.0, 72.0, 144.0]  # slices 2, 1, 0, 1, 2 (72 voxels per slice)
     assert len(reader._cache) <= 4
 
 

@@ -24,7 +24,8 @@ def test_in_memory_scans_are_opened_as_they_are():
     image, labels = pair(0)
     spec = ScanSpec(image, labels)
     assert spec.name == "scan0" and spec.to_dict() == {"name": "scan0", "image": "in memory (scan0)",
-                                                      "labels": "in memory (scan0.labels)"}
+                                                      "labels": "in memory (scan0.labels)",
+                                                      "image_options": {}, "label_options": {}}
     scan = open_scan(spec)
     scan.close()  # closing does not drop the caller's data
     assert scan.image is image and scan.image.read_slab(0, 1).shape == (1, 40, 40)

@@ -26,7 +26,7 @@ from bone_avizo.fit.distributed import (DistContext, dist_timeout_s, first_host,
                                         lost_ranks_fail, slurm_rendezvous)
 from bone_avizo.models import load_model
 from bone_avizo.phantom import PhantomConfig, make_phantom
-from bone_avizo.predict.distributed import Ranks, current_ranks, rank_launcher
+from bone_avizo.runtime import Ranks, ranks_from_env
 
 OPTIONS = dict(encoder_depth=3, decoder_channels=(8, 8, 8), patch_size=32, batch_size=2, steps_per_epoch=2,
                patches_per_slice=2, val_slices=2, plot=False, epochs=2, deterministic=True, val_fraction=0.34,
@@ -98,10 +98,11 @@ def test_slurm_rendezvous_address_and_port():
 def test_torchrun_variables_take_precedence_over_slurm():
     slurm = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}
     torchrun = {"RANK": "2", "WORLD_SIZE": "4", "LOCAL_RANK": "0"}
-    assert rank_launcher({}) is None and current_ranks({}) == Ranks()
-    assert rank_launcher(slurm) == "slurm" and current_ranks(slurm) == Ranks(5, 8, 1)
-    assert rank_launcher({**slurm, **torchrun}) == "torchrun" and current_ranks({**slurm, **torchrun}) == Ranks(2, 4, 0)
-    assert current_ranks({"SLURM_PROCID": "0"}) == Ranks()  # an sbatch script without --ntasks: one process
+    assert ranks_from_env({}).launcher == "" and ranks_from_env({}) == Ranks()
+    assert ranks_from_env(slurm).launcher == "slurm" and ranks_from_env(slurm) == Ranks(5, 8, 1)
+    both = ranks_from_env({**slurm, **torchrun})
+    assert both.launcher == "torchrun" and both == Ranks(2, 4, 0)
+    assert ranks_from_env({"SLURM_PROCID": "0"}) == Ranks()  # an sbatch script without --ntasks: one process
 
 
 @pytest.mark.parametrize("env, message", [
@@ -114,7 +115,7 @@ def test_torchrun_variables_take_precedence_over_slurm():
 ])
 def test_inconsistent_rank_variables_are_config_errors(env, message):
     with pytest.raises(ConfigError, match=message):
-        current_ranks(env)
+        ranks_from_env(env)
 
 
 def test_process_group_timeout_is_configurable():
@@ -135,7 +136,7 @@ def test_a_missing_rank_stops_the_start_after_the_timeout(monkeypatch):
         monkeypatch.setenv(name, value)
     with pytest.raises(BoneAvizoError, match=r"rank 0 of 2: the process group did not form within 1 s .*1/2 clients "
                                              r"joined.*start all 2 processes"):
-        init_distributed("cpu")
+        init_distributed("cpu", ranks_from_env())
     assert not torch.distributed.is_initialized()
 
 

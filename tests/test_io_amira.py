@@ -66,7 +66,7 @@ def lattice_lines(shape, type_line, box="0 1 0 1 0 1", extra=()):
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "int32", "float32", "float64"])
 def test_round_trip_keeps_data_and_geometry(tmp_path, rng, mode, dtype):
     array = make_array(dtype, rng)
-    volume = Volume(array, VOXEL, ORIGIN, name="scan", unit="mm")
+    volume = Volume(array, voxel_size=VOXEL, origin=ORIGIN, name="scan", unit="mm")
     options = {"ascii": mode == "ascii", "compress": "zip" if mode == "zip" else None}
     path = save_am(volume, tmp_path / "scan.am", **options)
     with open_volume(path, format="am") as source:
@@ -81,7 +81,7 @@ def test_round_trip_keeps_data_and_geometry(tmp_path, rng, mode, dtype):
 @pytest.mark.parametrize("compress", ["rle", None, "zip"])
 def test_label_round_trip_keeps_class_names(tmp_path, rng, compress):
     labels = make_labels(rng)
-    volume = Volume(labels, VOXEL, ORIGIN, class_names=("Exterior", "Bone", "Pores"))
+    volume = Volume(labels, voxel_size=VOXEL, origin=ORIGIN, class_names=("Exterior", "Bone", "Pores"))
     path = save_am(volume, tmp_path / "labels.am", compress=compress)
     loaded = load_am(path)
     np.testing.assert_array_equal(loaded.array, labels)
@@ -216,7 +216,7 @@ def test_header_bytes_of_a_label_field_are_exact():
 
 def test_written_file_bytes_are_exact(tmp_path):
     array = np.arange(24, dtype=np.uint16).reshape(2, 3, 4)
-    path = save_am(Volume(array, (2.0, 1.0, 1.0), unit="um"), tmp_path / "s.am")
+    path = save_am(Volume(array, voxel_size=(2.0, 1.0, 1.0), unit="um"), tmp_path / "s.am")
     expected = (b"# AmiraMesh BINARY-LITTLE-ENDIAN 2.1\n\ndefine Lattice 4 3 2\n\nParameters {\n"
                 b"    Units {\n        Coordinates \"um\"\n    }\n"
                 b"    Content \"4x3x2 ushort, uniform coordinates\",\n    BoundingBox 0 3 0 2 0 2,\n"
@@ -495,10 +495,10 @@ def test_real_scan_and_its_threshold_labels_round_trip(tmp_path):
 
     tifffile = pytest.importorskip("tifffile")
     scan = tifffile.imread(real_scan("mouse_femur"))
-    path = save_am(Volume(scan, 0.05), tmp_path / "femur.am")
+    path = save_am(Volume(scan, voxel_size=0.05), tmp_path / "femur.am")
     np.testing.assert_array_equal(load_am(path).array, scan)
     labels = (scan > 60).astype(np.uint8) + (scan > 120)
-    lpath = save_am(Volume(labels, 0.05, class_names=("Exterior", "Soft", "Bone")), tmp_path / "l.am",
+    lpath = save_am(Volume(labels, voxel_size=0.05, class_names=("Exterior", "Soft", "Bone")), tmp_path / "l.am",
                         compress="rle")
     loaded = load_am(lpath)
     np.testing.assert_array_equal(loaded.array, labels)

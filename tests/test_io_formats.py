@@ -51,7 +51,7 @@ def make_volume(dtype, rng, shape=SHAPE) -> Volume:
     else:
         info = np.iinfo(dtype)
         array = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
-    return Volume(array, VOXEL, ORIGIN, "scan7", CLASSES)
+    return Volume(array, voxel_size=VOXEL, origin=ORIGIN, name="scan7", class_names=CLASSES)
 
 
 def read_options(case: str, volume: Volume) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -44,10 +45,13 @@ def fake_smi(folder: Path, *, cuda: str = "12.2", exit_code: int = 0) -> Path:
     return folder
 
 
-def run_launcher(*args, path: Path | str = "/nonexistent", cwd: Path | None = None):
-    """The launcher in a fresh interpreter with PATH set to ``path`` only; (exit code, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if k != "PATH"}
+def run_launcher(*args, path: Path | str = "/nonexistent", cwd: Path | None = None, torch_index: str | None = None):
+    """The launcher in a fresh interpreter with PATH set to ``path`` only and BONE_AVIZO_TORCH_INDEX set to
+    ``torch_index`` (unset by default); (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PATH", "BONE_AVIZO_TORCH_INDEX")}
     env["PATH"] = str(path)
+    if torch_index is not None:
+        env["BONE_AVIZO_TORCH_INDEX"] = torch_index
     proc = subprocess.run([sys.executable, str(LAUNCHER), *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=60, cwd=cwd)
     return proc.returncode, proc.stdout, proc.stderr
@@ -64,10 +68,21 @@ def commands(stdout: str) -> dict[str, str]:
 
 
 # -- choosing the torch build ---------------------------------------------------------------------------
-def test_one_index_per_build_all_on_the_pytorch_server(launcher):
-    assert set(launcher.TORCH_INDEXES) == {"cpu", "11.8", "12.1", "12.4", "12.6", "12.8"}
-    for build, url in launcher.TORCH_INDEXES.items():
-        assert url == "https://download.pytorch.org/whl/" + ("cpu" if build == "cpu" else "cu" + build.replace(".", ""))
+@pytest.mark.parametrize("build,url", [("cpu", "https://download.pytorch.org/whl/cpu"),
+                                       ("11.8", "https://download.pytorch.org/whl/cu118"),
+                                       ("12.4", "https://download.pytorch.org/whl/cu124"),
+                                       ("13.0", "https://download.pytorch.org/whl/cu130")])
+def test_each_builds_index_is_derived_from_its_cuda_version(launcher, build, url):
+    assert launcher.index_url(build) == url
+
+
+def test_the_cuda_builds_are_versions_oldest_first_and_the_readme_lists_them(launcher):
+    builds = launcher.CUDA_BUILDS
+    assert all(re.fullmatch(r"\d+\.\d", build) for build in builds)
+    assert list(builds) == sorted(set(builds), key=launcher._version_tuple)
+    readme = (ROOT / "standalone" / "README.md").read_text()
+    listed = re.search(r"\| `--cpu` / `--cuda VERSION` \|[^|]*VERSION is ([\d., or]+)", readme).group(1)
+    assert re.findall(r"\d+\.\d", listed) == list(builds)
 
 
 @pytest.mark.parametrize("driver,build", [((12, 9), "12.8"), ((13, 0), "12.8"), ((12, 8), "12.8"), ((12, 7), "12.6"),
@@ -84,11 +99,12 @@ def test_cuda_flag_spellings(launcher, text, key):
 
 
 @pytest.mark.parametrize("cuda,build", [("12.2", "12.1"), ("12.9", "12.8"), ("12.4", "12.4"), ("11.8", "11.8")])
-def test_a_working_nvidia_smi_selects_the_cuda_build(launcher, tmp_path, cuda, build):
+def test_a_working_nvidia_smi_selects_the_cuda_build(tmp_path, cuda, build):
     code, out, err = run_launcher("--dry-run", "--venv", tmp_path / "env", "demo", path=fake_smi(tmp_path / "bin", cuda=cuda))
     assert code == 0, err
     assert f"torch build: {build} (nvidia-smi: the driver supports CUDA {cuda})" in out
-    assert commands(out)[f"install torch (CUDA {build})"].endswith(f"--index-url {launcher.TORCH_INDEXES[build]}")
+    index = "https://download.pytorch.org/whl/cu" + build.replace(".", "")
+    assert commands(out)[f"install torch (CUDA {build})"].endswith(f"--index-url {index}")
 
 
 @pytest.mark.parametrize("case", ["failing", "old driver", "absent"])
@@ -110,6 +126,61 @@ def test_cpu_and_cuda_flags_override_detection(tmp_path):
     assert code == 0 and "install torch (CPU)" in commands(out)
     code, out, _ = run_launcher("--dry-run", "--cuda", "11.8", "--venv", tmp_path / "env", "demo", path=tmp_path)
     assert code == 0 and commands(out)["install torch (CUDA 11.8)"].endswith("/whl/cu118")
+
+
+def test_cuda_wheel_examples_in_the_install_instructions_name_a_build_the_launcher_knows(launcher, tmp_path):
+    from bone_avizo.avizo.install import python_setup_text
+
+    texts = [(ROOT / name).read_text() for name in ("README.md", "docs/avizo.md", "docs/cli.md")]
+    examples = re.findall(r"download\.pytorch\.org/whl/cu(\d+)", "\n".join([*texts, python_setup_text(tmp_path)]))
+    assert examples and {f"{digits[:-1]}.{digits[-1]}" for digits in examples} <= set(launcher.CUDA_BUILDS)
+
+
+# -- another wheel index: --torch-index, BONE_AVIZO_TORCH_INDEX -------------------------------------------
+MIRROR = "https://mirror.example/torch/cu130"
+
+
+@pytest.mark.parametrize("given", ["flag", "variable", "both"])
+def test_another_index_replaces_the_derived_one(tmp_path, given):
+    flag = ["--torch-index", MIRROR] if given != "variable" else []
+    variable = {"flag": None, "variable": MIRROR, "both": "https://elsewhere.example/simple"}[given]
+    code, out, err = run_launcher("--dry-run", *flag, "--venv", tmp_path / "env", "demo", path=tmp_path,
+                                  torch_index=variable)
+    assert code == 0, err
+    source = "BONE_AVIZO_TORCH_INDEX" if given == "variable" else "--torch-index"
+    assert f"torch build: cpu (no nvidia-smi on PATH (no NVIDIA GPU driver)) from {MIRROR} ({source})" in out
+    assert commands(out)["install torch (CPU)"].endswith(f"torch torchvision --index-url {MIRROR}")
+
+
+def test_a_cuda_version_without_a_known_build_needs_its_index(tmp_path):
+    code, _, err = run_launcher("--dry-run", "--cuda", "13.0", "--venv", tmp_path / "env", "demo", path=tmp_path)
+    assert code == 2 and "there is no torch build for CUDA 13.0" in err and "--torch-index" in err
+    code, out, err = run_launcher("--dry-run", "--cuda", "cu130", "--torch-index", MIRROR, "--venv", tmp_path / "env",
+                                  "demo", path=tmp_path)
+    assert code == 0, err
+    assert commands(out)["install torch (CUDA 13.0)"].endswith(f"--index-url {MIRROR}")
+    assert commands(out)["install bone-avizo"].endswith(f"--upgrade {ROOT}")  # a CUDA build: no onnx extra
+
+
+def test_an_environment_from_another_index_gets_torch_again(tmp_path):
+    venv = ready_venv(tmp_path / "env", torch="cpu", index_url="https://download.pytorch.org/whl/cpu",
+                      package=str(ROOT))
+    code, out, _ = run_launcher("--dry-run", "--venv", venv, "demo", path=tmp_path)
+    assert code == 0 and list(commands(out)) == ["run bone-avizo"]
+    code, out, _ = run_launcher("--dry-run", "--venv", venv, "demo", path=tmp_path, torch_index=MIRROR)
+    assert code == 0
+    assert list(commands(out)) == ["remove the installed torch build", "install torch (CPU)", "install bone-avizo",
+                                   "run bone-avizo"]
+
+
+def test_the_index_a_run_installed_from_is_recorded(tmp_path):
+    venv = ready_venv(tmp_path / "env")
+    pip = venv / "bin" / "python"
+    pip.write_text("#!/bin/sh\nexit 0\n")  # every pip step succeeds; bone-avizo exits 0
+    code, _, err = run_launcher("--torch-index", MIRROR, "--venv", venv, "demo", path=tmp_path)
+    assert code == 0, err
+    assert json.loads((venv / "bone_avizo_launcher.json").read_text()) == {
+        "torch": "cpu", "index_url": MIRROR, "package": str(ROOT)}
 
 
 # -- the commands of a first run ---------------------------------------------------------------------------
@@ -209,7 +280,10 @@ def test_runs_bone_avizo_in_a_ready_environment_and_returns_its_exit_code(tmp_pa
 # -- bad input: one line, exit 2 --------------------------------------------------------------------------
 @pytest.mark.parametrize("args,message", [
     (["--cuda", "10.2", "demo"], "--cuda 10.2: there is no torch build for CUDA 10.2; use one of 11.8, 12.1, 12.4, "
-                                 "12.6, 12.8, or --cpu"),
+                                 "12.6, 12.8, or --cpu, or give its wheel index with --torch-index"),
+    (["--torch-index", "download.pytorch.org/whl/cu130", "demo"], "--torch-index download.pytorch.org/whl/cu130: "
+                                                                 "not a URL; give a pip wheel index such as "
+                                                                 "https://download.pytorch.org/whl/cu128"),
     (["--cpu", "--cuda", "12.4", "demo"], "argument --cuda: not allowed with argument --cpu"),
     (["--package", "{tmp}/nothing", "demo"], "--package"),
     (["--venv", "{tmp}/file", "demo"], "is a file"),

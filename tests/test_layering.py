@@ -62,3 +62,75 @@ def test_core_module_list_is_not_empty():
     modules = core_modules()
     assert "bone_avizo.predict.engine" in modules and "bone_avizo.io.base" in modules
     assert not any(m.startswith(FACE_MODULES) for m in modules)
+
+
+# ---------------------------------------------------------------------------------------------
+# ranks and devices: one module below prediction and training owns them
+RANK_VARIABLES = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS",
+                  "SLURM_LOCALID"}
+# fit may use prediction's tiler (validation scores whole slices as prediction tiles them); nothing else
+FIT_USES_OF_PREDICT = {"bone_avizo.predict.tiling"}
+# the only change the core makes to the environment: cuBLAS's workspace, which deterministic training needs
+ENVIRONMENT_WRITES = {"fit/trainer.py: setdefault"}
+ENVIRONMENT_METHODS = {"update", "pop", "popitem", "setdefault", "clear", "__setitem__", "__delitem__"}
+
+
+def _core_trees():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] not in FACES:
+            yield rel, ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _imported(tree) -> set[str]:
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return names
+
+
+def test_only_the_runtime_module_reads_rank_variables_or_defines_the_device_rule():
+    offenders = []
+    for rel, tree in _core_trees():
+        if rel.as_posix() == "runtime.py":
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in RANK_VARIABLES:
+                offenders.append(f"{rel}: {node.value!r}")
+            if isinstance(node, ast.FunctionDef) and node.name == "resolve_device":
+                offenders.append(f"{rel}: def resolve_device")
+    assert offenders == []
+
+
+def test_the_runtime_module_sits_below_prediction_and_training():
+    trees = dict(_core_trees())
+    own = {n for n in _imported(trees[Path("runtime.py")]) if n.startswith("bone_avizo")}
+    assert own == {"bone_avizo.errors"}
+    fit = {n for rel, tree in trees.items() if rel.parts[0] == "fit" for n in _imported(tree)}
+    assert {n for n in fit if n.startswith("bone_avizo.predict")} <= FIT_USES_OF_PREDICT
+    predict = {n for rel, tree in trees.items() if rel.parts[0] == "predict" for n in _imported(tree)}
+    assert not {n for n in predict if n.startswith("bone_avizo.fit")}
+
+
+def _environment_writes(rel: Path, tree) -> set[str]:
+    """``file: how`` for every change of os.environ (or os.putenv/unsetenv) in one module."""
+    writes = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            on_environ = isinstance(node.func.value, ast.Attribute) and node.func.value.attr == "environ"
+            if on_environ and node.func.attr in ENVIRONMENT_METHODS or node.func.attr in ("putenv", "unsetenv"):
+                writes.add(f"{rel.as_posix()}: {node.func.attr}")
+        targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else []
+        for target in targets:
+            if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute) \
+                    and target.value.attr == "environ":
+                writes.add(f"{rel.as_posix()}: {type(node).__name__.lower()}")
+    return writes
+
+
+def test_the_core_leaves_the_environment_alone():
+    writes = set().union(*(_environment_writes(rel, tree) for rel, tree in _core_trees()))
+    assert writes == ENVIRONMENT_WRITES

@@ -24,10 +24,10 @@ def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("napari_iou")
     reference = make_reference(make_scan())
     prediction = np.roll(reference, 3, axis=2)
-    return {"prediction": save_volume(Volume(prediction, VOXEL, ORIGIN, "pred", class_names=CLASSES),
-                                      folder / "pred.tif"),
-            "reference": save_volume(Volume(reference, VOXEL, ORIGIN, "truth", class_names=CLASSES),
-                                     folder / "truth.tif"), "folder": folder}
+    geometry = dict(voxel_size=VOXEL, origin=ORIGIN, class_names=CLASSES)
+    return {"prediction": save_volume(Volume(prediction, name="pred", **geometry), folder / "pred.tif"),
+            "reference": save_volume(Volume(reference, name="truth", **geometry), folder / "truth.tif"),
+            "folder": folder}
 
 
 def iou_widget(viewer, files, config: IoUConfig) -> IoUWidget:
@@ -130,7 +130,7 @@ def test_export_onto_an_input_is_refused(qtbot, viewer_model, files, notificatio
 def test_a_region_of_interest_counts_as_in_the_cli(qtbot, viewer_model, files, tmp_path):
     mask = np.zeros(make_scan().shape, np.uint8)
     mask[:, 5:30, 10:40] = 1
-    roi = save_volume(Volume(mask, VOXEL, ORIGIN, "roi"), tmp_path / "roi.tif")
+    roi = save_volume(Volume(mask, voxel_size=VOXEL, origin=ORIGIN, name="roi"), tmp_path / "roi.tif")
     config = IoUConfig(threads=1)
     cli("iou", "--prediction", files["prediction"], "--reference", files["reference"], "--roi", roi, "--report",
         tmp_path / "cli.json", *cli_flags(config))

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 
 import napari_helpers  # the offscreen platform; skips this module without napari
-from bone_avizo.config import FitConfig, IoUConfig, PredictConfig
+from bone_avizo.config import FitConfig, IoUConfig, PredictConfig, spec_of
 from bone_avizo.io import load_volume, save_volume
 from bone_avizo.io.registry import FORMAT_MODULES, all_extensions, get_format
 from bone_avizo.napari import layers
 from bone_avizo.napari.files import get_reader, write_labels
-from bone_avizo.napari.options import OptionsPanel, param_tooltip, spec_of
+from bone_avizo.napari.options import OptionsPanel, param_tooltip
 from bone_avizo.volume import Volume
 
 ROOT = napari_helpers.ROOT
@@ -28,7 +28,8 @@ def manifest():
 
 def labels_volume() -> Volume:
     z, y, x = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
-    return Volume(((z + 2 * y + 3 * x) % 3).astype(np.uint8), VOXEL, ORIGIN, "seg", class_names=CLASSES)
+    return Volume(((z + 2 * y + 3 * x) % 3).astype(np.uint8), voxel_size=VOXEL, origin=ORIGIN, name="seg",
+                  class_names=CLASSES)
 
 
 def test_manifest_is_valid_and_names_the_three_widgets_the_reader_and_the_writer():
@@ -68,7 +69,8 @@ def test_writer_extensions_are_every_format_the_core_writes():
     assert set(manifest().contributions.writers[0].filename_extensions) == writable
 
 
-@pytest.mark.parametrize("suffix", [".am", ".tif", ".h5", ".nii.gz", ".nrrd", ".seg.nrrd", ".zarr"])  # formats with class names
+# the formats that record class names
+@pytest.mark.parametrize("suffix", [".am", ".tif", ".h5", ".nii.gz", ".nrrd", ".seg.nrrd", ".zarr"])
 def test_label_layers_round_trip_through_writer_and_reader(tmp_path, suffix):
     volume = labels_volume()
     meta = {"name": "seg", **layers.layer_kwargs(volume.info, labels=True)}
@@ -83,7 +85,7 @@ def test_label_layers_round_trip_through_writer_and_reader(tmp_path, suffix):
 
 def test_reader_opens_a_scan_as_an_image_with_its_voxel_size(tmp_path):
     scan = np.arange(np.prod(SHAPE), dtype=np.uint16).reshape(SHAPE)
-    path = save_volume(Volume(scan, VOXEL, ORIGIN, "scan"), tmp_path / "scan.tif")
+    path = save_volume(Volume(scan, voxel_size=VOXEL, origin=ORIGIN, name="scan"), tmp_path / "scan.tif")
     (data, kwargs, kind), = get_reader(str(path))(str(path))
     assert kind == "image" and isinstance(data, np.ndarray)
     np.testing.assert_array_equal(data, scan)
@@ -110,7 +112,8 @@ def test_reader_declines_what_the_core_cannot_read(tmp_path):
 
 def test_reader_opens_a_folder_of_tiff_slices(tmp_path):
     volume = labels_volume()
-    folder = save_volume(Volume(volume.array, VOXEL, ORIGIN, "slices"), tmp_path / "slices", format="tiff-folder")
+    folder = save_volume(Volume(volume.array, voxel_size=VOXEL, origin=ORIGIN, name="slices"), tmp_path / "slices",
+                         format="tiff-folder")
     (data, kwargs, kind), = get_reader(str(folder))(str(folder))
     np.testing.assert_array_equal(np.asarray(data), volume.array)
 
@@ -208,11 +211,11 @@ def test_job_panel_shows_the_cores_progress_and_eta_while_the_gui_runs(qtbot):
     panel, release, results = JobPanel("predict", "Predict"), threading.Event(), []
 
     def task(progress):
-        tracker = ProgressTracker(4, "predicting", progress)
-        for _ in range(2):
+        tracker = ProgressTracker(6, "predicting", progress)
+        for _ in range(3):  # the core's ETA leaves the first reports (start-up, warm-up) out of its rate
             tracker.advance(1)
         release.wait(30)  # the job waits; the GUI thread must keep polling meanwhile
-        tracker.advance(2)
+        tracker.advance(3)
         return "labels"
 
     panel.start(task, results.append)

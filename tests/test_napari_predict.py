@@ -23,7 +23,7 @@ FAST = PredictConfig(backend="torch", device="cpu", threads=1)
 def files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("napari_predict")
     scan = make_scan()
-    return {"scan": save_volume(Volume(scan, VOXEL, ORIGIN, "scan"), folder / "scan.tif"),
+    return {"scan": save_volume(Volume(scan, voxel_size=VOXEL, origin=ORIGIN, name="scan"), folder / "scan.tif"),
             "model": write_tiny_model(folder / "tiny.safetensors", scan), "array": scan, "folder": folder}
 
 
@@ -130,7 +130,8 @@ def test_the_plugin_docks_sit_in_napari_viewer(make_napari_viewer, files, qtbot)
     manager.register(PluginManifest.from_file(MANIFEST))
     try:
         viewer = make_napari_viewer()
-        docks = {name: viewer.window.add_plugin_dock_widget("bone-avizo", name)[1] for name in ("Predict", "Fit", "IoU")}
+        docks = {name: viewer.window.add_plugin_dock_widget("bone-avizo", name)[1]
+                 for name in ("Predict", "Fit", "IoU")}
         assert [type(d) for d in docks.values()] == [PredictWidget, FitWidget, IoUWidget]
         widget = docks["Predict"]
         widget.model.value = files["model"]

@@ -1,6 +1,7 @@
 """The streaming prediction engine with a pointwise fake network: exact against a reference."""
 import numpy as np
 import pytest
+import torch
 
 from bone_avizo.config import PredictConfig
 from bone_avizo.errors import Cancelled, ConfigError, InvalidVolumeError, ModelError
@@ -46,6 +47,30 @@ def test_25d_stacks_are_mirrored_at_volume_edges(context):
     loaded = fake_loaded(in_channels=context)
     result = predict_volume(volume, loaded, cfg(slab_slices=3))
     np.testing.assert_array_equal(result.labels.array, pointwise_reference(volume, loaded))
+
+
+class FirstAndLastChannel(torch.nn.Module):
+    """Labels each pixel with the slice its first (``channel`` 0) or last (-1) 2.5D channel came from, on a
+    volume whose slice z holds z + 1 everywhere (min-max normalised: z / (slices - 1))."""
+
+    def __init__(self, slices: int, channel: int):
+        super().__init__()
+        self.slices, self.channel = slices, channel
+
+    def forward(self, x):
+        source = x[:, self.channel:self.channel + 1 or None] * (self.slices - 1)
+        return -(source - torch.arange(self.slices, dtype=x.dtype).view(1, -1, 1, 1)) ** 2
+
+
+@pytest.mark.parametrize("context,channel,expected", [
+    (3, 0, [1, 0, 1, 2, 3]), (3, -1, [1, 2, 3, 4, 3]), (5, 0, [2, 1, 0, 1, 2]), (5, -1, [2, 3, 4, 3, 2])])
+def test_25d_edge_stacks_are_the_documented_mirror(context, channel, expected):
+    """z = -1 -> 1 and z = 5 -> 3 for 5 slices: the first slice's 3-stack is (1, 0, 1)."""
+    volume = np.broadcast_to(np.arange(1, 6, dtype=np.uint8)[:, None, None], (5, 32, 33)).copy()
+    loaded = fake_loaded(in_channels=context, num_classes=5, normalization="minmax",
+                         module=FirstAndLastChannel(5, channel))
+    labels = predict_volume(volume, loaded, cfg(slab_slices=2)).labels.array
+    assert labels[:, 0, 0].tolist() == expected and (labels == labels[:, :1, :1]).all()
 
 
 def test_probability_maps_sum_to_255_and_agree_with_labels():

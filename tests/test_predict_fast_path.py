@@ -34,6 +34,18 @@ def test_lookup_table_is_bit_identical_to_normalize_for_every_value(dtype, mode)
     np.testing.assert_array_equal(np.take(table, raw.view(index_dtype(dtype))), expected)
 
 
+SIMPLE = NormStats(mean=100.0, std=50.0, minimum=100.0, maximum=300.0, count=10)
+
+
+@pytest.mark.parametrize("mode,expected", [("zscore", [-2.0, 0.0, 1.0, 3.0, 5.0, 5.0]),
+                                           ("minmax", [0.0, 0.0, 0.25, 0.75, 1.0, 1.0])])
+def test_normalize_and_its_table_give_the_documented_values(mode, expected):
+    """z-score (x - 100) / 50 clipped to [-5, 5]; min-max (x - 100) / 200 clipped to [0, 1]."""
+    raw = np.array([0, 100, 150, 250, 400, 1000], np.uint16)
+    assert normalize(torch.from_numpy(raw.astype(np.float32)), SIMPLE, mode).tolist() == expected
+    assert lookup_table(SIMPLE, mode, np.uint16)[raw].tolist() == expected
+
+
 def test_other_dtypes_have_no_table():
     assert lookup_table(STATS, "zscore", np.float32) is None and index_dtype(np.uint32) is None
 

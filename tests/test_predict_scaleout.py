@@ -12,7 +12,8 @@ from bone_avizo.config import PredictConfig
 from bone_avizo.io import load_volume, save_volume
 from bone_avizo.models import ModelMetadata, build_model, save_model
 from bone_avizo.predict import predict_volume
-from bone_avizo.predict.distributed import Ranks, current_ranks, owned_blocks
+from bone_avizo.predict.distributed import owned_blocks
+from bone_avizo.runtime import Ranks, ranks_from_env
 from bone_avizo.volume import Volume
 from fakes import fake_loaded, pointwise_reference
 
@@ -46,15 +47,15 @@ def test_ranks_take_disjoint_blocks_that_cover_the_volume():
 def test_rank_variables_from_torchrun_and_slurm(monkeypatch):
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
         monkeypatch.delenv(name, raising=False)
-    assert current_ranks() == Ranks(0, 1, 0)
+    assert ranks_from_env() == Ranks(0, 1, 0)
     monkeypatch.setenv("SLURM_PROCID", "5")
     monkeypatch.setenv("SLURM_NTASKS", "8")
     monkeypatch.setenv("SLURM_LOCALID", "1")
-    assert current_ranks() == Ranks(5, 8, 1)
+    assert ranks_from_env() == Ranks(5, 8, 1)
     monkeypatch.setenv("RANK", "2")
     monkeypatch.setenv("WORLD_SIZE", "4")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert current_ranks() == Ranks(2, 4, 0)
+    assert ranks_from_env() == Ranks(2, 4, 0)
 
 
 @pytest.fixture(scope="module")

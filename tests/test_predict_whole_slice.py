@@ -8,13 +8,12 @@ import pytest
 import torch
 
 from bone_avizo.config import PredictConfig
-from bone_avizo.data.normalize import normalize, scan_stats
-from bone_avizo.io.base import ArraySource
 from bone_avizo.models import LoadedModel, ModelMetadata, build_model
 from bone_avizo.models.modelfile import input_multiple
 from bone_avizo.predict import predict_volume
 from bone_avizo.predict.tiling import TileGrid
 from bone_avizo.volume import Volume
+from fakes import normalised_reference
 
 SHAPE = (7, 50, 70)  # (z, y, x): no side a multiple of 8
 OPTIONS = dict(encoder_depth=3, decoder_channels=(16, 8, 4))
@@ -40,7 +39,7 @@ def loaded_unet(slices: int, volume: np.ndarray) -> LoadedModel:
 
 def network_inputs(loaded: LoadedModel, volume: np.ndarray, slices: int) -> tuple[torch.Tensor, list[int]]:
     """The normalised (n, slices, h, w) stacks of the slices that have all their neighbours."""
-    normed = normalize(volume, scan_stats(ArraySource(Volume(volume))), loaded.metadata.normalization)
+    normed = torch.from_numpy(normalised_reference(volume, loaded.metadata.normalization))
     half = slices // 2
     centres = list(range(half, SHAPE[0] - half))
     return torch.stack([normed[z - half:z + half + 1] for z in centres]), centres

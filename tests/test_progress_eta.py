@@ -22,27 +22,32 @@ def clock(monkeypatch):
     return clock
 
 
-def test_start_up_and_each_phase_first_report_stay_out_of_the_rate(clock):
-    """A 5-s start-up, a light phase (2 steps of 1 unit, 0.1 s each), then a heavy phase whose first pass
-    costs 3 s of warm-up and later passes 1 s each: the ETA is that of 1 s per pass from the second
-    pass on, where the average since the start would say about twice that."""
+def test_start_up_and_each_phase_warm_up_stay_out_of_the_rate(clock):
+    """A 5-s start-up, a light phase (3 steps of 1 unit, 0.1 s each), then a heavy phase whose first two
+    passes cost 3 s and 2 s (warm-up) and later passes 1 s each: the ETA is that of 1 s per pass from the
+    third pass on, where the average since the start would say about twice that."""
     seen = []
-    tracker = ProgressTracker(2 + 10 * 10, "predicting", lambda d, t, m: seen.append((d, m)))
+    tracker = ProgressTracker(3 + 10 * 10, "predicting", lambda d, t, m: seen.append((d, m)))
     light, heavy = tracker.phase(1), tracker.phase(10)
     clock.now += 5.0
     light.advance()
-    assert seen[-1] == (1, "predicting")  # the first report: no rate yet
     clock.now += 0.1
     light.advance()
+    assert [m for _, m in seen] == ["predicting", "predicting"]  # warming up: no rate yet
+    clock.now += 0.1
+    light.advance()
+    assert seen[-1][1].startswith("predicting, ETA ")
     clock.now += 3.0
     heavy.advance()
+    clock.now += 2.0
+    heavy.advance()
+    assert seen[-1][1] == "predicting"  # the heavy phase is warming up: the light one's rate says nothing
     clock.now += 1.0
     heavy.advance()
-    measured = (0.1 + 1.0) / (1 + 10)  # seconds a unit: the second light step and the second pass
-    assert tracker.eta_seconds() == pytest.approx(measured * (102 - 22))
-    assert eta_in_message(seen[-1][1]) == pytest.approx(measured * 80, abs=0.5)
-    assert seen[-1][1].startswith("predicting, ETA ")
-    naive = (clock.now - 100.0) / 22 * 80
+    measured = (0.1 + 1.0) / (1 + 10)  # seconds a unit: the third light step and the third pass
+    assert tracker.eta_seconds() == pytest.approx(measured * (103 - 33))
+    assert eta_in_message(seen[-1][1]) == pytest.approx(measured * 70, abs=0.5)
+    naive = (clock.now - 100.0) / 33 * 70
     assert naive > 2 * tracker.eta_seconds()
 
 

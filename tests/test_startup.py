@@ -50,7 +50,8 @@ def run_fresh(module: str, *args, cwd: Path | None = None,
 LIGHT_MODULES = ("bone_avizo.config", "bone_avizo.errors", "bone_avizo.io", "bone_avizo.metrics", "bone_avizo.phantom",
                  "bone_avizo.models", "bone_avizo.models.metadata", "bone_avizo.models.header",
                  "bone_avizo.models.onnx_cache", "bone_avizo.predict",
-                 "bone_avizo.predict.distributed", "bone_avizo.fit", "bone_avizo.studies", "bone_avizo.data.scans",
+                 "bone_avizo.predict.distributed", "bone_avizo.runtime", "bone_avizo.fit", "bone_avizo.studies",
+                 "bone_avizo.data.scans",
                  "bone_avizo.avizo", "bone_avizo.standalone.__main__")
 
 

@@ -133,9 +133,9 @@ def test_an_interrupted_fold_resumes_from_its_checkpoint(scans, tmp_path):
 
 def test_replicates_change_the_seed_and_reshuffle_the_folds(scans):
     from bone_avizo.studies.cv import cv_tasks
-    from bone_avizo.studies.study import as_specs
+    from bone_avizo.studies.study import checked_specs
 
-    scans = as_specs(scans)
+    scans = checked_specs(scans)
     same = cv_tasks(scans, TINY, CVConfig(folds=2, replicates=2), PREDICT)
     assert [t.name for t in same] == ["r0_f0", "r0_f1", "r1_f0", "r1_f1"]
     assert [t.definition["seed"] for t in same] == [0, 0, 1, 1]

@@ -1,7 +1,6 @@
 """Study machinery without training: ranks, task ownership, plan checks, results, barrier, statistics."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,14 @@ import pytest
 from bone_avizo.config import FitConfig
 from bone_avizo.errors import ConfigError, OutputExistsError
 from bone_avizo.phantom import PhantomConfig, make_phantom
+from bone_avizo.runtime import ranks_from_env
 from bone_avizo.studies import StudyIncompleteError
 from bone_avizo.studies.report import csv_text, describe, flat_scores, text_table
-from bone_avizo.studies.run import PeakMemory, confusion_scores, pooled_confusion, selection_inputs
-from bone_avizo.studies.tasks import (RankInfo, Task, finished_result, load_results, prepare_output, rank_info,
-                                      read_json, result_path, save_result, single_process_env, task_device,
-                                      wait_for_results)
+from bone_avizo.studies.scoring import confusion_scores, pooled_confusion
+from bone_avizo.studies.selection import selection_inputs
+from bone_avizo.studies.study import task_device
+from bone_avizo.studies.tasks import (RankInfo, Task, finished_result, load_results, prepare_output, read_json,
+                                      result_path, save_result, wait_for_results)
 
 
 def _plan(**changes):
@@ -28,7 +29,7 @@ def _plan(**changes):
 @pytest.fixture
 def no_rank_env(monkeypatch):
     """No torchrun or SLURM rank in the environment (the study tests import this fixture)."""
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"):
         monkeypatch.delenv(key, raising=False)
     return monkeypatch
 
@@ -44,47 +45,28 @@ def write_phantoms(folder, shape, seeds, prefix="scan") -> list[tuple[Path, Path
     return pairs
 
 
-def test_rank_info_from_torchrun_variables(no_rank_env):
-    assert rank_info() == RankInfo(0, 1, 0)
+def test_ranks_from_torchrun_variables(no_rank_env):
+    assert ranks_from_env() == RankInfo(0, 1, 0)
     no_rank_env.setenv("RANK", "3")
     no_rank_env.setenv("WORLD_SIZE", "4")
     no_rank_env.setenv("LOCAL_RANK", "1")
-    info = rank_info()
+    info = ranks_from_env()
     assert (info.rank, info.world_size, info.local_rank, info.is_main) == (3, 4, 1, False)
     assert [i for i in range(10) if info.owns(i)] == [3, 7]
 
 
 @pytest.mark.parametrize("rank, world", [("2", "2"), ("-1", "2"), ("x", "2")])
-def test_rank_info_refuses_inconsistent_variables(no_rank_env, rank, world):
+def test_ranks_refuses_inconsistent_variables(no_rank_env, rank, world):
     no_rank_env.setenv("RANK", rank)
     no_rank_env.setenv("WORLD_SIZE", world)
     with pytest.raises(ConfigError, match="RANK|rank"):
-        rank_info()
+        ranks_from_env()
 
 
 def test_every_task_has_exactly_one_rank():
     for world in (1, 2, 3, 5):
         owners = [[r for r in range(world) if RankInfo(r, world).owns(i)] for i in range(11)]
         assert all(len(o) == 1 for o in owners)
-
-
-def test_single_process_env_hides_and_restores_the_rank(no_rank_env):
-    no_rank_env.setenv("RANK", "1")
-    no_rank_env.setenv("WORLD_SIZE", "2")
-    with single_process_env():
-        assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("0", "1", "0")
-    assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == ("1", "2")
-    assert "LOCAL_RANK" not in os.environ
-
-
-def test_single_process_env_also_hides_slurm_ranks_from_prediction(no_rank_env):
-    from bone_avizo.predict.distributed import current_ranks
-
-    no_rank_env.setenv("SLURM_PROCID", "1")
-    no_rank_env.setenv("SLURM_NTASKS", "2")
-    assert rank_info().world_size == 2
-    with single_process_env():
-        assert current_ranks().world == 1 and rank_info() == RankInfo()
 
 
 def test_task_device_keeps_explicit_devices_and_single_processes():
@@ -168,17 +150,6 @@ def test_selection_modes_choose_the_validation_scans():
     assert validation == [] and config.val_fraction == 0 and config.early_stopping == 0
     with pytest.raises(ConfigError, match="val-fraction"):
         selection_inputs(fit.with_(val_fraction=0.0), "inner", tests)
-
-
-def test_peak_memory_sees_an_allocation_inside_the_block():
-    import psutil
-
-    before = psutil.Process().memory_info().rss / 1024 ** 3
-    with PeakMemory("cpu") as peak:
-        block = np.ones(64 * 1024 ** 2 // 8)
-        del block
-    assert peak.ram_gb >= before + 0.05
-    assert peak.vram_gb == 0.0
 
 
 def test_tables():

@@ -51,8 +51,8 @@ def _reference_labels():
 
 def _save(out: Path, name: str, image: np.ndarray, labels: np.ndarray, voxel_mm: float) -> None:
     size = (voxel_mm,) * 3
-    save_volume(Volume(image, size, name=name), out / f"{name}.npy", overwrite=True)
-    save_volume(Volume(labels.astype(np.uint8), size, name=f"{name}_labels", class_names=CLASS_NAMES),
+    save_volume(Volume(image, voxel_size=size, name=name), out / f"{name}.npy", overwrite=True)
+    save_volume(Volume(labels.astype(np.uint8), voxel_size=size, name=f"{name}_labels", class_names=CLASS_NAMES),
                 out / f"{name}_labels.npy", overwrite=True)
 
 

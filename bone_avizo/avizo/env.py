@@ -20,7 +20,7 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-def torch_summary() -> str:
+def _torch_summary() -> str:
     """"2.3.1, CUDA 12.1: NVIDIA RTX A5000" / "2.3.1, CPU only" / not installed."""
     if importlib.util.find_spec("torch") is None:
         return INSTALL_HINT
@@ -35,7 +35,7 @@ def environment_report() -> dict[str, str]:
     """Versions of Python (and where its environment is), bone_avizo, numpy, torch (and its device)
     and segmentation-models-pytorch."""
     return {"python": f"{platform.python_version()} in {sys.prefix}", "bone_avizo": bone_avizo.__version__, "numpy": np.__version__,
-            "torch": torch_summary(),
+            "torch": _torch_summary(),
             "segmentation_models_pytorch": _version("segmentation-models-pytorch") or INSTALL_HINT}
 
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 SCALAR_FIELD = "HxUniformScalarField3"
 LABEL_FIELD = "HxUniformLabelField3"
 
-_NARROWED = {np.dtype(np.uint32): np.dtype(np.uint16), np.dtype(np.uint64): np.dtype(np.uint16),
+_NARROWED: dict[np.dtype, np.dtype] = {np.dtype(np.uint32): np.dtype(np.uint16), np.dtype(np.uint64): np.dtype(np.uint16),
              np.dtype(np.int64): np.dtype(np.int32), np.dtype(np.bool_): np.dtype(np.uint8),
              np.dtype(np.float16): np.dtype(np.float32)}
 
@@ -95,7 +95,7 @@ def has_materials(field: Any) -> bool:
         return False
 
 
-def geometry_from_box(box: Box, shape_xyz: Sequence[int], what: str = "field"):
+def _geometry_from_box(box: Box, shape_xyz: Sequence[int], what: str = "field"):
     """Voxel size and origin, both (z, y, x), from an Avizo bounding box and an (x, y, z) shape."""
     low, high = (tuple(float(v) for v in corner) for corner in box)
     voxel_xyz = tuple((h - l) / (n - 1) if n > 1 else 1.0 for l, h, n in zip(low, high, shape_xyz))
@@ -106,7 +106,7 @@ def geometry_from_box(box: Box, shape_xyz: Sequence[int], what: str = "field"):
     return voxel_xyz[::-1], low[::-1]
 
 
-def box_from_volume(volume: Volume) -> Box:
+def _box_from_volume(volume: Volume) -> Box:
     """The Avizo bounding box (first to last voxel centre, (x, y, z)) of ``volume``."""
     low = tuple(float(v) for v in volume.origin[::-1])
     sizes = zip(low, volume.voxel_size[::-1], volume.shape[::-1])
@@ -133,9 +133,9 @@ def field_to_volume(field: Any, *, contiguous: bool = True) -> Volume:
     if np.may_share_memory(zyx, xyz):
         zyx = zyx.view()
         zyx.flags.writeable = False
-    voxel_size, origin = geometry_from_box(field.bounding_box, xyz.shape, name)
+    voxel_size, origin = _geometry_from_box(field.bounding_box, xyz.shape, name)
     class_names = _label_names(field, zyx) if is_label_field(field) else None
-    return Volume(zyx, voxel_size, origin, name, class_names)
+    return Volume(zyx, voxel_size=voxel_size, origin=origin, name=name, class_names=class_names)
 
 
 def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: str | None = None,
@@ -158,7 +158,7 @@ def volume_to_field(volume: Volume, project: Any, *, label: bool = False, name: 
     else:
         array, class_names = avizo_dtype(volume.array, volume.name), None
     xyz = zyx_to_xyz(array)
-    box = _box_like(like, like_shape, xyz.shape, volume.name) if like is not None else box_from_volume(volume)
+    box = _box_like(like, like_shape, xyz.shape, volume.name) if like is not None else _box_from_volume(volume)
     if into is not None and is_label_field(into) != label:
         raise TypeError(f"cannot write a {'label' if label else 'scalar'} volume into {type(into).__name__}")
     field = into if into is not None else project.create(LABEL_FIELD if label else SCALAR_FIELD)
@@ -215,7 +215,7 @@ def _discard(project: Any, obj: Any) -> None:
         log.warning("could not remove the unfinished object %s from the project", getattr(obj, "name", obj))
 
 
-def read_material_names(field: Any) -> list[str]:
+def _read_material_names(field: Any) -> list[str]:
     """Material names of a label field in label order ([] when there are none or they cannot be read).
 
     Materials are ``field.parameters['Materials']``, one sub-bundle per material; when every
@@ -257,7 +257,7 @@ def write_material_names(field: Any, names: Sequence[str]) -> None:
 
 
 def _label_names(field: Any, zyx: np.ndarray) -> tuple[str, ...]:
-    names = read_material_names(field)
+    names = _read_material_names(field)
     needed = int(zyx.max()) + 1 if zyx.size else 1
     return tuple(names) + tuple(f"class{i}" for i in range(len(names), needed))
 

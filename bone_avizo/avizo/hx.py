@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from bone_avizo.errors import BoneAvizoError
 
 
-class AvizoNameError(BoneAvizoError):
+class AvizoNameError(BoneAvizoError, NameError):
     """An Avizo global (a port class, hx_project, ...) could not be found."""
 
 

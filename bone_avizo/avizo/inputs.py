@@ -18,7 +18,7 @@ from bone_avizo.models.cache import ModelCache, describe_model  # noqa: F401 - p
 VOLUME_SUFFIXES = (".am", ".tif", ".tiff", ".raw", ".h5", ".hdf5", ".zarr", ".npy", ".mhd", ".nii", ".rec")
 
 
-class MissingInputError(BoneAvizoError):
+class MissingInputError(BoneAvizoError, ValueError):
     """A port the module needs is empty or holds the wrong kind of data."""
 
 

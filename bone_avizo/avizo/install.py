@@ -99,7 +99,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def read_manifest(directory: Path) -> dict[str, str]:
+def _read_manifest(directory: Path) -> dict[str, str]:
     """{file name: sha256} of the files bone_avizo installed in ``directory`` ({} if none)."""
     path = directory / MANIFEST_NAME
     if not path.is_file():
@@ -130,10 +130,10 @@ def _write_manifest(directory: Path, files: dict[str, str]) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
 
 
-def plan_install(avizo_root: str | Path, *, source: str | Path | None = None, force: bool = False) -> list[Action]:
+def _plan_install(avizo_root: str | Path, *, source: str | Path | None = None, force: bool = False) -> list[Action]:
     """What :func:`install` would do; raises before anything is written if a file is in the way."""
     directory = script_dir(avizo_root)
-    owned = read_manifest(directory)
+    owned = _read_manifest(directory)
     actions = []
     for path in module_files(source):
         target = directory / path.name
@@ -153,7 +153,7 @@ def plan_install(avizo_root: str | Path, *, source: str | Path | None = None, fo
 def install(avizo_root: str | Path, *, source: str | Path | None = None, dry_run: bool = False,
             force: bool = False) -> list[Action]:
     """Copy the modules into ``<avizo_root>/share/python_script_objects`` (see the module docstring)."""
-    actions = plan_install(avizo_root, source=source, force=force)
+    actions = _plan_install(avizo_root, source=source, force=force)
     if dry_run:
         return actions
     directory = script_dir(avizo_root)
@@ -161,7 +161,7 @@ def install(avizo_root: str | Path, *, source: str | Path | None = None, dry_run
         directory.mkdir(exist_ok=True)
     except OSError as exc:
         raise OutputWriteError(f"cannot create {directory}: {exc.strerror or exc}") from None
-    owned = read_manifest(directory)
+    owned = _read_manifest(directory)
     owned.update({a.target.name: _sha256(a.source) for a in actions if a.source is not None})
     _write_manifest(directory, owned)  # first, so that uninstall finds files even after a failed copy
     for action in actions:
@@ -170,11 +170,11 @@ def install(avizo_root: str | Path, *, source: str | Path | None = None, dry_run
     return actions
 
 
-def plan_uninstall(avizo_root: str | Path) -> list[Action]:
+def _plan_uninstall(avizo_root: str | Path) -> list[Action]:
     """What :func:`uninstall` would do."""
     directory = script_dir(avizo_root)
     actions = []
-    for name, digest in sorted(read_manifest(directory).items()):
+    for name, digest in sorted(_read_manifest(directory).items()):
         target = directory / name
         if not target.exists():
             actions.append(Action("missing", target))
@@ -200,7 +200,7 @@ def _keep_what_kept_rc_files_register(actions: list[Action]) -> list[Action]:
 
 def uninstall(avizo_root: str | Path, *, dry_run: bool = False) -> list[Action]:
     """Remove exactly the files :func:`install` wrote and still holds unchanged, then the manifest."""
-    actions = plan_uninstall(avizo_root)
+    actions = _plan_uninstall(avizo_root)
     if dry_run or not actions:
         return actions
     for action in actions:
@@ -214,7 +214,7 @@ def uninstall(avizo_root: str | Path, *, dry_run: bool = False) -> list[Action]:
     return actions
 
 
-def avizo_python(avizo_root: str | Path) -> Path | None:
+def _avizo_python(avizo_root: str | Path) -> Path | None:
     """The Python shipped in ``<avizo_root>/python`` (Windows or Linux layout), if there is one."""
     root = Path(avizo_root).expanduser() / "python"
     for candidate in (root / "python.exe", root / "bin" / "python3", root / "bin" / "python"):
@@ -225,7 +225,7 @@ def avizo_python(avizo_root: str | Path) -> Path | None:
 
 def python_setup_text(avizo_root: str | Path) -> str:
     """How to make ``bone_avizo`` importable in Avizo's Python (printed after installing)."""
-    found = avizo_python(avizo_root)
+    found = _avizo_python(avizo_root)
     python = f'"{found}"' if found else "PYTHON"
     source_tree = (PACKAGE_ROOT / "pyproject.toml").is_file()
     project = f'"{PACKAGE_ROOT}"' if source_tree else '"<the bone_avizo source folder>"'
@@ -241,7 +241,9 @@ def python_setup_text(avizo_root: str | Path) -> str:
         f"  2. CPU only:    {python} -m pip install -c avizo-constraints.txt torch "
         "--index-url https://download.pytorch.org/whl/cpu",
         f"     NVIDIA GPU:  {python} -m pip install -c avizo-constraints.txt torch "
-        "--index-url https://download.pytorch.org/whl/cu121  (the CUDA build your driver supports)",
+        "--index-url https://download.pytorch.org/whl/cu128",
+        "                  (cu128 is CUDA 12.8: use the newest CUDA build of torch your driver supports; "
+        "pytorch.org lists them)",
         f"  3. {python} -m pip install -c avizo-constraints.txt {project}",
         "Then restart Avizo, create BONeDoctor (Python Scripts) and press Apply: it checks the versions,",
         "whether CUDA is usable and every behaviour of Avizo the modules rely on, and saves a report.",

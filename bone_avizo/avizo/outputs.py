@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SPREADSHEET = "HxSpreadSheet"
 
 
-def remove_object(project: Any, obj: Any) -> None:
+def _remove_object(project: Any, obj: Any) -> None:
     """Remove ``obj`` (found by its name) from ``project`` when it is still there; failures are logged."""
     if obj is not None:
         remove_named(project, str(obj.name))
@@ -89,7 +89,7 @@ class ModuleResults:
         and give it ``name`` (taken over from the replaced object when it had it)."""
         previous = self.get(key)
         if previous is not None and str(previous.name) != str(obj.name):
-            remove_object(self.project, previous)
+            _remove_object(self.project, previous)
         if name is not None and obj.name != name:
             old = str(obj.name)
             obj.name = name
@@ -120,7 +120,7 @@ class ModuleResults:
 Columns = Mapping[str, Sequence[Any]]
 
 
-def column_typename(values: Sequence[Any]) -> str:
+def _column_typename(values: Sequence[Any]) -> str:
     """'string' when any value is text, 'int' when all are integers, else 'float'."""
     if any(isinstance(v, str) for v in values):
         return "string"
@@ -129,7 +129,7 @@ def column_typename(values: Sequence[Any]) -> str:
     return "float"
 
 
-def column_array(values: Sequence[Any], typename: str) -> np.ndarray:
+def _column_array(values: Sequence[Any], typename: str) -> np.ndarray:
     """``values`` as the array a spreadsheet column of ``typename`` holds (None -> NaN, '')."""
     if typename == "string":
         return np.array(["" if v is None else str(v) for v in values], dtype=object)
@@ -152,11 +152,11 @@ def write_spreadsheet(project: Any, tables: Mapping[str, Columns], *, name: str)
             _fill_table(interface.add_table(title), columns)
         sheet.name = name
     except (AttributeError, TypeError) as exc:
-        remove_object(project, sheet)
+        _remove_object(project, sheet)
         log.warning("no spreadsheet made: this Avizo's spreadsheet interface differs (%s)", exc)
         return None
     except BaseException:
-        remove_object(project, sheet)
+        _remove_object(project, sheet)
         raise
     note_created(sheet)
     return sheet
@@ -164,6 +164,6 @@ def write_spreadsheet(project: Any, tables: Mapping[str, Columns], *, name: str)
 
 def _fill_table(table: Any, columns: Columns) -> None:
     for column_name, values in columns.items():
-        typename = column_typename(values)
-        table.add_column(column_name, typename).setarray(column_array(values, typename))
+        typename = _column_typename(values)
+        table.add_column(column_name, typename).setarray(_column_array(values, typename))
 

@@ -69,7 +69,7 @@ def port_kind(param: Param) -> PortKind:
     return PortKind.TEXT
 
 
-def port_label(name: str) -> str:
+def _port_label(name: str) -> str:
     """``memory_limit_gb`` -> ``Memory limit GB``."""
     words = [_ACRONYMS.get(w, w) for w in name.split("_")]
     return " ".join([words[0][:1].upper() + words[0][1:]] + words[1:])
@@ -84,9 +84,9 @@ def spec_to_ports(module: Any, spec: tuple[Param, ...], *, hx: Any = None) -> di
     ports = {}
     for param in spec:
         kind = port_kind(param)
-        port = hx_global(module, PORT_CLASS[kind], hx)(module, param.name, port_label(param.name))
+        port = hx_global(module, PORT_CLASS[kind], hx)(module, param.name, _port_label(param.name))
         _build(port, param, kind, module, hx)
-        write_port(port, param, param.default)
+        _write_port(port, param, param.default)
         ports[param.name] = port
     return ports
 
@@ -132,7 +132,7 @@ def toggle_checked(toggle: Any) -> bool:
     return _is_checked(toggle)
 
 
-def write_port(port: Any, param: Param, value: Any) -> None:
+def _write_port(port: Any, param: Param, value: Any) -> None:
     """Show ``value`` (validated by ``param``) in ``port``."""
     value = param.convert(value)
     kind = port_kind(param)
@@ -151,7 +151,7 @@ def write_port(port: Any, param: Param, value: Any) -> None:
         port.text = ", ".join(map(str, value)) if param.multiple else str(value)
 
 
-def read_port(port: Any, param: Param) -> Any:
+def _read_port(port: Any, param: Param) -> Any:
     """The raw value ``port`` shows for ``param`` (validation happens when the config is built)."""
     kind = port_kind(param)
     if kind is PortKind.INT:
@@ -171,7 +171,7 @@ def read_port(port: Any, param: Param) -> Any:
     return tuple(v.strip() for v in text.split(",") if v.strip()) if param.multiple else text
 
 
-def find_port(ports: Any, name: str) -> Any:
+def _find_port(ports: Any, name: str) -> Any:
     """Port ``name`` from a {name: port} mapping, a module (its ``.ports``) or a ports object."""
     if isinstance(ports, Mapping):
         return ports.get(name)
@@ -187,15 +187,15 @@ def ports_to_config(config_cls: type[ConfigBase], ports: Any):
     """
     values = {}
     for param in config_cls.SPEC:
-        port = find_port(ports, param.name)
+        port = _find_port(ports, param.name)
         if port is not None:
-            values[param.name] = read_port(port, param)
+            values[param.name] = _read_port(port, param)
     return config_cls.from_dict(values)
 
 
 def config_to_ports(config: ConfigBase, ports: Any) -> None:
     """Show every value of ``config`` in its port (e.g. after loading a JSON config file)."""
     for param in config.SPEC:
-        port = find_port(ports, param.name)
+        port = _find_port(ports, param.name)
         if port is not None:
-            write_port(port, param, getattr(config, param.name))
+            _write_port(port, param, getattr(config, param.name))

@@ -22,8 +22,8 @@ class AvizoProgress:
     def __init__(self, hx_progress: Any, *, max_steps: int = 1000):
         self._hx_progress = hx_progress
         self._max_steps = max(int(max_steps), 1)
-        self._context = None
-        self._bar = None
+        self._context: Any = None  # Avizo's progress context and bar, once opened
+        self._bar: Any = None
         self._total = self._steps = self._step = self._done = 0
         self._message = ""
 

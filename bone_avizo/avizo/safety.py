@@ -29,7 +29,7 @@ def run_safely(module: Any, fn: Callable[[], T], *, hx: Any = None) -> T | None:
     object on every access.
     """
     project = _optional(module, "hx_project", hx)
-    before = set(object_names(project))
+    before = set(_object_names(project))
     created = _Ledger()
     token = _CREATED.set(created)
     try:
@@ -85,7 +85,7 @@ def _pass_up(created: _Ledger) -> None:
         outer.kept |= created.kept
 
 
-def object_names(project: Any) -> list[str]:
+def _object_names(project: Any) -> list[str]:
     """The names of the objects in ``project`` ([] when it cannot be read)."""
     if project is None:
         return []
@@ -152,7 +152,7 @@ def remove_named(project: Any, name: str) -> None:
 
 
 def _remove_created(project: Any, created: _Ledger, before: set[str]) -> None:
-    appeared = [name for name in object_names(project) if name not in before and name not in created]
+    appeared = [name for name in _object_names(project) if name not in before and name not in created]
     for name in [*reversed(created), *appeared]:
         if name not in created.kept:
             remove_named(project, name)

@@ -64,7 +64,7 @@ class TrainingInputs:
     val_files: list = field(default_factory=list)
 
 
-def check_pair(scan: Any, labels: Any, label_port: Any) -> tuple[Any, Any]:
+def _check_pair(scan: Any, labels: Any, label_port: Any) -> tuple[Any, Any]:
     """A scan field and its label field (a label field of the scan's dimensions) read as Volumes,
     each field's array once."""
     if not is_label_field(labels):
@@ -99,7 +99,7 @@ def connected_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any, An
             raise MissingInputError(f"{labels.name} in the {_title(label_port)} port has no scan: connect the "
                                     f"scan it labels to the {_title(scan_port)} port")
         scan = connected_field(scan_port, "scan", label=False)
-        found.append((index, *check_pair(scan, labels, label_port)))
+        found.append((index, *_check_pair(scan, labels, label_port)))
     return found
 
 
@@ -178,7 +178,7 @@ def training_inputs(pairs: Sequence[tuple[Any, Any]], *, validation: Any = None,
 
 # ---------------------------------------------------------------------------------------------
 # the staging folder
-def side_files(output: Path) -> list[Path]:
+def _side_files(output: Path) -> list[Path]:
     """The files a run writes beside the model file ``output`` (checkpoint and logs)."""
     from bone_avizo.fit import checkpoint_path
     from bone_avizo.fit.logs import log_paths
@@ -203,17 +203,17 @@ class FitStaging:
         from bone_avizo.io.base import check_outputs_spare_inputs
 
         self.target = Path(output)
-        check_outputs_spare_inputs({"model file": [self.target, *side_files(self.target)]}, {"input": list(reads)})
+        check_outputs_spare_inputs({"model file": [self.target, *_side_files(self.target)]}, {"input": list(reads)})
         self.folder = self.target.with_name(self.target.name + STAGING_SUFFIX)
         self.resume = resume
-        kept = side_files(self.output)[0]
+        kept = _side_files(self.output)[0]
         if resume and not kept.exists():
             raise MissingInputError(f"nothing to resume: no interrupted training of {self.target.name} in "
                                     f"{self.folder}; untick Resume to start a new run")
         if not resume and kept.exists() and not overwrite:
             raise OutputExistsError(f"an interrupted training of {self.target.name} is kept in {self.folder}; tick "
                                     "Resume to continue it, or Overwrite to start again")
-        existing = [p for p in (self.target, side_files(self.target)[0]) if p.exists()]
+        existing = [p for p in (self.target, _side_files(self.target)[0]) if p.exists()]
         if existing and not overwrite and not resume:
             raise OutputExistsError(f"{existing[0]} already exists; tick Overwrite to replace the model file, its "
                                     "checkpoint and logs, or choose another model file")
@@ -247,7 +247,7 @@ class FitStaging:
     @property
     def resumable(self) -> bool:
         """True when the folder holds a checkpoint a later run can continue."""
-        return side_files(self.output)[0].exists()
+        return _side_files(self.output)[0].exists()
 
     def scans(self, inputs: TrainingInputs) -> tuple[list, list]:
         """(train, validation) ScanSpecs: the connected fields in memory, then the files."""
@@ -267,7 +267,7 @@ class FitStaging:
         files this run did not make (e.g. a plot no longer asked for) are removed."""
         from bone_avizo.io.base import remove_path, replace_path
 
-        for made, final in zip(side_files(self.output), side_files(self.target)):
+        for made, final in zip(_side_files(self.output), _side_files(self.target)):
             if made.exists():
                 replace_path(made, final)
             elif final.exists():

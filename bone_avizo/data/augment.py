@@ -53,7 +53,7 @@ class Augmenter:
         if "scale" in self.extras and rng.random() < P_EXTRA["scale"]:
             image, labels = _zoom(image, labels, float(rng.uniform(0.85, 1.15)))
         if "blur" in self.extras and rng.random() < P_EXTRA["blur"]:
-            image = gaussian_blur(image, float(rng.uniform(0.5, 1.5)))
+            image = _gaussian_blur(image, float(rng.uniform(0.5, 1.5)))
         if "gamma" in self.extras and rng.random() < P_EXTRA["gamma"]:
             image = _gamma(image, math.exp(rng.uniform(math.log(0.7), math.log(1.5))))
         if "noise" in self.extras and rng.random() < P_EXTRA["noise"]:
@@ -103,16 +103,16 @@ def _zoom(image: torch.Tensor, labels: torch.Tensor, factor: float):
     return image, lab.round().to(labels.dtype)
 
 
-def gaussian_kernel(sigma: float) -> torch.Tensor:
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
     radius = max(1, int(math.ceil(3 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     k = torch.exp(-0.5 * (x / sigma) ** 2)
     return k / k.sum()
 
 
-def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of each channel of (C, H, W), mirrored borders."""
-    k = gaussian_kernel(sigma)
+    k = _gaussian_kernel(sigma)
     r = k.numel() // 2
     x = F.pad(image[:, None], (r, r, r, r), mode="reflect")
     x = F.conv2d(x, k.view(1, 1, 1, -1))

@@ -88,7 +88,7 @@ class ScanReaders:
         return state
 
 
-def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
+def _sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0x5A3F, epoch + 1, position])
 
 
@@ -107,14 +107,14 @@ class PatchDataset(Dataset):
         return 0
 
     def __getitem__(self, key: SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
-        return make_crops(self.readers.reader, self.stats[key.ref.scan], self.settings, key, self.augmenter)
+        return _make_crops(self.readers.reader, self.stats[key.ref.scan], self.settings, key, self.augmenter)
 
 
-def make_crops(reader: SliceReader, stats: NormStats, s: PatchSettings, key: SampleKey,
+def _make_crops(reader: SliceReader, stats: NormStats, s: PatchSettings, key: SampleKey,
                augmenter: Augmenter | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The crops of one sample: images (n, C, P, P) float32 normalised (and augmented), labels
     (n, P, P) int64; every random choice from the generator seeded by (seed, epoch, position)."""
-    rng = sample_rng(s.seed, key.epoch, key.position)
+    rng = _sample_rng(s.seed, key.epoch, key.position)
     labels = reader.label_plane(key.ref)
     stack = reader.image_stack(key.ref)
     fg = np.argwhere(labels > 0) if s.foreground_crops > 0 else None
@@ -196,7 +196,7 @@ class SliceSet:
         return image, torch.from_numpy(reader.label_plane(ref).astype(np.int64))
 
     def patches(self, ref: SliceRef, position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return make_crops(self.readers.reader, self.stats[ref.scan], self.settings,
+        return _make_crops(self.readers.reader, self.stats[ref.scan], self.settings,
                           SampleKey(VALIDATION_EPOCH, position, ref))
 
     def close(self) -> None:

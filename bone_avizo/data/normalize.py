@@ -78,7 +78,7 @@ class _Moments:
                         min(self.minimum, other.minimum), max(self.maximum, other.maximum))
 
 
-def unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> _Moments:
+def _unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> _Moments:
     """Moments of a flat uint8/uint16 array (of its non-zero voxels when ``skip_zeros``), in runs
     small enough for exact float64 squares; no histogram (numpy's bincount widens every voxel to
     8 bytes first)."""
@@ -97,13 +97,13 @@ def unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> _Moments:
 
 
 def parallel_moments(slab: np.ndarray, *, skip_zeros: bool) -> _Moments:
-    """:func:`unsigned_moments` of a slab, in parts summed by the I/O threads (exact: the parts add up)."""
+    """:func:`_unsigned_moments` of a slab, in parts summed by the I/O threads (exact: the parts add up)."""
     flat = slab.reshape(-1)
     parts = min(io_threads(), flat.size // MOMENTS_PART)
     if parts < 2:
-        return unsigned_moments(flat, skip_zeros=skip_zeros)
+        return _unsigned_moments(flat, skip_zeros=skip_zeros)
     bounds = np.linspace(0, flat.size, parts + 1).astype(np.int64)
-    found = parallel_map(lambda ends: unsigned_moments(flat[ends[0]:ends[1]], skip_zeros=skip_zeros),
+    found = parallel_map(lambda ends: _unsigned_moments(flat[ends[0]:ends[1]], skip_zeros=skip_zeros),
                          zip(bounds[:-1], bounds[1:]))
     return sum(found, _Moments())
 

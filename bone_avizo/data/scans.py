@@ -58,8 +58,28 @@ class ScanSpec:
             image = self.image
             object.__setattr__(self, "name", image.info.name if isinstance(image, VolumeSource) else scan_name(image))
 
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "image": location_text(self.image), "labels": location_text(self.labels)}
+    def to_dict(self, *, options: bool = True) -> dict[str, Any]:
+        """The scan as a JSON-able record: name, image and labels (paths as text, ``in memory (<name>)``
+        for an in-memory source) and, with ``options``, the reader options. Study tasks and training
+        checkpoints keep these records: :meth:`from_dict` must read every one ever written."""
+        record: dict[str, Any] = {"name": self.name, "image": location_text(self.image),
+                                  "labels": location_text(self.labels)}
+        if options:
+            record.update(image_options=dict(self.image_options), label_options=dict(self.label_options))
+        return record
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "ScanSpec":
+        """The ScanSpec of a record of :meth:`to_dict` (or of any dict of ScanSpec's fields)."""
+        return cls(**dict(record, image_options=dict(record.get("image_options", {})),
+                          label_options=dict(record.get("label_options", {}))))
+
+
+def as_specs(scans: Sequence) -> list[ScanSpec]:
+    """ScanSpecs from ScanSpecs, records (dicts, see :meth:`ScanSpec.from_dict`) or (image, labels[, name])
+    tuples."""
+    return [item if isinstance(item, ScanSpec) else ScanSpec.from_dict(item) if isinstance(item, dict)
+            else ScanSpec(*item) for item in scans]
 
 
 def location_text(location: Path | VolumeSource) -> str:
@@ -207,15 +227,15 @@ def _check_label_slab(slab: np.ndarray, z0: int, where: str) -> np.ndarray:
     return slab.astype(np.int64, copy=False)
 
 
-def pass_slices(shape) -> int:
+def _pass_slices(shape) -> int:
     """Slices per slab of a streamed pass: about 4 M voxels."""
     return max(1, PASS_VOXELS // (int(shape[1]) * int(shape[2])))
 
 
-def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) -> LabelSummary:
+def _summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) -> LabelSummary:
     """Stream ``source`` once: check the values and count classes and per-slice foreground."""
     nz, ny, nx = source.shape
-    slab_slices = slab_slices or pass_slices(source.shape)
+    slab_slices = slab_slices or _pass_slices(source.shape)
     counts = np.zeros(256, np.int64)
     fg = (np.zeros(nz, np.int64), np.zeros(ny, np.int64), np.zeros(nx, np.int64))
     for z0 in range(0, nz, slab_slices):
@@ -233,12 +253,12 @@ def summarize_labels(source: VolumeSource, *, where: str, slab_slices: int = 0) 
     return LabelSummary(max_label, counts, fg, np.dtype(source.dtype))
 
 
-def image_stats(source: VolumeSource, *, where: str, mask: str = "positive") -> NormStats:
+def _image_stats(source: VolumeSource, *, where: str, mask: str = "positive") -> NormStats:
     """Normalisation statistics over the voxels ``mask`` selects (streamed), refusing NaN or infinite voxels."""
     from bone_avizo.data.normalize import StatsAccumulator
 
     acc = StatsAccumulator(mask)
-    step = pass_slices(source.shape)
+    step = _pass_slices(source.shape)
     for z0 in range(0, source.shape[0], step):
         slab = source.read_slab(z0, min(source.shape[0], z0 + step))
         if slab.dtype.kind == "f" and not np.isfinite(slab).all():
@@ -273,8 +293,8 @@ def open_scan(spec: ScanSpec, index: int = 0, *, mask: str = "positive") -> Scan
 
     image, labels = _open_pair(spec)
     try:
-        summary = summarize_labels(labels, where=f"scan {spec.name} ({location_text(spec.labels)})")
-        stats = image_stats(image, where=spec.name, mask=mask)
+        summary = _summarize_labels(labels, where=f"scan {spec.name} ({location_text(spec.labels)})")
+        stats = _image_stats(image, where=spec.name, mask=mask)
     finally:
         image.close()  # BoundedSources reopen on the next read: nothing stays mapped meanwhile
         labels.close()
@@ -311,7 +331,7 @@ def resolve_num_classes(scans: Sequence[Scan], *, num_classes: int = 0, class_na
     return n
 
 
-def largest_patch(height: int, width: int) -> int:
+def _largest_patch(height: int, width: int) -> int:
     """The largest multiple of 32 that fits a (height, width) slice (0 when none does)."""
     return min(height, width) // PATCH_MULTIPLE * PATCH_MULTIPLE
 
@@ -328,7 +348,7 @@ def check_patch_fits(scans: Sequence[Scan], patch_size: int, axes: Sequence[int]
         for axis in axes:
             h, w = plane_shape(scan.shape, axis)
             if patch_size > min(h, w):
-                best = min(largest_patch(*plane_shape(s.shape, a)) for s in scans for a in axes)
+                best = min(_largest_patch(*plane_shape(s.shape, a)) for s in scans for a in axes)
                 hint = f"use --patch-size {best}" if best else "the slices are smaller than 32 px"
                 raise ConfigError(f"patch size {patch_size} does not fit the {h} x {w} slices of scan "
                                   f"{scan.name} along axis {'zyx'[axis]}; {hint}")
@@ -356,4 +376,4 @@ def close_scans(scans: Sequence[Scan]) -> None:
 
 def describe(scans: Sequence[Scan]) -> list[dict[str, Any]]:
     """JSON-ready description of scans (for logs and model metadata)."""
-    return [dict(scan.spec.to_dict(), shape=list(scan.shape)) for scan in scans]
+    return [dict(scan.spec.to_dict(options=False), shape=list(scan.shape)) for scan in scans]

@@ -59,7 +59,7 @@ def kfold_splits(n_scans: int, *, folds: int, seed: int = 0) -> list[Split]:
     return splits
 
 
-def explicit_split(n_train: int, n_val: int) -> Split:
+def _explicit_split(n_train: int, n_val: int) -> Split:
     """Scans 0..n_train-1 train, the next n_val validate (validation scans given separately)."""
     return Split(tuple(range(n_train)), tuple(range(n_train, n_train + n_val)))
 
@@ -73,7 +73,7 @@ def make_split(n_scans: int, *, n_explicit_val: int = 0, val_fraction: float = 0
             raise ConfigError("--folds and explicit validation scans exclude each other; give one of them")
         if n_scans - n_explicit_val < 1:
             raise ConfigError("no training scans left: every scan is a validation scan")
-        return explicit_split(n_scans - n_explicit_val, n_explicit_val)
+        return _explicit_split(n_scans - n_explicit_val, n_explicit_val)
     if folds:
         return kfold_splits(n_scans, folds=folds, seed=seed)[fold]
     return fraction_split(n_scans, val_fraction=val_fraction, seed=seed)

@@ -1,15 +1,16 @@
 """Single-process and multi-process (DistributedDataParallel) training context.
 
-The ranks come from :func:`bone_avizo.predict.distributed.current_ranks` (one place for the
-environment mapping): torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or, when those are absent, SLURM's
-SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID (``srun`` with one task per GPU, no torchrun). Under
-torchrun the process group is joined through torchrun's own rendezvous (``env://``); under SLURM
-through ``tcp://MASTER_ADDR:MASTER_PORT``, where MASTER_ADDR defaults to the first host of
-SLURM_NODELIST (or SLURM_JOB_NODELIST) and MASTER_PORT to ``15000 + SLURM_JOB_ID % 10000``.
+The ranks are given (:func:`bone_avizo.runtime.ranks_from_env` reads them at the entry point:
+torchrun's RANK / WORLD_SIZE / LOCAL_RANK, or, when those are absent, SLURM's SLURM_PROCID /
+SLURM_NTASKS / SLURM_LOCALID, ``srun`` with one task per GPU, no torchrun); the device follows
+:func:`bone_avizo.runtime.resolve_device`. Under torchrun the process group is joined through
+torchrun's own rendezvous (``env://``); under SLURM through ``tcp://MASTER_ADDR:MASTER_PORT``, where
+MASTER_ADDR defaults to the first host of SLURM_NODELIST (or SLURM_JOB_NODELIST) and MASTER_PORT to
+``15000 + SLURM_JOB_ID % 10000``.
 
-Each process trains on its share of every epoch's slices, on the GPU of its local rank (NCCL) or
-on the CPU (gloo). Rank 0 alone writes the model, checkpoints and logs; metrics are summed over
-ranks with all_reduce. Collectives wait at most the process-group timeout
+Each process trains on its share of every epoch's slices, on its GPU (NCCL; the GPU of its local
+rank unless one is named) or on the CPU (gloo). Rank 0 alone writes the model, checkpoints and
+logs; metrics are summed over ranks with all_reduce. Collectives wait at most the process-group timeout
 (``BONE_AVIZO_DIST_TIMEOUT`` seconds, default 1800); a lost rank then surfaces as one
 :class:`~bone_avizo.errors.BoneAvizoError` on the others instead of a hang.
 """
@@ -28,8 +29,7 @@ import torch
 import torch.distributed as dist
 
 from bone_avizo.errors import BoneAvizoError, ConfigError
-from bone_avizo.predict.backends import resolve_device
-from bone_avizo.predict.distributed import Ranks, current_ranks, rank_launcher
+from bone_avizo.runtime import Ranks, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -181,35 +181,35 @@ def dist_timeout_s(env: Mapping[str, str] | None = None) -> float:
 
 
 # -- the process group --------------------------------------------------------------------------
-def _device(device: str, ranks: Ranks, launcher: str | None) -> torch.device:
-    if device == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    count, index = torch.cuda.device_count(), ranks.local_rank
-    if index >= count:
-        if launcher != "slurm" or count != 1:
-            raise ConfigError(f"local rank {index} but only {count} GPU(s) on this node; start at most that many "
-                              "processes per node (--nproc_per_node, --ntasks-per-node)")
-        index = 0  # srun --gpus-per-task 1: each task sees its own GPU as cuda:0
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
+def _rank_device(device: str, ranks: Ranks) -> torch.device:
+    """The device rule's device for a rank of a training job, made torch's current GPU. NCCL trains one
+    process per GPU, so a named GPU shared by the processes of a node is refused."""
+    dev = resolve_device(device, ranks)
+    if dev.type == "cuda" and str(device).startswith("cuda:") and ranks.local_world > 1:
+        raise ConfigError(f"--device {device} puts all {ranks.local_world} processes of this node on one GPU, "
+                          "which NCCL cannot train on; give --device auto or cuda (each process takes the GPU of "
+                          "its LOCAL_RANK)")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
 
 
-def init_distributed(device: str = "auto", *, timeout_s: float | None = None) -> DistContext:
-    """The context of this process; joins the process group when the launcher started several
-    (torchrun: its rendezvous; SLURM without torchrun: :func:`slurm_rendezvous`).
-    ``timeout_s`` defaults to :func:`dist_timeout_s`."""
-    ranks = current_ranks()
+def init_distributed(device: str, ranks: Ranks, *, timeout_s: float | None = None,
+                     env: Mapping[str, str] | None = None) -> DistContext:
+    """The context of this process; joins the process group when ``ranks`` has several processes
+    (torchrun: its rendezvous; SLURM without torchrun: :func:`slurm_rendezvous` from ``env``, default
+    os.environ). ``timeout_s`` defaults to :func:`dist_timeout_s`."""
     if not ranks.distributed:
-        return DistContext(device=resolve_device(device))
-    launcher = rank_launcher()
-    dev = _device(device, ranks, launcher)
+        return DistContext(ranks, resolve_device(device, ranks))
+    env = os.environ if env is None else env
+    dev = _rank_device(device, ranks)
     initialised = False
     if not dist.is_initialized():
-        options = {"timeout": datetime.timedelta(seconds=timeout_s or dist_timeout_s())}
-        if launcher == "slurm":
-            address, port = slurm_rendezvous()
+        options = {"timeout": datetime.timedelta(seconds=timeout_s or dist_timeout_s(env))}
+        if ranks.launcher == "slurm":
+            address, port = slurm_rendezvous(env)
             options.update(init_method=f"tcp://{address}:{port}", rank=ranks.rank, world_size=ranks.world)
-        elif "MASTER_ADDR" not in os.environ:
+        elif "MASTER_ADDR" not in env:
             raise ConfigError("RANK/WORLD_SIZE are set but MASTER_ADDR is not; start the run with torchrun, or "
                               "set MASTER_ADDR and MASTER_PORT")
         try:
@@ -221,7 +221,7 @@ def init_distributed(device: str = "auto", *, timeout_s: float | None = None) ->
                                  "MASTER_ADDR/MASTER_PORT") from exc
         initialised = True
     log.info("distributed training: rank %d of %d (local rank %d, %s) on %s", ranks.rank, ranks.world,
-             ranks.local_rank, launcher, dev)
+             ranks.local_rank, ranks.launcher, dev)
     return DistContext(ranks, dev, initialised)
 
 

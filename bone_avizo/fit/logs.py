@@ -39,7 +39,7 @@ def _flat(row: dict[str, Any], class_names: Sequence[str]) -> dict[str, Any]:
     return flat
 
 
-def history_csv(history: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
+def _history_csv(history: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
     rows = [_flat(r, class_names) for r in history]
     fields = list(dict.fromkeys(k for r in rows for k in r))
     out = io.StringIO()
@@ -74,7 +74,7 @@ class RunLog:
 
     def epoch(self, history: Sequence[dict[str, Any]]) -> None:
         """Record the history up to the epoch just finished."""
-        _write_text(self.paths["csv"], history_csv(history, self.class_names))
+        _write_text(self.paths["csv"], _history_csv(history, self.class_names))
         _write_text(self.paths["json"], json.dumps(list(history), indent=1) + "\n")
         if self._tb is not None and history:
             row = history[-1]
@@ -87,7 +87,7 @@ class RunLog:
         if self._tb is not None:
             self._tb.close()
         if self.plot and history:
-            return plot_curves(history, self.paths["png"], self.class_names)
+            return _plot_curves(history, self.paths["png"], self.class_names)
         return None
 
 
@@ -101,7 +101,7 @@ def started_without_epochs(model_path: Path) -> bool:
         return False
 
 
-def plot_curves(history: Sequence[dict[str, Any]], path: Path, class_names: Sequence[str]) -> Path | None:
+def _plot_curves(history: Sequence[dict[str, Any]], path: Path, class_names: Sequence[str]) -> Path | None:
     """PNG with the training/validation loss (left) and validation IoU (right) per epoch."""
     try:
         import matplotlib
@@ -119,7 +119,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: Path, class_names: Sequ
 
 
 def curves_figure(plt, history: Sequence[dict[str, Any]], class_names: Sequence[str]):
-    """The figure of :func:`plot_curves` (x axis: whole epochs only, also for a single epoch)."""
+    """The figure of :func:`_plot_curves` (x axis: whole epochs only, also for a single epoch)."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]

@@ -5,7 +5,7 @@ must be in the local cache when offline: a clear ModelError otherwise), or the p
 file (fine-tuning: its architecture, encoder and weights are used; its input channels must match
 the run's, except that a 2D model can seed a 2.5D run: :func:`widen_to_stack`; when the run has
 another number of classes the network gets a new, freshly initialised segmentation head for them
-and keeps its encoder and decoder: :func:`replace_head`).
+and keeps its encoder and decoder: :func:`_replace_head`).
 """
 from __future__ import annotations
 
@@ -68,13 +68,13 @@ def _from_file(path: Path, config, num_classes: int) -> Network:
     if meta.num_classes != num_classes:
         with torch.random.fork_rng(devices=[]):  # the new head is seeded; the run's RNG is untouched
             torch.manual_seed(config.seed)
-            module = replace_head(module, meta.num_classes, num_classes, source=path)
+            module = _replace_head(module, meta.num_classes, num_classes, source=path)
         log.info("%s predicts %d classes, the labels have %d: a new segmentation head for %d classes (its "
                  "encoder and decoder are kept)", path, meta.num_classes, num_classes, num_classes)
     return Network(module.train(), meta.arch, meta.encoder, dict(meta.arch_options), str(path))
 
 
-def replace_head(module: torch.nn.Module, old_classes: int, num_classes: int, *, source: Path) -> torch.nn.Module:
+def _replace_head(module: torch.nn.Module, old_classes: int, num_classes: int, *, source: Path) -> torch.nn.Module:
     """``module`` with its last convolution (the one producing the ``old_classes`` outputs) replaced by a
     freshly initialised one producing ``num_classes``; everything before it is kept. ConfigError when
     no such convolution is found or the output does not then have ``num_classes`` channels."""
@@ -159,7 +159,7 @@ def _first_conv(module: torch.nn.Module):
     return None, None, None
 
 
-def freeze_unused(module: torch.nn.Module, in_channels: int) -> int:
+def _freeze_unused(module: torch.nn.Module, in_channels: int) -> int:
     """Stop training parameters that never receive a gradient (e.g. the deep encoder stages an
     encoder_depth < 5 network does not run); returns how many tensors were frozen. One forward and
     backward pass of a zero image in eval mode (running statistics untouched, RNG state kept)."""
@@ -210,7 +210,7 @@ def build_network(config, *, num_classes: int, device: torch.device) -> Network:
     else:
         net = _from_file(Path(weights), config, num_classes)
     net.module.to(device)
-    frozen = freeze_unused(net.module, config.in_channels)
+    frozen = _freeze_unused(net.module, config.in_channels)
     if frozen:
         log.info("%d parameter tensors receive no gradient and are not trained", frozen)
     return net

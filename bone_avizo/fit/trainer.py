@@ -28,12 +28,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from bone_avizo import __version__
-from bone_avizo._memory import peak_rss_bytes
+from bone_avizo._memory import peak_memory_gb
 from bone_avizo.config import FitConfig
 from bone_avizo.data.augment import Augmenter
 from bone_avizo.data.datasets import (EpochSampler, PatchDataset, PatchSettings, SliceSet, collate_patches,
                                       steps_for, worker_init)
-from bone_avizo.data.scans import ScanSpec, location_text
+from bone_avizo.data.scans import ScanSpec, as_specs
 from bone_avizo.errors import Cancelled, ConfigError, OutputExistsError
 from bone_avizo.fit import checkpoint as ckpt
 from bone_avizo.fit.distributed import DistContext, init_distributed, lost_ranks_fail, shutdown
@@ -47,6 +47,7 @@ from bone_avizo.io.base import check_output_path
 from bone_avizo.models import ModelMetadata, count_parameters, estimate_gflops, save_model
 from bone_avizo.models.modelfile import unwrap_module
 from bone_avizo.progress import ProgressCallback, ProgressTracker
+from bone_avizo.runtime import Ranks, ranks_from_env
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,6 @@ def report_budget(config: FitConfig, *, batches: int, world_size: int = 1) -> in
                     "--batch-size", steps, needed, "to fine-tune a model" if fine_tuning else "from new weights",
                     math.ceil(needed / config.epochs))
     return steps
-
-
-def _peak_ram_gb() -> float:
-    return peak_rss_bytes() / 1024 ** 3
 
 
 class _Run:
@@ -266,15 +263,15 @@ class _Run:
     def metadata(self, seconds: float, epochs_run: int) -> ModelMetadata:
         c, p = self.config, self.plan
         module = self.net.module
-        peak_vram = torch.cuda.max_memory_allocated(self.ctx.device) / 1024 ** 3 if self.ctx.device.type == "cuda" else 0.0
+        peak_ram, peak_vram = peak_memory_gb(self.ctx.device)
         training = {
             "num_classes": p.num_classes, "patch_size": c.patch_size, "in_channels": c.in_channels,
             "model_arch": self.net.arch, "backbone": self.net.encoder, "normalization": c.normalization,
             "normalization_mask": c.normalization_mask, "augmentations": self.augmenter.describe(), "learning_rate": c.lr, "criterion": c.loss,
             "best_val_score": self.best_score, "best_epoch": self.best_epoch,
             "flops_G": self._flops(),
-            "param_count": count_parameters(module), "peak_ram_GB": round(_peak_ram_gb(), 4),
-            "peak_vram_GB": round(peak_vram, 4), "wall_time_sec": round(seconds, 2),
+            "param_count": count_parameters(module), "peak_ram_GB": peak_ram,
+            "peak_vram_GB": peak_vram, "wall_time_sec": round(seconds, 2),
             "optimizer": c.optimizer, "epochs": c.epochs, "epochs_run": epochs_run, "seed": c.seed,
             "batch_size": c.batch_size, "patches_per_slice": c.patches_per_slice, "world_size": self.ctx.world_size,
             "device": str(self.ctx.device), "initial_weights": self.net.weights, **p.describe(),
@@ -319,37 +316,25 @@ class _Run:
             self.validator.slices.close()
 
 
-def _as_specs(scans: Sequence) -> list[ScanSpec]:
-    out = []
-    for item in scans:
-        if isinstance(item, dict):
-            item = ScanSpec(**item)
-        out.append(item if isinstance(item, ScanSpec) else ScanSpec(*item))
-    return out
-
-
-def _spec_record(spec: ScanSpec) -> dict:
-    return {"image": location_text(spec.image), "labels": location_text(spec.labels), "name": spec.name,
-            "image_options": dict(spec.image_options), "label_options": dict(spec.label_options)}
-
-
 def resume_inputs(output) -> tuple[list[ScanSpec], list[ScanSpec], dict[str, Any]]:
     """The training and validation scans and the options of the run whose checkpoint is beside
     ``output`` (to resume without repeating them)."""
     saved = ckpt.load_checkpoint(ckpt.checkpoint_path(output))
     inputs = saved.get("inputs") or {}
-    return _as_specs(inputs.get("train", [])), _as_specs(inputs.get("validation", [])), dict(saved["config"])
+    return as_specs(inputs.get("train", [])), as_specs(inputs.get("validation", [])), dict(saved["config"])
 
 
 def fit_model(train: Sequence, config: FitConfig | None = None, *, output, validation: Sequence = (),
-              resume: bool = False, overwrite: bool = False, progress: ProgressCallback | None = None) -> FitResult:
+              resume: bool = False, overwrite: bool = False, progress: ProgressCallback | None = None,
+              ranks: Ranks | None = None) -> FitResult:
     """Train a model on ``train`` scans and write it to ``output`` (a .safetensors model file).
 
     train / validation: ScanSpecs or (image path, label path) pairs. Without validation scans the
     training scans are split at scan level (config.val_fraction or config.folds). ``resume``
     continues from the checkpoint beside ``output`` (the options that shape training must be the
     same). Returns a FitResult (rank 0 has the metadata). Beside ``output``: ``<output>.ckpt``
-    (checkpoint), ``<output>.history.csv/.json``, ``<output>.curves.png``.
+    (checkpoint), ``<output>.history.csv/.json``, ``<output>.curves.png``. ranks: this process's place
+    in a job (default: from the environment, see :mod:`bone_avizo.runtime`).
     """
     config = config or FitConfig()
     output = Path(output)
@@ -361,13 +346,13 @@ def fit_model(train: Sequence, config: FitConfig | None = None, *, output, valid
     saved = ckpt.load_checkpoint(ckpt.checkpoint_path(output)) if resume else None
     if saved is not None:
         ckpt.check_resumable(saved["config"], config.to_dict(), ckpt.checkpoint_path(output))
-    train, validation = _as_specs(train), _as_specs(validation)
-    inputs = {"train": [_spec_record(s) for s in train], "validation": [_spec_record(s) for s in validation]}
+    train, validation = as_specs(train), as_specs(validation)
+    inputs = {"train": [s.to_dict() for s in train], "validation": [s.to_dict() for s in validation]}
     if saved is not None and saved.get("inputs") and inputs != saved["inputs"]:
         raise ConfigError(f"the scans differ from those of checkpoint {ckpt.checkpoint_path(output)}; resume "
                           "with the same scans (or give none to reuse them)")
     _set_determinism(config)
-    ctx = init_distributed(config.device)
+    ctx = init_distributed(config.device, ranks_from_env() if ranks is None else ranks)
     try:
         with lost_ranks_fail(ctx, ckpt.checkpoint_path(output)):
             plan = make_plan(train, validation, config)
@@ -380,7 +365,7 @@ def fit_model(train: Sequence, config: FitConfig | None = None, *, output, valid
         shutdown(ctx)
 
 
-def weights_checksum(module: torch.nn.Module) -> float:
+def _weights_checksum(module: torch.nn.Module) -> float:
     """A float64 sum over all parameters and buffers (equal weights give equal sums)."""
     return float(sum(v.detach().double().sum() for v in module.state_dict().values() if v.is_floating_point()))
 
@@ -389,7 +374,7 @@ def _check_ranks_agree(run: _Run) -> None:
     """Under DDP every rank must end with rank 0's weights; RuntimeError otherwise."""
     if not run.ctx.distributed:
         return
-    mine = weights_checksum(run.net.module)
+    mine = _weights_checksum(run.net.module)
     reference = run.ctx.broadcast_object(mine)
     if mine != reference:
         raise RuntimeError(f"rank {run.ctx.rank} ended with other weights than rank 0 "

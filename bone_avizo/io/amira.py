@@ -29,7 +29,7 @@ import zlib
 from dataclasses import dataclass
 from bone_avizo._compat import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -483,7 +483,7 @@ def _unit(params: dict, path: Path) -> str:
     return ASSUMED_UNIT
 
 
-def material_names(params: dict) -> tuple[str, ...] | None:
+def _material_names(params: dict) -> tuple[str, ...] | None:
     """Class names of a label field: the Materials in the order listed (voxel value = position)."""
     materials = params.get("Materials")
     if not isinstance(materials, dict) or not materials:
@@ -632,7 +632,7 @@ class AmiraSource(VolumeSource):
         return state
 
     def _class_names(self) -> tuple[str, ...] | None:
-        names = material_names(self.header.parameters)
+        names = _material_names(self.header.parameters)
         if names is not None and self.info.dtype.kind not in "ui":
             log.warning("%s: Materials ignored on %s data (label fields are integer)", self.path, self.info.dtype)
             return None
@@ -682,7 +682,7 @@ def open_amira(path: str | os.PathLike, *, field: str | None = None) -> AmiraSou
 # =============================================================================================
 # Writing
 # =============================================================================================
-def amira_type(dtype) -> str:
+def _amira_type(dtype) -> str:
     """The AmiraMesh type written for ``dtype``; UnsupportedDtypeError for types Avizo handles badly."""
     dtype = np.dtype(dtype)
     if dtype in WRITE_TYPES:
@@ -731,7 +731,7 @@ def format_header(info: VolumeInfo, *, ascii: bool = False, compress: Compressio
     data section needs ``encoded_size``, its length in bytes.
     """
     compress = Compression(compress)
-    type_name = amira_type(info.dtype)
+    type_name = _amira_type(info.dtype)
     nz, ny, nx = info.shape
     (vz, vy, vx), (oz, oy, ox) = info.voxel_size, info.origin
     box = (ox, ox + (nx - 1) * vx, oy, oy + (ny - 1) * vy, oz, oz + (nz - 1) * vz)
@@ -762,12 +762,12 @@ class AmiraWriter(VolumeWriter):
 
     def __init__(self, path: str | os.PathLike, info: VolumeInfo, *, overwrite: bool = False,
                  resume: bool = False, ascii: bool = False, compress: Compression | str | None = None):
-        self.type_name = amira_type(info.dtype)
+        self.type_name = _amira_type(info.dtype)
         self.ascii = bool(ascii)
         self.compress = _check_compression(compress, self.ascii, info.dtype)
         self._file_dtype = np.dtype(np.uint8 if info.dtype == np.bool_ else info.dtype).newbyteorder("<")
-        self._file = None
-        self._body = None
+        self._file: BinaryIO | None = None
+        self._body: BinaryIO | None = None
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     @property

@@ -18,7 +18,8 @@ from typing import Iterable, Mapping, Union
 
 import numpy as np
 
-from bone_avizo.errors import OutputExistsError, OutputIsInputError, OutputWriteError, ShapeMismatchError
+from bone_avizo.errors import (BoneAvizoError, OutputExistsError, OutputIsInputError, OutputWriteError,
+                               ShapeMismatchError)
 from bone_avizo.volume import Volume, VolumeInfo
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class VolumeSource(ABC):
         return self.read_slab(0, self.shape[0])
 
     def to_volume(self) -> Volume:
-        return Volume.from_info(self.read_all(), self.info)
+        return Volume(self.read_all(), self.info)
 
     def close(self) -> None:
         """Release file handles. Reading after close is an error."""
@@ -250,6 +251,8 @@ class VolumeWriter(ABC):
             remove_path(self.temp_path)
         try:
             self._open()
+        except BoneAvizoError:  # already says what went wrong (OutputWriteError is an OSError too)
+            raise
         except OSError as exc:
             self._discard()
             raise OutputWriteError(f"cannot create {self.temp_path}: {exc.strerror or exc}; "
@@ -285,6 +288,8 @@ class VolumeWriter(ABC):
                                      f"shape {self.info.shape}")
         try:
             self._write(z0, slab.astype(self.info.dtype, copy=False))
+        except BoneAvizoError:  # already says what went wrong (OutputWriteError is an OSError too)
+            raise
         except OSError as exc:
             raise OutputWriteError(f"writing {self.path} failed at slice {z0}: {exc.strerror or exc}; "
                                    "check free disk space") from exc
@@ -294,6 +299,8 @@ class VolumeWriter(ABC):
         self.done_slices = max(self.done_slices, z_end)
         try:
             self._save_done(self.done_slices)
+        except BoneAvizoError:  # already says what went wrong (OutputWriteError is an OSError too)
+            raise
         except OSError as exc:
             raise OutputWriteError(f"writing {self.path} failed after slice {z_end - 1}: {exc.strerror or exc}; "
                                    "check free disk space") from exc
@@ -307,6 +314,8 @@ class VolumeWriter(ABC):
             self._close()
             self._closed = True
             replace_path(self.temp_path, self.path)
+        except BoneAvizoError:  # already says what went wrong (OutputWriteError is an OSError too)
+            raise
         except OSError as exc:  # e.g. the disk filled up while the last data were flushed
             self._discard()
             raise OutputWriteError(f"writing {self.path} failed: {exc.strerror or exc}; check free disk "
@@ -361,7 +370,7 @@ class MemoryWriter:
         self.done_slices = max(self.done_slices, z_end)
 
     def commit(self) -> Volume:
-        return Volume.from_info(self.array, self.info)
+        return Volume(self.array, self.info)
 
     def abort(self) -> None:
         self.array = None

@@ -49,7 +49,7 @@ HEADER_TAGS = ["SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Modali
 UNEVEN_SPACING = 0.01  # slice distances differing by more than this fraction of their mean are reported
 
 
-def require_pydicom() -> None:
+def _require_pydicom() -> None:
     if pydicom is None:
         raise FormatError("reading DICOM needs the pydicom package: pip install pydicom")
 
@@ -88,7 +88,7 @@ def _read_header(path: Path, tags: list[str] | None = None):
     return ds if "Rows" in ds and "Columns" in ds else None
 
 
-def decoder_error(ds, path: Path) -> FormatError | None:
+def _decoder_error(ds, path: Path) -> FormatError | None:
     """The error for pixel data compressed with a transfer syntax no installed package decodes, or None."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is None:
@@ -109,7 +109,7 @@ def decoder_error(ds, path: Path) -> FormatError | None:
                        f"{' or '.join(options) or 'see the pydicom documentation'}")
 
 
-def stored_dtype(ds, path: Path) -> tuple[np.dtype, tuple[int, int]]:
+def _stored_dtype(ds, path: Path) -> tuple[np.dtype, tuple[int, int]]:
     """The stored pixel type and the range BitsStored allows."""
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise InvalidVolumeError(f"{path} holds colour images ({ds.SamplesPerPixel} samples per pixel); a "
@@ -144,7 +144,7 @@ class DicomSource(ReopeningSource):
     multi-frame file. Option ``series``: which series of a folder holding several."""
 
     def __init__(self, path: str | os.PathLike, *, series: str | int | None = None):
-        require_pydicom()
+        _require_pydicom()
         self.path = require_file(Path(path))
         self._remember(self.path, series=series)
         if self.path.is_dir():
@@ -245,9 +245,9 @@ class DicomSource(ReopeningSource):
 
     # -- geometry, type, info ----------------------------------------------------------------------
     def _finish(self, ds, path: Path, planes: list[Plane], axes, positions, pixel_spacing, *, name: str) -> None:
-        if (missing := decoder_error(ds, path)) is not None:
+        if (missing := _decoder_error(ds, path)) is not None:
             raise missing
-        stored, stored_range = stored_dtype(ds, path)
+        stored, stored_range = _stored_dtype(ds, path)
         z_size, origin_z, origin_yx, planes = self._order(ds, planes, axes, positions, path)
         if pixel_spacing is None:
             log.warning("%s has no PixelSpacing; using 1 x 1 mm pixels", path)

@@ -51,7 +51,7 @@ def _cache_bytes(shape, dtype) -> int:
     return int(min(layer * 1.1 + 2**20, MAX_CACHE))
 
 
-def list_datasets(group: h5py.Group) -> dict[str, tuple[int, ...]]:
+def _list_datasets(group: h5py.Group) -> dict[str, tuple[int, ...]]:
     """Every dataset below ``group``: path -> shape."""
     found: dict[str, tuple[int, ...]] = {}
 
@@ -67,9 +67,9 @@ def _listing(found: dict) -> str:
     return ", ".join(f"{name} {shape}" for name, shape in found.items()) or "none"
 
 
-def select_dataset(file: h5py.File, dataset: str | None, *, where: str) -> h5py.Dataset:
+def _select_dataset(file: h5py.File, dataset: str | None, *, where: str) -> h5py.Dataset:
     """The dataset named ``dataset``, else the only 3-D one, else 'data'/'volume'; errors list the choices."""
-    found = list_datasets(file)
+    found = _list_datasets(file)
     if dataset is not None:
         node = file.get(dataset)
         if not isinstance(node, h5py.Dataset):
@@ -88,7 +88,7 @@ def select_dataset(file: h5py.File, dataset: str | None, *, where: str) -> h5py.
                       "choose one with dataset=<path>")
 
 
-def open_hdf5(path: Path, mode: str = "r", **kwargs) -> h5py.File:
+def _open_hdf5(path: Path, mode: str = "r", **kwargs) -> h5py.File:
     """Open an HDF5 file; FormatError if it is not HDF5, CorruptFileError if it is damaged."""
     require_file(path)
     if not h5py.is_hdf5(path):
@@ -101,19 +101,19 @@ def open_hdf5(path: Path, mode: str = "r", **kwargs) -> h5py.File:
 
 class Hdf5Source(ReopeningSource):
     """A (z, y, x) dataset of an HDF5 file; slabs and regions read only the chunks they touch.
-    Option ``dataset``: the dataset's path in the file (default: see :func:`select_dataset`)."""
+    Option ``dataset``: the dataset's path in the file (default: see :func:`_select_dataset`)."""
 
     def __init__(self, path: str | os.PathLike, *, dataset: str | None = None):
         self.path = Path(path)
         self._remember(self.path, dataset=dataset)
-        with open_hdf5(self.path) as file:
-            ds = select_dataset(file, dataset, where=str(self.path))
+        with _open_hdf5(self.path) as file:
+            ds = _select_dataset(file, dataset, where=str(self.path))
             name, where = ds.name, f"{self.path}:{ds.name}"
             shape = check_3d(ds.shape, where=where)
             dtype = native_dtype(ds.dtype, where=where)
             self.info = info_from_attrs(ds.attrs, shape, dtype, name=self.path.stem, where=where)
         # reopened with a chunk cache sized for this dataset
-        self._file = open_hdf5(self.path, rdcc_nbytes=_cache_bytes(shape, dtype), rdcc_nslots=10007)
+        self._file = _open_hdf5(self.path, rdcc_nbytes=_cache_bytes(shape, dtype), rdcc_nslots=10007)
         self._ds = self._file[name]
         self._chunks = self._chunk_reader(_cache_bytes(shape, dtype))
 
@@ -154,7 +154,7 @@ def compression_args(compression: str | None, level: int | None, itemsize: int) 
     return args
 
 
-def hdf5_attrs(info: VolumeInfo) -> dict:
+def _hdf5_attrs(info: VolumeInfo) -> dict:
     """Dataset attributes for ``info``: :func:`volume_attrs` plus ilastik's element_size_um."""
     attrs = volume_attrs(info)
     if info.unit == "mm" and info.calibrated:
@@ -225,7 +225,9 @@ class Hdf5Writer(VolumeWriter):
         check_dtype(info.dtype, fmt="HDF5")
         self.dataset = dataset
         self._compression = compression_args(compression, compression_level, info.dtype.itemsize)
-        self._file = self._ds = self._chunks = None
+        self._file: h5py.File | None = None
+        self._ds: h5py.Dataset | None = None
+        self._chunks = None
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def _open(self) -> None:
@@ -236,7 +238,7 @@ class Hdf5Writer(VolumeWriter):
         self._file = h5py.File(self.temp_path, "w", **cache)
         self._ds = self._file.create_dataset(self.dataset, shape=self.info.shape, dtype=self.info.dtype,
                                              chunks=chunk_shape(self.info.shape), **self._compression)
-        self._ds.attrs.update(hdf5_attrs(self.info))
+        self._ds.attrs.update(_hdf5_attrs(self.info))
         self._ds.attrs[DONE_ATTR] = 0
         self._file.flush()
         self._chunks = self._chunk_writer(0)

@@ -41,12 +41,12 @@ MODE_DTYPES = {"1": np.uint8, "L": np.uint8, "P": np.uint8, "LA": np.uint8, "RGB
                "I;16": np.uint16, "I;16L": np.uint16, "I;16B": np.uint16, "I": np.int32, "F": np.float32}
 
 
-def require_pillow() -> None:
+def _require_pillow() -> None:
     if Image is None:
         raise FormatError("reading and writing PNG/BMP/JPEG slices needs the Pillow package: pip install Pillow")
 
 
-def slice_files(folder: Path) -> list[Path]:
+def _slice_files(folder: Path) -> list[Path]:
     """The slice images of ``folder`` in natural order: SkyScan ``*_rec<digits>`` files when present,
     else every image except spy/preview/thumbnail images; one file type (the most common) only."""
     images = list_slices(folder, IMAGE_SUFFIXES)
@@ -59,7 +59,7 @@ def slice_files(folder: Path) -> list[Path]:
     return [p for p in images if p.suffix.lower() == suffix]
 
 
-def log_pixel_size_mm(folder: Path) -> float | None:
+def _log_pixel_size_mm(folder: Path) -> float | None:
     """The isotropic voxel size (mm) from a NRecon/CTAn ``.log`` or ``.txt`` in ``folder``
     (``Pixel Size (um)=...``), or None. Reconstruction logs are preferred to others."""
     logs = sorted((p for p in folder.iterdir() if p.suffix.lower() in (".log", ".txt")), key=lambda p: p.name)
@@ -85,7 +85,7 @@ class ImageFolderSource(TiffFolderSource):
     """A folder of PNG/BMP/JPEG slices (z, y, x), read file by file with Pillow."""
 
     def __init__(self, path):
-        require_pillow()
+        _require_pillow()
         path = Path(path)
         if path.is_file():
             raise InvalidVolumeError(f"{path} is one 2-D image; give the folder holding all the slices "
@@ -93,7 +93,7 @@ class ImageFolderSource(TiffFolderSource):
         super().__init__(path)
 
     def _list_files(self) -> list[Path]:
-        files = slice_files(self.path)
+        files = _slice_files(self.path)
         if not files:
             raise FormatError(f"folder {self.path} holds no .png/.bmp/.jpg slices; give a folder of image slices")
         return files
@@ -112,7 +112,7 @@ class ImageFolderSource(TiffFolderSource):
                 return json.loads(sidecar.read_text(encoding="utf-8"))
             except (ValueError, OSError) as exc:
                 raise CorruptFileError(f"metadata file {sidecar} is not valid JSON ({exc}); fix or delete it") from exc
-        size = log_pixel_size_mm(self.path)
+        size = _log_pixel_size_mm(self.path)
         if size is None:
             log.warning("%s has no voxel size (no NRecon/CTAn .log with 'Pixel Size (um)'); using 1 x 1 x 1",
                         self.path)
@@ -159,7 +159,7 @@ class PngFolderWriter(VolumeWriter):
 
     def __init__(self, path, info: VolumeInfo, *, overwrite: bool = False, resume: bool = False,
                  prefix: str | None = None):
-        require_pillow()
+        _require_pillow()
         path = Path(path)
         if path.suffix and path.suffix.lower() != ".png":
             raise ConfigError(f"slice folders are written as PNG; name the output {path.with_suffix('.png').name} "

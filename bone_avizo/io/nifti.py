@@ -40,7 +40,7 @@ META_KEY = "bone_avizo"
 NIFTI_UNITS = {"mm": "mm", "micron": "um", "meter": "m", "unknown": "mm"}
 
 
-def require_nibabel() -> None:
+def _require_nibabel() -> None:
     if nibabel is None:
         raise FormatError("reading and writing NIfTI needs the nibabel package: pip install nibabel")
 
@@ -84,7 +84,7 @@ class NiftiSource(ReopeningSource):
     """A NIfTI volume (z, y, x): ``.nii`` read slab by slab, ``.nii.gz`` decompressed whole on first read."""
 
     def __init__(self, path: str | os.PathLike):
-        require_nibabel()
+        _require_nibabel()
         self.path = require_file(Path(path))
         self._remember(self.path)
         try:
@@ -166,7 +166,7 @@ class NiftiSource(ReopeningSource):
         self._whole = None
 
 
-def nifti_image(array: np.ndarray, info: VolumeInfo):
+def _nifti_image(array: np.ndarray, info: VolumeInfo):
     """A nibabel Nifti1Image of the (z, y, x) ``array`` (a view as (x, y, z)) with ``info``'s geometry and
     our metadata (name, class names) in a comment extension."""
     affine = np.eye(4)
@@ -189,7 +189,7 @@ class NiftiWriter(ScratchWriter):
 
     def __init__(self, path, info: VolumeInfo, *, overwrite: bool = False, resume: bool = False,
                  compression_level: int = 1):
-        require_nibabel()
+        _require_nibabel()
         dtype = check_dtype(info.dtype, fmt="NIfTI")
         if dtype.kind == "b":
             info = info.with_(dtype=np.dtype(np.uint8))
@@ -204,7 +204,7 @@ class NiftiWriter(ScratchWriter):
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def _encode(self, array: np.ndarray, path: Path) -> None:
-        image = nifti_image(array, self.info)
+        image = _nifti_image(array, self.info)
         with open(path, "wb") as raw:
             stream = gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=self.compression_level, mtime=0) \
                 if self.gzipped else raw

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from bone_avizo.errors import (CorruptFileError, InputFileError, InvalidVolumeError, OutputWriteError,
+from bone_avizo.errors import (BoneAvizoError, CorruptFileError, InputFileError, InvalidVolumeError, OutputWriteError,
                                UnsupportedDtypeError)
 from bone_avizo.io.base import VolumeSource, VolumeWriter, remove_path, reserve_space
 from bone_avizo.io.registry import Format
@@ -126,6 +126,8 @@ def info_from_attrs(attrs: Mapping[str, Any], shape, dtype, *, name: str, where:
         calibrated = get("voxel_size") is not None or get("element_size_um") is not None
         return VolumeInfo(tuple(shape), dtype, tuple(voxel), tuple(origin), str(get("name") or name),
                           tuple(names) if names else None, unit_out, calibrated)
+    except BoneAvizoError:  # a bad voxel size or shape, already said as such
+        raise
     except (TypeError, ValueError) as exc:
         raise CorruptFileError(f"{where} has malformed metadata ({exc}); fix or remove its voxel_size/origin "
                                "attributes") from exc

@@ -91,12 +91,12 @@ class RawSource(MappedSource):
         return offset
 
 
-def open_raw(path: str | os.PathLike, **options) -> VolumeSource:
+def _open_raw(path: str | os.PathLike, **options) -> VolumeSource:
     """A raw file; without shape/dtype a ``<name>.mhd`` header beside it is used if present."""
     path = Path(path)
     header = path.with_suffix(".mhd")
     if not {"shape", "dtype"} & options.keys() and header.is_file():
-        return open_mhd(header)
+        return _open_mhd(header)
     return RawSource(path, **options)
 
 
@@ -123,7 +123,7 @@ class RawWriter(MappedWriter):
 # ---------------------------------------------------------------------------------------------
 # MetaImage
 # ---------------------------------------------------------------------------------------------
-def read_mhd_header(path: Path) -> tuple[dict[str, str], int]:
+def _read_mhd_header(path: Path) -> tuple[dict[str, str], int]:
     """The header fields of a .mhd/.mha and the byte size of the header text (up to ElementDataFile)."""
     with open(require_file(path), "rb") as fh:
         head = fh.read(MAX_HEADER)
@@ -201,16 +201,16 @@ def metaimage_data_file(path: Path, *, reading: bool) -> Path | None:
     if not reading:
         return path.with_suffix(".raw")
     try:
-        return _data_file(read_mhd_header(path)[0], path)
+        return _data_file(_read_mhd_header(path)[0], path)
     except (BoneAvizoError, OSError, KeyError):
         return None
 
 
-def open_mhd(path: str | os.PathLike) -> VolumeSource:
+def _open_mhd(path: str | os.PathLike) -> VolumeSource:
     """A MetaImage volume: .mhd with a separate data file or .mha with inline data; memory-mapped
     (compressed data, CompressedData = True, are decompressed into memory)."""
     path = Path(path)
-    fields, header_size = read_mhd_header(path)
+    fields, header_size = _read_mhd_header(path)
     geometry = _mhd_geometry(fields, path)
     if fields.get("binarydata", "True").lower() != "true":
         raise FormatError(f"{path} holds ASCII data (BinaryData = False); save it as binary MetaImage")
@@ -244,7 +244,7 @@ def _number(value: float) -> str:
     return repr(float(value)) if value != int(value) else str(int(value))
 
 
-def mhd_header(info: VolumeInfo, data_file: str, byte_order: str = "little") -> str:
+def _mhd_header(info: VolumeInfo, data_file: str, byte_order: str = "little") -> str:
     """MetaImage header text for ``info`` (sizes written x, y, z); ElementDataFile comes last."""
     def xyz(values) -> str:
         return " ".join(_number(v) for v in reversed(values))
@@ -282,7 +282,7 @@ class MhdWriter(RawWriter):
 
     def _open(self) -> None:
         data_name = "LOCAL" if self.inline else self.data_path.name
-        header = mhd_header(self.info, data_name, self.byte_order).encode("latin-1")
+        header = _mhd_header(self.info, data_name, self.byte_order).encode("latin-1")
         self.temp_path.write_bytes(header)
         if self.inline:
             self._array = self._map(self.temp_path, len(header))
@@ -302,8 +302,8 @@ class MhdWriter(RawWriter):
 
 
 FORMATS = {
-    "raw": Format("raw", (".raw",), open_raw, RawWriter,
+    "raw": Format("raw", (".raw",), _open_raw, RawWriter,
                   "headerless raw binary (give shape=, dtype=, byte_order=, header_bytes=)"),
-    "mhd": Format("mhd", (".mhd", ".mha"), open_mhd, MhdWriter,
+    "mhd": Format("mhd", (".mhd", ".mha"), _open_mhd, MhdWriter,
                   "MetaImage: .mhd header + .raw data, or .mha with inline data"),
 }

@@ -91,7 +91,7 @@ def detect_format(path: str | Path, *, for_writing: bool = False) -> str:
     if suffix in extensions:
         return extensions[suffix]
     if path.is_dir():
-        return detect_folder(path)
+        return _detect_folder(path)
     if for_writing and suffix == "":
         return "tiff-folder"
     if not for_writing and not path.exists():
@@ -110,7 +110,7 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
-def detect_folder(path: Path) -> str:
+def _detect_folder(path: Path) -> str:
     """The format of a folder of slices from the files it holds: TIFF, PNG/BMP/JPEG or DICOM (files named
     .dcm, or files without extension starting like DICOM); 'tiff-folder' when it holds none of them."""
     files = [p for p in path.iterdir() if not p.name.startswith(".") and p.is_file()]

@@ -29,7 +29,7 @@ ISQ_MAGIC = b"CTDATA-HEADER_V1"
 BLOCK = 512
 
 
-def read_isq_header(path: Path) -> dict:
+def _read_isq_header(path: Path) -> dict:
     """The fields of an ISQ header: dims (x, y, z) in pixels, extent_um (x, y, z), mu_scaling, name, data
     offset in bytes."""
     with open(require_file(path), "rb") as fh:
@@ -55,7 +55,7 @@ class IsqSource(MappedSource):
     def __init__(self, path: str | os.PathLike):
         self.path = require_file(Path(path))
         self._remember(self.path)
-        header = read_isq_header(self.path)
+        header = _read_isq_header(self.path)
         nx, ny, nz = header["dims"]
         voxel_um = [e / n for e, n in zip(header["extent_um"][::-1], (nz, ny, nx))]
         needed = header["data_offset"] + nx * ny * nz * 2

@@ -39,7 +39,7 @@ def io_threads() -> int:
     return int(text)
 
 
-def io_pool() -> ThreadPoolExecutor:
+def _io_pool() -> ThreadPoolExecutor:
     """The shared pool of :func:`io_threads` threads (a new one after a fork or a change of the setting)."""
     global _pool
     threads, pid = io_threads(), os.getpid()
@@ -58,7 +58,7 @@ def parallel_imap(func, items):
     items = list(items)
     if len(items) < 2 or io_threads() == 1:
         return map(func, items)
-    return io_pool().map(func, items)
+    return _io_pool().map(func, items)
 
 
 def parallel_map(func, items) -> list:

@@ -52,7 +52,7 @@ def natural_key(text: str) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # opening and metadata
 # ---------------------------------------------------------------------------------------------
-def open_tiff(path: Path) -> tifffile.TiffFile:
+def _open_tiff(path: Path) -> tifffile.TiffFile:
     """Open a TIFF; FormatError if it is not a TIFF, CorruptFileError if it is damaged."""
     require_file(path)
     with open(path, "rb") as fh:
@@ -131,7 +131,7 @@ def _imagej_attrs(tif: tifffile.TiffFile) -> dict:
     return attrs
 
 
-def tiff_attrs(tif: tifffile.TiffFile) -> dict:
+def _tiff_attrs(tif: tifffile.TiffFile) -> dict:
     """The volume metadata of an open TIFF as a :func:`volume_attrs`-style dict."""
     attrs = {}
     if tif.is_ome:
@@ -197,7 +197,7 @@ def _volume_shape(series, where: str, tif: tifffile.TiffFile | None = None) -> t
     return tuple(s for a, s in zip(axes, shape) if s != 1 or a in "YX")
 
 
-def codec_missing(page, path: Path) -> FormatError | None:
+def _codec_missing(page, path: Path) -> FormatError | None:
     """The error for a page compressed with a codec this installation cannot decode, or None."""
     try:
         tifffile.TIFF.DECOMPRESSORS[page.compression]
@@ -207,7 +207,7 @@ def codec_missing(page, path: Path) -> FormatError | None:
     return None
 
 
-def decode_error(exc: Exception, path: Path, what: str) -> FormatError | CorruptFileError:
+def _decode_error(exc: Exception, path: Path, what: str) -> FormatError | CorruptFileError:
     """The error to raise when ``what`` (a page or slice) of ``path`` fails to decode: a missing codec
     package is named (imagecodecs), anything else is damage."""
     if isinstance(exc, ImportError) or "imagecodecs" in str(exc):
@@ -249,7 +249,7 @@ class TiffSource(ReopeningSource):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._remember(self.path)
-        self._tif = open_tiff(self.path)
+        self._tif = _open_tiff(self.path)
         try:
             self._setup()
         except BaseException:
@@ -268,11 +268,11 @@ class TiffSource(ReopeningSource):
             raise InvalidVolumeError(f"{where} has {len(shape)} axes ({series.axes}, shape {series.shape}); "
                                      "save a single 3-D (z, y, x) stack")
         dtype = native_dtype(series.dtype, where=where)
-        self.info = info_from_attrs(tiff_attrs(self._tif), shape, dtype, name=_stem(self.path), where=where)
+        self.info = info_from_attrs(_tiff_attrs(self._tif), shape, dtype, name=_stem(self.path), where=where)
         self._lock = threading.Lock()
         self._memmap = self._map(series, dtype)
         self._pages = None
-        if self._memmap is None and (missing := codec_missing(self._tif.pages.first, self.path)):
+        if self._memmap is None and (missing := _codec_missing(self._tif.pages.first, self.path)):
             raise missing
         if self._memmap is None:
             self._pages = series.pages
@@ -310,7 +310,7 @@ class TiffSource(ReopeningSource):
             with self._lock:
                 return self._pages[z].asarray()
         except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
-            raise decode_error(exc, self.path, f"page {z}") from exc
+            raise _decode_error(exc, self.path, f"page {z}") from exc
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)
@@ -356,7 +356,7 @@ def list_slices(folder: Path, suffixes: tuple[str, ...] = TIFF_SUFFIXES) -> list
 
 
 def _slice_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    with open_tiff(path) as tif:
+    with _open_tiff(path) as tif:
         series = tif.series[0]
         return _volume_shape(series, str(path)), native_dtype(series.dtype, where=str(path))
 
@@ -387,16 +387,16 @@ class TiffFolderSource(ReopeningSource):
 
     def _attrs(self) -> dict:
         """The volume metadata (:func:`volume_attrs` style) of the folder."""
-        with open_tiff(self.files[0]) as tif:
-            return tiff_attrs(tif)
+        with _open_tiff(self.files[0]) as tif:
+            return _tiff_attrs(tif)
 
     def _read_file(self, path: Path) -> np.ndarray:
         """The (y, x) slice stored in ``path``."""
-        with open_tiff(path) as tif:
+        with _open_tiff(path) as tif:
             try:
                 return tif.series[0].asarray()
             except Exception as exc:  # decoders raise their own types (zlib.error, imagecodecs errors)
-                raise decode_error(exc, path, "the slice") from exc
+                raise _decode_error(exc, path, "the slice") from exc
 
     def _check_headers(self) -> tuple[tuple[int, int], np.dtype]:
         shape, dtype = self._header(self.files[0])
@@ -423,7 +423,7 @@ class TiffFolderSource(ReopeningSource):
 # ---------------------------------------------------------------------------------------------
 # writers
 # ---------------------------------------------------------------------------------------------
-def check_compression(compression: str | None) -> str | None:
+def _check_compression(compression: str | None) -> str | None:
     """A lossless TIFF compression name that works here, or None; ConfigError otherwise."""
     if compression in (None, "", "none"):
         return None
@@ -437,7 +437,7 @@ def check_compression(compression: str | None) -> str | None:
     return compression
 
 
-def tiff_kwargs(info: VolumeInfo, *, bigtiff: bool, axes: str = "ZYX") -> dict:
+def _tiff_kwargs(info: VolumeInfo, *, bigtiff: bool, axes: str = "ZYX") -> dict:
     """tifffile.imwrite arguments that store ``info``'s geometry: ImageJ metadata for ImageJ's types
     (uint8/uint16/int16/float32) in classic TIFF, OME-XML otherwise, a JSON description for the rest."""
     vz, vy, vx = info.voxel_size
@@ -500,7 +500,7 @@ class TiffWriter(ScratchWriter):
     def __init__(self, path, info: VolumeInfo, *, overwrite: bool = False, resume: bool = False,
                  compression: str | None = None, bigtiff: bool | None = None):
         check_dtype(info.dtype, fmt="TIFF", kinds="iuf")
-        self.compression = check_compression(compression)
+        self.compression = _check_compression(compression)
         self.bigtiff = info.nbytes > BIGTIFF_LIMIT if bigtiff is None else bool(bigtiff)
         self._array = None
         self._aborting = False
@@ -510,12 +510,12 @@ class TiffWriter(ScratchWriter):
         if self.compression is not None:
             super()._open()  # a scratch file, encoded on commit
             return
-        self._array = _PixelData(self.temp_path, self.info, tiff_kwargs(self.info, bigtiff=self.bigtiff))
+        self._array = _PixelData(self.temp_path, self.info, _tiff_kwargs(self.info, bigtiff=self.bigtiff))
         reserve_space(self.temp_path)
 
     def _encode(self, array: np.ndarray, path: Path) -> None:
         tifffile.imwrite(path, (np.asarray(page) for page in array), shape=self.info.shape, dtype=self.info.dtype,
-                         compression=self.compression, **tiff_kwargs(self.info, bigtiff=self.bigtiff))
+                         compression=self.compression, **_tiff_kwargs(self.info, bigtiff=self.bigtiff))
 
     def _close(self) -> None:
         if self.compression is not None:
@@ -533,10 +533,10 @@ class TiffFolderWriter(VolumeWriter):
     def __init__(self, path, info: VolumeInfo, *, overwrite: bool = False, resume: bool = False,
                  compression: str | None = None, prefix: str | None = None):
         check_dtype(info.dtype, fmt="TIFF", kinds="iuf")
-        self.compression = check_compression(compression)
+        self.compression = _check_compression(compression)
         self.prefix = prefix or Path(path).name
         self._digits = max(5, len(str(info.shape[0] - 1)))
-        self._kwargs = tiff_kwargs(info, bigtiff=False, axes="YX")
+        self._kwargs = _tiff_kwargs(info, bigtiff=False, axes="YX")
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def slice_name(self, z: int) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ def _listing(group) -> str:
                      if hasattr(node, "shape")) or "none"
 
 
-def open_zarr_node(path: Path, mode: str = "r"):
+def _open_zarr_node(path: Path, mode: str = "r"):
     """The array or group at ``path``; FormatError if it is not a Zarr store."""
     zarr = import_zarr()
     require_file(path)
@@ -142,7 +143,7 @@ class ZarrSource(ReopeningSource):
     def __init__(self, path: str | os.PathLike, *, dataset: str | None = None):
         self.path = Path(path)
         self._remember(self.path, dataset=dataset)
-        node = open_zarr_node(self.path)
+        node = _open_zarr_node(self.path)
         extra = {}
         if not hasattr(node, "shape"):
             node, extra = _select(node, dataset, where=str(self.path))
@@ -190,7 +191,7 @@ def compressor(name: str | None, zarr_format: int):
     return {"zstd": codecs.ZstdCodec(level=3), "gzip": codecs.GzipCodec(level=4), "blosc": codecs.BloscCodec()}[name]
 
 
-def ngff_metadata(info: VolumeInfo, path: str) -> dict:
+def _ngff_metadata(info: VolumeInfo, path: str) -> dict:
     """OME-NGFF multiscales (one level at ``path``) for ``info``: axes z, y, x in millimetres."""
     axes = [{"name": a, "type": "space", "unit": "millimeter"} for a in NGFF_AXES]
     transforms = [{"type": "scale", "scale": list(info.voxel_size)}]
@@ -218,7 +219,7 @@ class ZarrWriter(VolumeWriter):
         self._compressor = compressor(compression, zarr_format)
         self.ome = str(path).lower().endswith(".ome.zarr")
         self.dataset = dataset or ("0" if self.ome else None)
-        self._array = None
+        self._array: Any = None  # the zarr array, once opened
         super().__init__(path, info, overwrite=overwrite, resume=resume)
 
     def _open(self) -> None:
@@ -237,7 +238,7 @@ class ZarrWriter(VolumeWriter):
         self._array = group.create_array(self.dataset, **args)
 
     def _set_ngff(self, group) -> None:
-        multiscales = [ngff_metadata(self.info, self.dataset)]
+        multiscales = [_ngff_metadata(self.info, self.dataset)]
         if self.zarr_format == 3:
             group.attrs["ome"] = {"version": "0.5", "multiscales": multiscales}
         else:

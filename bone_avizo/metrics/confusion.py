@@ -96,7 +96,7 @@ def _excluded_mask(ref: np.ndarray, ignore_label: int, roi: np.ndarray | None) -
     return excluded
 
 
-def check_labels(labels: np.ndarray, role: str, *, num_classes: int, excluded: np.ndarray | None,
+def _check_labels(labels: np.ndarray, role: str, *, num_classes: int, excluded: np.ndarray | None,
                  origin: tuple[int, int] = (0, 0), max_classes: int = DEFAULT_MAX_CLASSES) -> int:
     """Check the counted labels of (k, y, x) ``labels``; return the classes they need (max + 1).
 
@@ -228,7 +228,7 @@ def count_slices(pred: np.ndarray, ref: np.ndarray, *, num_classes: int = 0, ign
     """
     excluded = _excluded_mask(ref, ignore_label, roi)
     check = dict(num_classes=num_classes, excluded=excluded, origin=origin, max_classes=max_classes)
-    needed = max(check_labels(ref, "reference", **check), check_labels(pred, "prediction", **check))
+    needed = max(_check_labels(ref, "reference", **check), _check_labels(pred, "prediction", **check))
     n = num_classes or needed
     plan = count_plan(n, ref[0].size)
     codes = _encode(_as_uint8(pred), _as_uint8(ref), n, excluded, plan)

@@ -67,7 +67,7 @@ def scores_from_confusion(cm: np.ndarray, *, ignore_label: int = -1) -> dict[str
                 iou=iou, dice=dice, precision=precision, recall=recall)
 
 
-def relabel_confusion(cm: np.ndarray, prediction_map: dict[int, int], reference_map: dict[int, int], *,
+def _relabel_confusion(cm: np.ndarray, prediction_map: dict[int, int], reference_map: dict[int, int], *,
                       num_classes: int = 0, min_classes: int = 1) -> np.ndarray:
     """Confusion matrices (..., m, m) of the original labels -> (..., n, n) of the relabelled ones.
 
@@ -124,7 +124,7 @@ def default_class_names(n: int, names: Sequence[str] = ()) -> tuple[str, ...]:
     return names + tuple(f"class_{i}" for i in range(len(names), n))
 
 
-def voxel_volume_mm3(voxel_size: Sequence[float], unit: str) -> float | None:
+def _voxel_volume_mm3(voxel_size: Sequence[float], unit: str) -> float | None:
     """The volume of one voxel in mm^3, or None when the length unit is unknown."""
     factor = MM_PER_UNIT.get(str(unit).strip().lower())
     if factor is None:
@@ -222,7 +222,7 @@ class IoUResult:
             if any(p is None for p in parts):
                 return None
             return np.sum([np.pad(p, (0, self.num_classes - p.size)) for p in parts], axis=0)
-        size = voxel_volume_mm3(self.voxel_size, self.unit) if self.voxel_size else None
+        size = _voxel_volume_mm3(self.voxel_size, self.unit) if self.voxel_size else None
         return None if size is None else self.scores[f"voxels_{which}"] * size
 
     @cached_property
@@ -302,9 +302,9 @@ def compute_iou(prediction: VolumeLike, reference: VolumeLike, config, *, roi: V
     confusion, per_slice = acc.total, acc.per_slice
     min_classes = 1 if config.num_classes else len(names)
     if any(maps):
-        confusion = relabel_confusion(confusion, *maps, num_classes=config.num_classes, min_classes=min_classes)
+        confusion = _relabel_confusion(confusion, *maps, num_classes=config.num_classes, min_classes=min_classes)
         if per_slice is not None:
-            per_slice = relabel_confusion(per_slice, *maps, num_classes=confusion.shape[0])
+            per_slice = _relabel_confusion(per_slice, *maps, num_classes=confusion.shape[0])
     elif min_classes > acc.n:
         acc.grow(min_classes)
         confusion, per_slice = acc.total, acc.per_slice

@@ -132,6 +132,7 @@ def to_json(result: IoUResult) -> str:
 
 
 def write_json(result: IoUResult, path: str | os.PathLike) -> Path:
+    """Write :func:`to_json` to ``path`` atomically; returns the path."""
     return write_text_atomic(path, to_json(result))
 
 
@@ -160,6 +161,7 @@ def to_csv(result: IoUResult) -> str:
 
 
 def write_csv(result: IoUResult, path: str | os.PathLike) -> Path:
+    """Write :func:`to_csv` (per-class rows) to ``path`` atomically; returns the path."""
     return write_text_atomic(path, to_csv(result))
 
 
@@ -175,6 +177,7 @@ def to_slice_csv(result: IoUResult) -> str:
 
 
 def write_slice_csv(result: IoUResult, path: str | os.PathLike) -> Path:
+    """Write the per-slice IoU table (one row per slice and class) to ``path`` atomically; returns the path."""
     return write_text_atomic(path, to_slice_csv(result))
 
 
@@ -194,7 +197,7 @@ def _align(rows: list[list[str]]) -> list[str]:
             .rstrip() for row in rows]
 
 
-def class_table(result: IoUResult) -> str:
+def _class_table(result: IoUResult) -> str:
     """Aligned plain-text table of the per-class scores and both means."""
     head = ["class", "name", "IoU", "Dice", "precision", "recall", "ref voxels", "pred voxels", "ref mm^3",
             "pred mm^3"]
@@ -258,7 +261,7 @@ def format_table(result: IoUResult) -> str:
                      + (f"   roi: {result.inputs['roi']}" if result.inputs.get("roi") else ""))
         lines.append(f"shape (z, y, x): {result.shape}   voxels counted: {result.voxels_counted}")
         lines += _surface_lines(result)
-    lines.append(class_table(result))
+    lines.append(_class_table(result))
     return "\n".join(lines)
 
 

@@ -33,7 +33,7 @@ def _scipy_ndimage():
     return ndimage
 
 
-def class_masks(pred: VolumeSource, ref: VolumeSource, label: int, *, ignore_label: int = -1,
+def _class_masks(pred: VolumeSource, ref: VolumeSource, label: int, *, ignore_label: int = -1,
                 roi: VolumeSource | None = None, slab_slices: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Bool masks (z, y, x) of ``label`` in prediction and reference; ignored / outside-ROI voxels are False."""
     shape = ref.shape
@@ -108,7 +108,7 @@ def surface_metrics(pred: VolumeSource, ref: VolumeSource, config, *, roi: Volum
                                  "leave out --surface, crop the volumes, or raise --surface-max-mvoxels")
     _scipy_ndimage()
     label = config.surface_class
-    masks = class_masks(pred, ref, label, ignore_label=config.ignore_label, roi=roi,
+    masks = _class_masks(pred, ref, label, ignore_label=config.ignore_label, roi=roi,
                         slab_slices=config.slab_slices)
     sizes, unit = _physical_voxel_size(voxel_size, unit)
     log.info("surface distances of class %d on %s voxels in memory", label, ref.shape)

@@ -66,7 +66,7 @@ def _numpy_safe_globals() -> list:
     return allowed
 
 
-def read_checkpoint(path: str | os.PathLike) -> Any:
+def _read_checkpoint(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` with errors turned into ModelError; refuses code."""
     path = Path(path)
     if not path.is_file():
@@ -85,7 +85,7 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
                          "the file is damaged or not a PyTorch checkpoint") from None
 
 
-def split_checkpoint(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+def _split_checkpoint(obj: Any, source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(state dict with wrapper prefixes stripped, BONe metadata or None for a bare state dict)."""
     if not isinstance(obj, Mapping):
         raise ModelError(f"{source} holds a {type(obj).__name__}, not a checkpoint dict; expected "
@@ -135,7 +135,7 @@ def _refuse_3d(bone: Mapping[str, Any], source: str) -> None:
                          "2.5D mode, or with bone_avizo fit")
 
 
-def bone_fields(bone: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+def _bone_fields(bone: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """(keys of a BONe metadata dict that are read, keys that are ignored), each sorted."""
     read = set(_MODEL_KEYS) | set(_TRAINING_KEYS) | set(_SLICE_KEYS) | set(_CLASS_NAME_KEYS)
     return sorted(k for k in bone if k in read), sorted(k for k in bone if k not in read)
@@ -176,7 +176,7 @@ def _class_names(bone: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
 def _training(bone: Mapping[str, Any]) -> dict[str, Any]:
     training = {ours: bone[theirs] for theirs, ours in _TRAINING_KEYS.items() if theirs in bone}
     training["source"] = "BONe DLFit"
-    training["bone_fields_read"], training["bone_fields_ignored"] = bone_fields(bone)
+    training["bone_fields_read"], training["bone_fields_ignored"] = _bone_fields(bone)
     training["bone_metadata"] = dict(bone)
     return training
 
@@ -207,7 +207,7 @@ def read_bone_metadata(path: str | os.PathLike) -> ModelMetadata:
 
 
 def _state_and_metadata(path: Path, overrides: Mapping[str, Any] | None):
-    state, bone = split_checkpoint(read_checkpoint(path), str(path))
+    state, bone = _split_checkpoint(_read_checkpoint(path), str(path))
     if bone is None and not overrides:
         raise ModelError(f"{path} is a bare state dict without metadata: the architecture, encoder, number of "
                          "classes and input channels cannot be known; import it with these given, e.g. "

@@ -31,6 +31,7 @@ from bone_avizo.models.header import (FORMAT_NAME, FORMAT_VERSION, MAX_HEADER_BY
                                       read_metadata, summary)
 from bone_avizo.models.metadata import ModelMetadata
 from bone_avizo.models.registry import build_model, count_parameters
+from bone_avizo.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -192,20 +193,6 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
         loaded = _load_safetensors_model(path)
     loaded.module.to(target).eval()
     return loaded
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """torch.device from 'cpu' / 'cuda' / 'cuda:N' / 'auto'; ConfigError if unusable here."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        target = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not valid; use cpu, cuda, cuda:N or auto") from None
-    if target.type == "cuda" and (not torch.cuda.is_available()
-                                  or (target.index or 0) >= torch.cuda.device_count()):
-        raise ConfigError(f"device {device!r} is not available here; use cpu (or auto)")
-    return target
 
 
 def _load_safetensors_model(path: Path) -> LoadedModel:

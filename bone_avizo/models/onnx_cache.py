@@ -106,7 +106,7 @@ def evict(keep: Path, *, limit: int | None = None) -> int:
     return freed
 
 
-def mark_used(path: Path) -> None:
+def _mark_used(path: Path) -> None:
     """Record a use of ``path``: its access time becomes now (its modification time is kept)."""
     try:
         os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
@@ -133,7 +133,7 @@ def cached_onnx(module: torch.nn.Module, in_channels: int) -> Path:
     limit = cache_limit_bytes()
     path = cache_folder() / f"{weights_digest(module)}_{in_channels}ch.onnx"
     if path.is_file():
-        mark_used(path)
+        _mark_used(path)
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ class OnnxNetwork(torch.nn.Module):
         self.onnx_path = Path(path)
         digest = hashlib.sha256(self.onnx_path.read_bytes()).digest()
         self.register_buffer("onnx_sha256", torch.tensor(list(digest), dtype=torch.uint8))
-        self._session = None
+        self._session: Any = None  # the onnxruntime session, opened on first use
 
     def __deepcopy__(self, memo):  # an onnxruntime session cannot be copied; a copy opens its own
         return OnnxNetwork(self.onnx_path)

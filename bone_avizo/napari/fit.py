@@ -131,7 +131,8 @@ class FitWidget(DockWidget):
         self.jobs.run_button.changed.connect(lambda *_: self.jobs.guard(self.run))
         self.jobs.polled.append(self.refresh_curve)
         self.build([*self.image.widgets, *self.labels.widgets, self.validation, self.add_button, self.image_folders,
-                    self.mask_folders, self.add_folders_button, self.pair_list, self.remove_button, self.split, self.output, self.overwrite, self.resume], FitConfig,
+                    self.mask_folders, self.add_folders_button, self.pair_list, self.remove_button, self.split,
+                    self.output, self.overwrite, self.resume], FitConfig,
                    without=WITHOUT_WIDGET, expanded=("validation",), extras=[self.curve.native])
         for name in SPLIT_OPTIONS:
             self.options.widgets[name].changed.connect(self.show_split)
@@ -242,7 +243,8 @@ class FitWidget(DockWidget):
         weights = Path(str(config.weights))
         check_outputs_spare_inputs(
             {"model file": [output, checkpoint_path(output), *log_paths(output).values()]},
-            {"scan": [self._file_of(p.image) for p in self.pairs], "labels": [self._file_of(p.labels) for p in self.pairs],
+            {"scan": [self._file_of(p.image) for p in self.pairs],
+             "labels": [self._file_of(p.labels) for p in self.pairs],
              "weights": weights if weights.exists() else None})
 
     def refresh_curve(self) -> None:

@@ -75,7 +75,8 @@ class IoUWidget(DockWidget):
         self.result = None
         self.jobs.run_button.changed.connect(lambda *_: self.jobs.guard(self.run))
         self.export_button.changed.connect(lambda *_: self.jobs.guard(self.export))
-        self.build([*self.prediction.widgets, *self.reference.widgets, *self.roi.widgets], IoUConfig, expanded=("classes",),
+        self.build([*self.prediction.widgets, *self.reference.widgets, *self.roi.widgets], IoUConfig,
+                   expanded=("classes",),
                    extras=[self.summary.native, self.table, self.notes.native, self.plot.native, exports.native])
 
     def run(self):
@@ -117,8 +118,11 @@ class IoUWidget(DockWidget):
         if result.per_slice is not None:
             from bone_avizo.metrics.plot import draw_slice_iou
 
-            title = f"{result.inputs.get('prediction')} vs {result.inputs.get('reference')}"
-            self.plot.draw(lambda ax: (draw_slice_iou(ax, result, title), ax.legend(fontsize=7, loc="lower left", ncol=2)))
+            def paint(ax) -> None:
+                draw_slice_iou(ax, result, f"{result.inputs.get('prediction')} vs {result.inputs.get('reference')}")
+                ax.legend(fontsize=7, loc="lower left", ncol=2)
+
+            self.plot.draw(paint)
         self.export_button.enabled = True
 
     def export(self) -> list:

@@ -21,23 +21,12 @@ user as the same one-line ConfigError the CLI prints.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Iterable
 
-from bone_avizo.config import Param
+from bone_avizo.config import Param, spec_of
 
 _INT_LIMIT = 2**31 - 1
 _SPIN_DECIMALS = 3
-
-
-def spec_of(config_cls: type) -> tuple[Param, ...]:
-    """The parameter spec of a task's config class: its ``SPEC``, or the Params its dataclass fields
-    carry in their metadata."""
-    spec = getattr(config_cls, "SPEC", None)
-    if spec:
-        return tuple(spec)
-    return tuple(value for f in dataclasses.fields(config_cls) for value in f.metadata.values()
-                 if isinstance(value, Param))
 
 
 def _show(value: Any) -> str:

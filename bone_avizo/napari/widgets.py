@@ -1,11 +1,14 @@
 """What the three dock widgets share: their layout and how they put results into the viewer."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
 
 from bone_avizo.napari.options import OptionsPanel
+
+if TYPE_CHECKING:
+    from bone_avizo.napari.jobs import JobPanel
 
 
 def replace_layer(viewer: Any, data: Any, kwargs: dict, layer_type: str) -> Any:
@@ -27,6 +30,7 @@ class DockWidget(QWidget):
     the task's results (``extras``), then its options (one collapsible section per spec group)."""
 
     TITLE = "task"
+    jobs: "JobPanel"  # made by each dock before build()
     MIN_WIDTH = 440  # pixels: the labels and fields of the options side by side
 
     def __init__(self, napari_viewer: Any):

@@ -20,24 +20,6 @@ log = logging.getLogger(__name__)
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available else cpu; validate cuda:N."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device {name!r} is not valid; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {name} requested but CUDA is not available here; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {name} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type != "cpu":
-        raise ConfigError(f"device {name!r} is not supported; use cpu, cuda, cuda:N or auto")
-    return device
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """'auto' -> fp32 on CPU (exact), fp16 on CUDA."""
     if precision == "auto":

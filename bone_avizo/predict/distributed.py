@@ -10,6 +10,7 @@ waiting. After the barrier, rank 0 checks that every block is present in the par
 copies the blocks in order through the ordinary writers (any output format), commits, and deletes
 the parts. Block boundaries do not depend on the number of ranks, so the labels equal a
 one-process run. Parts record their finished blocks: with ``resume`` a restarted job skips them.
+The ranks are given (:class:`bone_avizo.runtime.Ranks`); nothing here reads them from the environment.
 """
 from __future__ import annotations
 
@@ -17,87 +18,18 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
-from bone_avizo.errors import BoneAvizoError, ConfigError, OutputWriteError
+from bone_avizo.errors import BoneAvizoError, OutputWriteError
 from bone_avizo.io.base import remove_path
+from bone_avizo.runtime import Ranks
 
 log = logging.getLogger(__name__)
 
 Block = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process's rank, the number of processes, and its rank on this node."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world > 1
-
-    @property
-    def world_size(self) -> int:
-        return self.world
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def owns(self, index: int) -> bool:
-        """True when item ``index`` (a block, a study task) is this rank's: ``index % world == rank``."""
-        return index % self.world == self.rank
-
-
-# the launchers whose variables give the ranks, in order of precedence: rank, world size, local rank
-RANK_VARIABLES = {"torchrun": ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
-                  "slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")}
-
-
-def rank_launcher(env: Mapping[str, str] | None = None) -> str | None:
-    """Whose variables give the ranks: ``"torchrun"`` (RANK + WORLD_SIZE; they take precedence),
-    ``"slurm"`` (SLURM_PROCID + SLURM_NTASKS, e.g. ``srun`` with one task per GPU), or None."""
-    env = os.environ if env is None else env
-    if ("RANK" in env) != ("WORLD_SIZE" in env):
-        given, missing = ("RANK", "WORLD_SIZE") if "RANK" in env else ("WORLD_SIZE", "RANK")
-        raise ConfigError(f"environment variable {given} is set but {missing} is not; set both (torchrun "
-                          "does) or neither")
-    for name, (rank, world, _) in RANK_VARIABLES.items():
-        if rank in env and world in env:
-            return name
-    return None
-
-
-def current_ranks(env: Mapping[str, str] | None = None) -> Ranks:
-    """From torchrun's RANK / WORLD_SIZE / LOCAL_RANK, else SLURM's SLURM_PROCID / SLURM_NTASKS /
-    SLURM_LOCALID, else one process. ConfigError for values that are not integers or out of range."""
-    env = os.environ if env is None else env
-    launcher = rank_launcher(env)
-    if launcher is None:
-        return Ranks()
-    rank, world, local = RANK_VARIABLES[launcher]
-    ranks = Ranks(_env_int(env, rank), _env_int(env, world), _env_int(env, local if local in env else rank))
-    if ranks.world < 1 or not 0 <= ranks.rank < ranks.world or ranks.local_rank < 0:
-        raise ConfigError(f"environment variables {rank}={env[rank]}, {world}={env[world]}, "
-                          f"{local}={env.get(local, '(unset)')} are inconsistent: need 0 <= {rank} < {world} "
-                          f"and {local} >= 0; check the launcher's settings")
-    return ranks
-
-
-def _env_int(env: Mapping[str, str], name: str) -> int:
-    try:
-        return int(env[name])
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={env[name]!r} is not an integer; check the launcher's "
-                          "settings") from None
 
 
 def owned_blocks(blocks: list[Block], ranks: Ranks) -> list[Block]:
@@ -126,7 +58,7 @@ class PartWriter:
             remove_path(marker(path, kind))
         if path.exists() and not resume:
             remove_path(path)
-        import h5py  # here, not at the top: the CLI imports this module for current_ranks
+        import h5py  # here, not at the top: importing this module stays light
 
         try:
             self.file = h5py.File(path, "a", locking=False)

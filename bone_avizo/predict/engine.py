@@ -34,16 +34,17 @@ from bone_avizo.io.threads import io_threads, parallel_map
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
 from bone_avizo.models.modelfile import input_multiple
 from bone_avizo.predict import tta
-from bone_avizo.predict.backends import build_backend, resolve_device
+from bone_avizo.predict.backends import build_backend
 from bone_avizo.predict.fusion import FusionBuffer
 from bone_avizo.predict.backends import weights_digest
-from bone_avizo.predict.distributed import (PartWriter, barrier, current_ranks, job_fingerprint, merge_parts,
-                                            owned_blocks, part_path, remove_parts)
+from bone_avizo.predict.distributed import (PartWriter, barrier, job_fingerprint, merge_parts, owned_blocks, part_path,
+                                            remove_parts)
 from bone_avizo.predict.parallel import map_blocks
 from bone_avizo.predict.retained import RetainedSource
 from bone_avizo.streams import BackgroundWriter
 from bone_avizo.predict.tiling import Tiler, TileGrid, auto_tile
 from bone_avizo.progress import ProgressCallback, ProgressPhase, ProgressTracker
+from bone_avizo.runtime import SINGLE, Ranks, ranks_from_env, resolve_device
 from bone_avizo.volume import Volume, VolumeInfo
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ def probability_path(output: Path, class_name: str) -> Path:
 class _Plan:
     """Resolved settings of one prediction job (model facts + config + volume geometry)."""
 
-    def __init__(self, source: VolumeSource, loaded, config: PredictConfig):
+    def __init__(self, source: VolumeSource, loaded, config: PredictConfig, ranks: Ranks = SINGLE):
         meta = loaded.metadata
         self.meta = meta
         self.config = config
@@ -126,7 +127,7 @@ class _Plan:
             check_context(source.shape[PLANE_AXIS[plane]], self.context)
         self.patch_size = int(meta.patch_size)
         self.align = input_multiple(getattr(loaded, "module", None))  # 1: the network takes any size, unpadded
-        self.ranks = current_ranks()
+        self.ranks = ranks
         self.model_digest = ""  # set for ranked jobs: part files name the weights they came from
         self.devices = self._devices(config)
         self.device = self.devices[0]
@@ -137,10 +138,7 @@ class _Plan:
     def _devices(self, config: PredictConfig) -> list[torch.device]:
         if config.devices:
             return [resolve_device(d) for d in config.devices]
-        device = resolve_device(config.device)
-        if config.device == "auto" and device.type == "cuda" and self.ranks.distributed:
-            device = torch.device("cuda", self.ranks.local_rank % torch.cuda.device_count())
-        return [device]
+        return [resolve_device(config.device, self.ranks)]
 
     def _backend_name(self, name: str) -> str:
         if name != "auto":
@@ -441,20 +439,22 @@ class _Outputs:
 
 
 def predict_volume(source, model, config: PredictConfig | None = None, *, output=None,
-                   overwrite: bool = False, progress: ProgressCallback | None = None) -> PredictionResult:
+                   overwrite: bool = False, progress: ProgressCallback | None = None,
+                   ranks: Ranks | None = None) -> PredictionResult:
     """Predict a label volume (z, y, x) uint8 from ``source`` with ``model``.
 
     source: a VolumeSource, Volume or (z, y, x) array. model: a loaded model (``.module``,
     ``.metadata``) or a model file path. output: a path in any writable format, or None to return
     the labels in memory. Probability maps (config.probabilities) go to ``<stem>_prob_<class>``.
-    Under torchrun (or SLURM) with several ranks, the ranks share the volume (see
-    :mod:`bone_avizo.predict.distributed`); every rank returns, rank 0 writes the output.
+    ranks: this process's place in a job (default: from the environment, see :mod:`bone_avizo.runtime`).
+    With several ranks the ranks share the volume (see :mod:`bone_avizo.predict.distributed`); every
+    rank returns, rank 0 writes the output.
     """
     config = config or PredictConfig()
     bound_heap()
     source = _as_source(source)
     loaded = _load(model)
-    plan = _Plan(source, loaded, config)
+    plan = _Plan(source, loaded, config, ranks_from_env() if ranks is None else ranks)
     _check_job(plan, output, overwrite)
     if plan.ranks.distributed:
         plan.model_digest = weights_digest(loaded.module)

@@ -127,7 +127,7 @@ class Tiler:
                     raise
                 cap = self.batch // 2
                 log.warning("out of GPU memory with %d tiles per pass; continuing with %d", self.batch, cap)
-                self.predictor.batch_cap = cap
+                setattr(self.predictor, "batch_cap", cap)  # read back by batch (a plain callable may take it)
                 torch.cuda.empty_cache()
 
     def _forward(self, tiles: torch.Tensor) -> torch.Tensor:

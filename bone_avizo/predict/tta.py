@@ -29,7 +29,7 @@ def apply(images: torch.Tensor, t: Transform) -> torch.Tensor:
     return torch.rot90(images, turns, dims=(-2, -1)) if turns else images
 
 
-def invert(outputs: torch.Tensor, t: Transform) -> torch.Tensor:
+def _invert(outputs: torch.Tensor, t: Transform) -> torch.Tensor:
     turns, flip = t
     if turns:
         outputs = torch.rot90(outputs, -turns, dims=(-2, -1))
@@ -42,6 +42,6 @@ def averaged(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tens
     ts = transforms(mode)
     total = None
     for t in ts:
-        out = invert(predict(apply(images, t)), t)
+        out = _invert(predict(apply(images, t)), t)
         total = out if total is None else total.add_(out)
     return total / len(ts) if len(ts) > 1 else total

@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from contextlib import contextmanager
+from types import ModuleType
 
 from bone_avizo.errors import BoneAvizoError, Cancelled
 from bone_avizo.standalone.spec_args import share_config_keys
@@ -22,7 +23,7 @@ COMMANDS = ("fit", "predict", "iou", "info", "export", "phantom", "demo", "cv", 
 log = logging.getLogger("bone_avizo")
 
 
-def _available_commands() -> dict[str, object]:
+def _available_commands() -> dict[str, ModuleType]:
     modules = {}
     for name in COMMANDS:
         try:

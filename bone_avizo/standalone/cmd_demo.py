@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace, shape: tuple, seed: int) -> None:
     """Refuse bad options before anything is written."""
     from bone_avizo.phantom import PhantomConfig
-    from bone_avizo.predict.backends import resolve_device
+    from bone_avizo.runtime import resolve_device
 
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise OutputWriteError(f"--output: {args.output} is a file; give a folder for the demo's files")

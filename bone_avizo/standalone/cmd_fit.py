@@ -14,7 +14,7 @@ from pathlib import Path
 from bone_avizo import __version__
 from bone_avizo.config import FIT_SPEC, FitConfig
 from bone_avizo.errors import ConfigError
-from bone_avizo.predict.distributed import current_ranks
+from bone_avizo.runtime import ranks_from_env
 from bone_avizo.standalone.common import (add_reader_option_arguments, add_scan_arguments, add_scan_folder_arguments,
                                          resolved_config_path, scan_pairs, spare_inputs, training_scans,
                                          write_json_atomic)
@@ -103,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("no training scans: give --images and --labels (or --image-folders/--mask-folders)")
     config = _config(args, saved)
     _spare_inputs(args, output, train, validation, config)
-    main = current_ranks().is_main  # torchrun or SLURM: rank 0 reports for the job
+    ranks = ranks_from_env()
+    main = ranks.is_main  # torchrun or SLURM: rank 0 reports for the job
     with progress_bar("fit") as bar:
         result = fit_model(train, config, output=output, validation=validation, resume=args.resume,
-                           overwrite=args.overwrite, progress=bar if main else None)
+                           overwrite=args.overwrite, progress=bar if main else None, ranks=ranks)
     if not main:
         return 0
     write_json_atomic(resolved_config_path(output), {

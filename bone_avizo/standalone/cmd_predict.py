@@ -8,7 +8,7 @@ from pathlib import Path
 from bone_avizo import __version__
 from bone_avizo.config import PREDICT_SPEC, PredictConfig
 from bone_avizo.io import open_volume
-from bone_avizo.predict.distributed import current_ranks
+from bone_avizo.runtime import ranks_from_env
 from bone_avizo.standalone.common import (existing_path, output_path, parse_options, resolved_config_path,
                                           spare_inputs, write_json_atomic)
 from bone_avizo.standalone.progressbar import progress_bar
@@ -51,11 +51,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(model_path)
     spare_inputs(args, {"--output": _outputs(output, loaded.metadata, config)},
                  {"--input": input_path, "--model": model_path})
+    ranks = ranks_from_env()
     with open_volume(input_path, **parse_options(args.input_option, "--input-option")) as source:
         with progress_bar("predict") as bar:
             result = predict_volume(source, loaded, config, output=args.output,
-                                    overwrite=args.overwrite, progress=bar)
-    if current_ranks().rank:  # under torchrun/SLURM, rank 0 reports for the job
+                                    overwrite=args.overwrite, progress=bar, ranks=ranks)
+    if ranks.rank:  # under torchrun/SLURM, rank 0 reports for the job
         return 0
     write_json_atomic(resolved_config_path(result.output), {
         "command": "predict", "version": __version__, "model": str(model_path), "input": str(input_path),

@@ -15,7 +15,7 @@ def _silent(done: int, total: int, message: str) -> None:
     return None
 
 
-def wants_bar() -> bool:
+def _wants_bar() -> bool:
     """True when a bar should be drawn: stderr is a TTY and INFO messages are not silenced (-q)."""
     isatty = getattr(sys.stderr, "isatty", None)
     return bool(isatty and isatty()) and logging.getLogger("bone_avizo").isEnabledFor(logging.INFO)
@@ -39,7 +39,7 @@ def progress_bar(label: str):
     A new phase of the work (its total changes, or its count starts again) restarts the bar, so
     the ETA is that of the current phase. While the bar is drawn, log messages are printed above
     it, and the core's periodic progress lines are left out (the bar shows the same)."""
-    if not wants_bar():
+    if not _wants_bar():
         yield _silent
         return
     try:

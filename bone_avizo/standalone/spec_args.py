@@ -62,7 +62,7 @@ def config_from_args(config_cls: type[ConfigBase], args: argparse.Namespace, **o
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
         names = {p.name for p in config_cls.SPEC}
-        values.update({k: v for k, v in config_file_options(args).items() if k in names})
+        values.update({k: v for k, v in _config_file_options(args).items() if k in names})
     for param in config_cls.SPEC:
         value = getattr(args, param.name, None)
         if value is not None:
@@ -73,7 +73,7 @@ def config_from_args(config_cls: type[ConfigBase], args: argparse.Namespace, **o
     return config
 
 
-def config_file_options(args: argparse.Namespace) -> dict[str, Any]:
+def _config_file_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options the --config file gives this command, keys with '_': its top-level keys, then the
     sections of the commands it inherits, then its own section (``predict: {...}``); a run record
     (a mapping with ``options``) gives its options. A key that no option of this command has is an

@@ -8,7 +8,7 @@ figures. See docs/studies.md.
 from bone_avizo.studies.bench import (BENCH_SPEC, BenchConfig, BenchGrid, Cell, load_grid, merge_bench,
                                       probe_cell, run_bench, summarise_bench)
 from bone_avizo.studies.cv import CV_SPEC, CVConfig, merge_cv, run_cv, summarise_cv
-from bone_avizo.studies.run import Selection
+from bone_avizo.studies.selection import Selection
 from bone_avizo.studies.study import StudyResult
 from bone_avizo.studies.tasks import StudyIncompleteError
 

@@ -27,14 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from bone_avizo.config import (FIT_SPEC, ConfigBase, FitConfig, Param, PredictConfig, load_config_file,
-                               make_config)
+from bone_avizo.config import FIT_SPEC, FitConfig, Param, PredictConfig, load_config_file
+from bone_avizo.data.scans import ScanSpec
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
+from bone_avizo.runtime import Ranks
 from bone_avizo.studies import report
-from bone_avizo.studies.run import (absolute_specs, check_inner_split, score_task, selection_inputs,
-                                    spec_from_record, spec_record, study_params, task_progress, train_task)
-from bone_avizo.studies.study import StudyResult, as_specs, execute, machine, placed, predict_options
+from bone_avizo.studies.params import StudyConfig
+from bone_avizo.studies.records import absolute_specs
+from bone_avizo.studies.run import task_progress, train_task
+from bone_avizo.studies.scoring import score_task
+from bone_avizo.studies.selection import check_inner_split, selection_inputs
+from bone_avizo.studies.study import StudyResult, checked_specs, execute, machine, placed, predict_options
 from bone_avizo.studies.tasks import Task, load_results, read_plan, result_path, shaping_options, write_json
 
 log = logging.getLogger(__name__)
@@ -43,9 +47,13 @@ KIND = "bench"
 OUTPUTS = ("bench.json", "bench.csv", "bench_scans.csv", "bench_tradeoff.png")
 GRID_AXES = ("arch", "encoder", "patch_size")
 
-BENCH_SPEC: tuple[Param, ...] = study_params()
-BenchConfig = make_config("BenchConfig", BENCH_SPEC, "Options of an architecture benchmark.", base=ConfigBase)
-BenchConfig.__module__ = __name__
+
+@dataclass(frozen=True)
+class BenchConfig(StudyConfig):
+    """Options of an architecture benchmark."""
+
+
+BENCH_SPEC: tuple[Param, ...] = BenchConfig.SPEC
 GRID_KEYS = GRID_AXES + ("fit", "predict") + tuple(p.name for p in BENCH_SPEC)
 
 
@@ -73,7 +81,7 @@ class BenchGrid:
     cells: tuple[Cell, ...]
     fit: FitConfig
     predict: PredictConfig
-    options: Any  # BenchConfig
+    options: BenchConfig
 
     def axes(self) -> dict[str, list]:
         return {axis: list(dict.fromkeys(getattr(c, axis) for c in self.cells)) for axis in GRID_AXES}
@@ -187,11 +195,11 @@ def probe_cell(cell: Cell, fit: FitConfig, shapes: Mapping[str, Sequence[int]]) 
 
 # ---------------------------------------------------------------------------------------------
 # running
-def bench_tasks(grid: BenchGrid, train: Sequence, tests: Sequence, fit: FitConfig,
+def _bench_tasks(grid: BenchGrid, train: Sequence, tests: Sequence, fit: FitConfig,
                 predict: PredictConfig) -> list[Task]:
     """One task per cell, in grid order; every cell has the same scans, seed and budget."""
     check_inner_split(len(train), grid.options.selection, "the benchmark")
-    records = {"train": [spec_record(s) for s in train], "test": [spec_record(s) for s in tests]}
+    records = {"train": [s.to_dict() for s in train], "test": [s.to_dict() for s in tests]}
     tasks = []
     for i, cell in enumerate(grid.cells):
         config = fit.with_(arch=cell.arch, encoder=cell.encoder, patch_size=cell.patch_size)
@@ -209,8 +217,8 @@ def _work(grid: BenchGrid, fit: FitConfig, predict: PredictConfig, skips: Mappin
         cell = d["cell"]
         if task.name in skips:
             return {"status": "skipped", "reason": skips[task.name], "cell": cell}
-        train = [spec_from_record(s) for s in d["train"]]
-        tests = [spec_from_record(s) for s in d["test"]]
+        train = [ScanSpec.from_dict(s) for s in d["train"]]
+        tests = [ScanSpec.from_dict(s) for s in d["test"]]
         config, validation = selection_inputs(fit.with_(**cell), grid.options.selection, tests)
         figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name),
                              keep_checkpoint=grid.options.keep_checkpoints)
@@ -235,22 +243,22 @@ def _probe_owned(grid: BenchGrid, tasks: Sequence[Task], fit: FitConfig, specs: 
 
 def run_bench(grid: BenchGrid | str | Path | Mapping, train: Sequence, tests: Sequence, *, output,
               overwrite: bool = False, merge: bool = True, wait_timeout_s: float = 0.0,
-              progress: ProgressCallback | None = None) -> StudyResult:
+              progress: ProgressCallback | None = None, ranks: Ranks | None = None) -> StudyResult:
     """Run (or resume) the benchmark ``grid`` in the folder ``output``: every cell trains on ``train``
-    and is scored on ``tests`` (ScanSpecs or (image, labels) pairs). Under torchrun this rank runs
-    cells i % WORLD_SIZE == RANK; rank 0 merges (see :func:`bone_avizo.studies.run_cv`)."""
+    and is scored on ``tests`` (ScanSpecs or (image, labels) pairs). This rank (``ranks``, default from
+    the environment) runs cells i % WORLD_SIZE == RANK; rank 0 merges (see :func:`bone_avizo.studies.run_cv`)."""
     grid = grid if isinstance(grid, BenchGrid) else load_grid(grid)
-    train, tests = absolute_specs(as_specs(train)), absolute_specs(as_specs(tests, "test scans"))
+    train, tests = absolute_specs(checked_specs(train)), absolute_specs(checked_specs(tests, "test scans"))
     clash = sorted({s.name for s in train} & {s.name for s in tests})
     if clash:
         raise ConfigError(f"scan name(s) {', '.join(clash)} are both training and test scans; a test scan must "
                           "not be trained on (rename the files if they are different scans)")
-    info, fit, predict = placed(grid.fit, grid.predict)
-    tasks = bench_tasks(grid, train, tests, fit, predict)
+    info, fit, predict = placed(grid.fit, grid.predict, ranks)
+    tasks = _bench_tasks(grid, train, tests, fit, predict)
     output = Path(output)
     plan = {"kind": KIND, "options": grid.options.to_dict(), "grid": grid.axes(), "fit": fit.to_dict(),
-            "predict": predict_options(predict), "train": [spec_record(s) for s in train],
-            "test": [spec_record(s) for s in tests], "outputs": list(OUTPUTS),
+            "predict": predict_options(predict), "train": [s.to_dict() for s in train],
+            "test": [s.to_dict() for s in tests], "outputs": list(OUTPUTS),
             "tasks": [{"name": t.name, "definition": t.definition} for t in tasks]}
     skips = _probe_owned(grid, tasks, fit, list(train) + list(tests), output, info)
     return execute(output, plan, tasks, _work(grid, fit, predict, skips, progress), info, overwrite=overwrite,
@@ -263,7 +271,7 @@ def merge_bench(output) -> StudyResult:
     plan = read_plan(output, KIND)
     tasks = [Task(t["name"], i, t["definition"]) for i, t in enumerate(plan["tasks"])]
     summary = summarise_bench(load_results(output, tasks), plan)
-    return StudyResult(output, summary, write_bench_outputs(output, summary))
+    return StudyResult(output, summary, _write_bench_outputs(output, summary))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +313,7 @@ TABLE_COLUMNS = ("cell", "status", "mean_iou", "mean_iou_fg", "params", "gflops_
                  "predict_voxels_per_s", "train_peak_ram_gb")
 
 
-def write_bench_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
+def _write_bench_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
     paths = {"json": write_json(output / "bench.json", summary),
              "csv": report.write_csv(output / "bench.csv", summary["cells"]),
              "scans_csv": report.write_csv(output / "bench_scans.csv", summary["scans"])}

@@ -9,7 +9,7 @@ The scans are shuffled (seeded) and cut into ``folds`` near-equal parts
 other parts with seed ``seed + r`` and is scored on part k: each held-out scan is predicted
 (DLPred) and scored against its labels (IoU). Replicates keep the same folds (only the training
 seed changes) unless ``reshuffle`` draws new folds per replicate (repeated k-fold). Which epoch is
-kept is ``selection`` (see :data:`bone_avizo.studies.run.SELECTION_HELP`); BONe validates on the
+kept is ``selection`` (see :data:`bone_avizo.studies.selection.SELECTION_HELP`); BONe validates on the
 held-out fold itself, the default here too.
 
 Outputs in the study folder: ``cv_summary.json`` (everything), ``cv_scans.csv`` (IoU of every
@@ -22,17 +22,23 @@ The study resumes fold by fold and spreads folds over torchrun ranks (see
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from bone_avizo.config import ConfigBase, FitConfig, Param, PredictConfig, make_config
+from bone_avizo.config import FitConfig, Param, PredictConfig, param
+from bone_avizo.data.scans import ScanSpec
 from bone_avizo.data.split import kfold_splits
 from bone_avizo.errors import ConfigError
 from bone_avizo.progress import ProgressCallback
+from bone_avizo.runtime import Ranks
 from bone_avizo.studies import report
-from bone_avizo.studies.run import (absolute_specs, check_inner_split, score_task, selection_inputs,
-                                    spec_from_record, spec_record, study_params, task_progress, train_task)
-from bone_avizo.studies.study import StudyResult, as_specs, execute, machine, placed, predict_options
+from bone_avizo.studies.params import StudyConfig
+from bone_avizo.studies.records import absolute_specs
+from bone_avizo.studies.run import task_progress, train_task
+from bone_avizo.studies.scoring import score_task
+from bone_avizo.studies.selection import check_inner_split, selection_inputs
+from bone_avizo.studies.study import StudyResult, checked_specs, execute, machine, placed, predict_options
 from bone_avizo.studies.tasks import Task, load_results, read_plan, shaping_options
 
 log = logging.getLogger(__name__)
@@ -41,19 +47,19 @@ KIND = "cv"
 OUTPUTS = ("cv_summary.json", "cv_scans.csv", "cv_folds.csv", "cv_replicates.csv", "cv_summary.csv",
            "cv_boxplot.png")
 
-CV_SPEC: tuple[Param, ...] = (
-    Param("folds", int, 5, "k-fold cross-validation over scans: number of folds (2 .. number of scans)",
-          min=2, max=1000, group="study"),
-    Param("replicates", int, 1, "repetitions of the whole cross-validation; replicate r trains with seed + r",
-          min=1, max=1000, group="study"),
-    Param("reshuffle", bool, False, "draw new folds for every replicate (repeated k-fold, split seed + r) "
-          "instead of keeping the folds of replicate 0", group="study"),
-    *study_params(),
-)
+@dataclass(frozen=True)
+class CVConfig(StudyConfig):
+    """Options of a cross-validation study."""
+
+    folds: int = param(5, "k-fold cross-validation over scans: number of folds (2 .. number of scans)", min=2,
+                       max=1000, group="study")
+    replicates: int = param(1, "repetitions of the whole cross-validation; replicate r trains with seed + r",
+                            min=1, max=1000, group="study")
+    reshuffle: bool = param(False, "draw new folds for every replicate (repeated k-fold, split seed + r) instead "
+                            "of keeping the folds of replicate 0", group="study")
 
 
-CVConfig = make_config("CVConfig", CV_SPEC, "Options of a cross-validation study.", base=ConfigBase)
-CVConfig.__module__ = __name__
+CV_SPEC: tuple[Param, ...] = CVConfig.SPEC
 
 
 def cv_tasks(scans: Sequence, fit: FitConfig, options: CVConfig, predict: PredictConfig) -> list[Task]:
@@ -62,7 +68,7 @@ def cv_tasks(scans: Sequence, fit: FitConfig, options: CVConfig, predict: Predic
     if options.folds > n:
         raise ConfigError(f"--folds {options.folds} is larger than the number of scans ({n}); give at most "
                           f"{n} folds or more scans")
-    records = [spec_record(s) for s in scans]
+    records = [s.to_dict() for s in scans]
     tasks = []
     for r in range(options.replicates):
         splits = kfold_splits(n, folds=options.folds, seed=fit.seed + (r if options.reshuffle else 0))
@@ -80,8 +86,8 @@ def cv_tasks(scans: Sequence, fit: FitConfig, options: CVConfig, predict: Predic
 def _work(fit: FitConfig, options: CVConfig, predict: PredictConfig, progress: ProgressCallback | None):
     def work(task: Task, folder: Path) -> dict[str, Any]:
         d = task.definition
-        train = [spec_from_record(s) for s in d["train"]]
-        tests = [spec_from_record(s) for s in d["test"]]
+        train = [ScanSpec.from_dict(s) for s in d["train"]]
+        tests = [ScanSpec.from_dict(s) for s in d["test"]]
         config, validation = selection_inputs(fit.with_(seed=d["seed"]), options.selection, tests)
         figures = train_task(folder, train, validation, config, progress=task_progress(progress, task.name),
                              keep_checkpoint=options.keep_checkpoints)
@@ -94,13 +100,15 @@ def _work(fit: FitConfig, options: CVConfig, predict: PredictConfig, progress: P
 
 def run_cv(scans: Sequence, fit: FitConfig | None = None, options: CVConfig | None = None, *, output,
            predict: PredictConfig | None = None, overwrite: bool = False, merge: bool = True,
-           wait_timeout_s: float = 0.0, progress: ProgressCallback | None = None) -> StudyResult:
+           wait_timeout_s: float = 0.0, progress: ProgressCallback | None = None,
+           ranks: Ranks | None = None) -> StudyResult:
     """Run (or resume) a cross-validation study of ``scans`` in the folder ``output``.
 
     scans: ScanSpecs or (image, labels) pairs. fit: the training options of every fold (its
     ``folds``/``fold`` must be unset). predict: options of the test-scan predictions (default: the
-    fit's device and threads). Under torchrun (RANK/WORLD_SIZE) this rank runs tasks
-    i % WORLD_SIZE == RANK; with ``merge`` rank 0 then waits for all results (``wait_timeout_s``,
+    fit's device and threads). ranks: this process's place in the study (default: from the
+    environment, torchrun's RANK/WORLD_SIZE or SLURM's): this rank runs tasks i % WORLD_SIZE == RANK,
+    each as one process; with ``merge`` rank 0 then waits for all results (``wait_timeout_s``,
     0 = no limit) and writes the summary. Returns a StudyResult (``summary`` None where not merged).
     """
     from bone_avizo.fit.network import check_architecture
@@ -110,11 +118,11 @@ def run_cv(scans: Sequence, fit: FitConfig | None = None, options: CVConfig | No
         raise ConfigError("give the number of folds as the study's option (CVConfig.folds / --folds), not as a "
                           "fit option")
     check_architecture(fit)
-    specs = absolute_specs(as_specs(scans))
-    info, fit, predict = placed(fit, predict)
+    specs = absolute_specs(checked_specs(scans))
+    info, fit, predict = placed(fit, predict, ranks)
     tasks = cv_tasks(specs, fit, options, predict)
     plan = {"kind": KIND, "options": options.to_dict(), "fit": fit.to_dict(), "predict": predict_options(predict),
-            "scans": [spec_record(s) for s in specs], "outputs": list(OUTPUTS),
+            "scans": [s.to_dict() for s in specs], "outputs": list(OUTPUTS),
             "tasks": [{"name": t.name, "definition": t.definition} for t in tasks]}
     return execute(Path(output), plan, tasks, _work(fit, options, predict, progress), info, overwrite=overwrite,
                    merge=merge, wait_timeout_s=wait_timeout_s, merger=lambda: merge_cv(output))
@@ -127,7 +135,7 @@ def merge_cv(output) -> StudyResult:
     tasks = [Task(t["name"], i, t["definition"]) for i, t in enumerate(plan["tasks"])]
     results = load_results(output, tasks)
     summary = summarise_cv(results, plan)
-    paths = write_cv_outputs(output, summary)
+    paths = _write_cv_outputs(output, summary)
     return StudyResult(output, summary, paths)
 
 
@@ -151,7 +159,7 @@ def _fold_rows(results: Sequence[dict]) -> list[dict[str, Any]]:
 
 
 def _replicate_rows(results: Sequence[dict], class_names: Sequence[str]) -> list[dict[str, Any]]:
-    from bone_avizo.studies.run import confusion_scores, pooled_confusion
+    from bone_avizo.studies.scoring import confusion_scores, pooled_confusion
 
     rows = []
     for rep in sorted({r["replicate"] for r in results}):
@@ -183,7 +191,7 @@ def summarise_cv(results: Sequence[dict], plan: dict) -> dict[str, Any]:
                       | {"fit": r["fit"], "predict": r["predict"]} for r in results]}
 
 
-def write_cv_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
+def _write_cv_outputs(output: Path, summary: dict[str, Any]) -> dict[str, Path]:
     """Write the JSON, CSV files and the box plot of a summary; returns their paths by kind."""
     from bone_avizo.studies.tasks import write_json
 

@@ -9,10 +9,11 @@ from typing import Any, Callable, Sequence
 
 from bone_avizo import __version__
 from bone_avizo.config import FitConfig, PredictConfig
-from bone_avizo.data.scans import ScanSpec, unique_names
+from bone_avizo.data.scans import ScanSpec, as_specs, unique_names
 from bone_avizo.errors import ConfigError, InputFileError
+from bone_avizo.runtime import ranks_from_env, resolve_device
 from bone_avizo.studies.run import run_tasks
-from bone_avizo.studies.tasks import (RankInfo, Task, prepare_output, rank_info, task_device, wait_for_results)
+from bone_avizo.studies.tasks import RankInfo, Task, prepare_output, wait_for_results
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class StudyResult:
     tasks_run: list[str] = field(default_factory=list)
 
 
-def disk_use(folder: str | os.PathLike) -> dict[str, int]:
+def _disk_use(folder: str | os.PathLike) -> dict[str, int]:
     """Bytes under a study folder: {"total", "models" (*.safetensors), "checkpoints" (*.ckpt),
     "predictions" (files in predictions/ folders), "other"}."""
     use = dict.fromkeys(("total", "models", "checkpoints", "predictions", "other"), 0)
@@ -51,19 +52,15 @@ def disk_use(folder: str | os.PathLike) -> dict[str, int]:
 
 def describe_disk_use(folder: str | os.PathLike) -> str:
     """``disk use of F: 120.3 MB (models 114.0 MB, checkpoints 0.0 MB, predictions 0.0 MB, other 6.3 MB)``."""
-    use = disk_use(folder)
+    use = _disk_use(folder)
     parts = ", ".join(f"{k} {use[k] / 1e6:.1f} MB" for k in ("models", "checkpoints", "predictions", "other"))
     return f"disk use of {folder}: {use['total'] / 1e6:.1f} MB ({parts})"
 
 
-def as_specs(scans: Sequence, what: str = "scans") -> list[ScanSpec]:
-    """ScanSpecs from ScanSpecs, (image, labels) pairs or dicts; names made unique; every path must
-    exist (checked before any work)."""
-    specs = []
-    for item in scans:
-        if isinstance(item, dict):
-            item = ScanSpec(**item)
-        specs.append(item if isinstance(item, ScanSpec) else ScanSpec(*item))
+def checked_specs(scans: Sequence, what: str = "scans") -> list[ScanSpec]:
+    """ScanSpecs from ScanSpecs, (image, labels) pairs or records (see :func:`as_specs`); names made unique;
+    every path must exist (checked before any work)."""
+    specs = as_specs(scans)
     if not specs:
         raise ConfigError(f"no {what} given; give --images and --labels")
     for spec in specs:
@@ -104,12 +101,20 @@ def predict_options(predict: PredictConfig) -> dict[str, Any]:
     return {k: v for k, v in predict.to_dict().items() if k not in PREDICT_RUNTIME_OPTIONS}
 
 
-def placed(fit: FitConfig, predict: PredictConfig | None) -> tuple[RankInfo, FitConfig, PredictConfig]:
-    """This rank, and the fit and prediction options on its device (GPU of LOCAL_RANK under torchrun)."""
-    info = rank_info()
+def placed(fit: FitConfig, predict: PredictConfig | None,
+           ranks: RankInfo | None = None) -> tuple[RankInfo, FitConfig, PredictConfig]:
+    """This rank (``ranks``, default from the environment), and the fit and prediction options on its
+    device (see :func:`task_device`)."""
+    info = ranks_from_env() if ranks is None else ranks
     fit = fit.with_(device=task_device(fit.device, info))
     predict = predict or PredictConfig(device=fit.device, threads=fit.threads)
     return info, fit, predict.with_(device=task_device(predict.device, info))
+
+
+def task_device(device: str, ranks: RankInfo) -> str:
+    """The device option of a rank's tasks, which run as one process: with several ranks, the device
+    rule's choice for this rank (``auto``/``cuda`` -> the GPU of its LOCAL_RANK); else ``device`` as given."""
+    return str(resolve_device(device, ranks)) if ranks.distributed else device
 
 
 def execute(output: Path, plan: dict[str, Any], tasks: Sequence[Task], work: Callable[[Task, Path], dict],

@@ -2,10 +2,11 @@
 
 A study is a list of tasks (a cross-validation fold, a benchmark cell), each identified by a name
 and a fingerprint (a hash of everything that determines its result). Task ``i`` belongs to rank
-``i % world_size`` (``RANK`` and ``WORLD_SIZE`` from the environment, as torchrun sets them, or SLURM's;
-one process and rank 0 without them). A task's result is a JSON file
-``<output>/tasks/<name>/result.json``, written through a temporary name when the task is
-finished: a rerun skips finished tasks, and a half-trained task resumes from its checkpoint.
+``i % world_size`` (the study's :class:`~bone_avizo.runtime.Ranks`, read from torchrun's or SLURM's
+variables where a study starts; one process and rank 0 without them). Each task runs alone in its
+process: it is given one-process ranks explicitly; the environment is left as it is. A task's
+result is a JSON file ``<output>/tasks/<name>/result.json``, written through a temporary name when
+the task is finished: a rerun skips finished tasks, and a half-trained task resumes from its checkpoint.
 Rank 0 waits until every task has its result file (a file barrier: the output folder must be
 shared by all ranks), then merges them. Nothing a task computes depends on the rank.
 """
@@ -17,15 +18,14 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from bone_avizo import __version__
 from bone_avizo.errors import BoneAvizoError, ConfigError, OutputExistsError, OutputWriteError
 from bone_avizo.metrics.report import write_text_atomic
-from bone_avizo.predict.distributed import Ranks, current_ranks
+from bone_avizo.runtime import Ranks
 
 log = logging.getLogger(__name__)
 
@@ -36,65 +36,23 @@ RESULT_FILE = "result.json"
 UNSHAPING_OPTIONS = ("num_workers", "threads", "tensorboard", "plot", "cache_slices", "device", "max_classes")
 
 
-class StudyIncompleteError(BoneAvizoError):
+class StudyIncompleteError(BoneAvizoError, RuntimeError):
     """Some tasks of a study have no result yet (merge too early, or a rank failed)."""
 
 
-# one rank type for prediction and studies: rank, world size, local rank, is_main, owns(index)
+# one rank type for training, prediction and studies: rank, world size, local rank, is_main, owns(index)
 RankInfo = Ranks
-
-
-def rank_info() -> RankInfo:
-    """This process's rank from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (or SLURM's), else one process."""
-    try:
-        ranks = current_ranks()
-    except ValueError:
-        raise ConfigError("RANK / WORLD_SIZE / LOCAL_RANK (or SLURM_PROCID / SLURM_NTASKS) are not integers; "
-                          "unset them or give numbers") from None
-    if ranks.world < 1 or not 0 <= ranks.rank < ranks.world:
-        raise ConfigError(f"rank {ranks.rank} and world size {ranks.world} do not fit: the rank must be "
-                          "0 .. world size - 1")
-    return ranks
-
-
-@contextmanager
-def single_process_env() -> Iterator[None]:
-    """Hide the torchrun (and SLURM) ranks while one task runs, so that it trains and predicts alone in
-    this process (a study spreads whole tasks over ranks instead of splitting each task's batches
-    or volumes): RANK=0, WORLD_SIZE=1, LOCAL_RANK=0 take precedence over SLURM's variables."""
-    saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    os.environ.update({"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def task_device(device: str, info: RankInfo) -> str:
-    """The device a rank's tasks use: under torchrun with GPUs, 'auto'/'cuda' become the GPU of
-    LOCAL_RANK; anything explicit is kept."""
-    if info.world_size <= 1 or device not in ("auto", "cuda"):
-        return device
-    import torch
-
-    if torch.cuda.is_available() and info.local_rank < torch.cuda.device_count():
-        return f"cuda:{info.local_rank}"
-    return "cpu" if device == "auto" else device
 
 
 # ---------------------------------------------------------------------------------------------
 # files
-def to_json_text(data: Any) -> str:
+def _to_json_text(data: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False, default=str) + "\n"
 
 
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as JSON through a temporary name (undefined numbers must be None)."""
-    return write_text_atomic(path, to_json_text(data))
+    return write_text_atomic(path, _to_json_text(data))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -235,7 +193,7 @@ def read_plan(output: Path, kind: str) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # barrier and merge
-def missing_tasks(output: Path, tasks: Sequence[Task]) -> list[str]:
+def _missing_tasks(output: Path, tasks: Sequence[Task]) -> list[str]:
     return [t.name for t in tasks if not result_path(output, t.name).is_file()]
 
 
@@ -250,7 +208,7 @@ def wait_for_results(output: Path, tasks: Sequence[Task], *, timeout_s: float = 
     if timeout_s:
         poll_s = min(poll_s, max(timeout_s / 10, 0.01))
     while True:
-        missing = missing_tasks(output, tasks)
+        missing = _missing_tasks(output, tasks)
         if not missing:
             return
         now = time.monotonic()
@@ -267,7 +225,7 @@ def wait_for_results(output: Path, tasks: Sequence[Task], *, timeout_s: float = 
 
 def load_results(output: Path, tasks: Sequence[Task]) -> list[dict]:
     """Every task's result, checked against the task's fingerprint; StudyIncompleteError otherwise."""
-    missing = missing_tasks(output, tasks)
+    missing = _missing_tasks(output, tasks)
     if missing:
         raise StudyIncompleteError(f"{len(missing)} task(s) of the study in {output} have no result yet: "
                                    f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}; run (or "

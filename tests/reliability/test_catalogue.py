@@ -425,6 +425,33 @@ def bad_device(ctx):
     return ctx.predict(ctx.scan(), "--device", "gpu0")
 
 
+def _ranks(ctx, **variables):
+    for name, value in variables.items():
+        ctx.monkeypatch.setenv(name, value)
+
+
+def _gpus(ctx, count: int):
+    """Make torch report ``count`` CUDA devices (0: no CUDA), as a machine with that many would."""
+    ctx.monkeypatch.setattr(torch.cuda, "is_available", lambda: count > 0)
+    ctx.monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def rank_not_integer(ctx):
+    _ranks(ctx, RANK="one", WORLD_SIZE="2")
+    return ctx.predict(ctx.scan())
+
+
+def local_world_size_above_world(ctx):
+    _ranks(ctx, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="4")
+    return ctx.predict(ctx.scan())
+
+
+def more_ranks_than_gpus(ctx):
+    _ranks(ctx, RANK="1", WORLD_SIZE="2", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2")
+    _gpus(ctx, 1)
+    return ctx.predict(ctx.scan(), "--device", "auto")
+
+
 def bad_cache_limit(ctx):
     ctx.monkeypatch.setenv("BONE_AVIZO_CACHE", str(ctx.path("cache")))
     ctx.monkeypatch.setenv("BONE_AVIZO_CACHE_MB", "lots")
@@ -649,6 +676,12 @@ def fit_resume_without_checkpoint(ctx):
 def fit_resume_foreign_checkpoint(ctx):
     torch.save({"weights": torch.zeros(3)}, ctx.path("m.safetensors.ckpt"))
     return ctx.fit("--resume")
+
+
+def fit_ranked_cuda_without_gpu(ctx):
+    _ranks(ctx, RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", LOCAL_WORLD_SIZE="2")
+    _gpus(ctx, 0)
+    return ctx.fit("--device", "cuda")
 
 
 def fit_disk_full_model(ctx):
@@ -919,6 +952,17 @@ CATALOGUE: tuple[Row, ...] = (
     Row("bad-device", "predict", "--device gpu0",
         "device 'gpu0' is not valid; use cpu, cuda, cuda:N or auto",
         bad_device),
+    Row("rank-not-integer", "predict", "RANK=one under WORLD_SIZE=2",
+        "environment variable RANK='one' is not an integer; check the launcher's settings",
+        rank_not_integer),
+    Row("local-world-size", "predict", "LOCAL_WORLD_SIZE=4 under WORLD_SIZE=2",
+        "environment variables LOCAL_WORLD_SIZE=4, LOCAL_RANK=0, WORLD_SIZE=2 are inconsistent: need LOCAL_RANK < "
+        "LOCAL_WORLD_SIZE <= WORLD_SIZE; check the launcher's settings",
+        local_world_size_above_world),
+    Row("more-ranks-than-gpus", "predict", "--device auto on local rank 1 of a node with one GPU (torchrun)",
+        "local rank 1 but only 1 GPU(s) on this node; start at most that many processes per node "
+        "(--nproc_per_node, --ntasks-per-node) or give --device cpu",
+        more_ranks_than_gpus),
     Row("bad-cache-limit", "predict", "BONE_AVIZO_CACHE_MB=lots with --backend onnxruntime",
         "environment variable BONE_AVIZO_CACHE_MB='lots' is not a size in megabytes; give a number >= 0 (e.g. "
         "BONE_AVIZO_CACHE_MB=500), or unset it for 1024",
@@ -1205,6 +1249,9 @@ CATALOGUE: tuple[Row, ...] = (
         "cannot write checkpoint <dir>/m.safetensors.ckpt: No space left on device; check the folder's "
         "permissions and free space",
         fit_disk_full_checkpoint, keeps=("m.safetensors", *FIT_LOGS)),
+    Row("fit-ranked-cuda-no-gpu", "fit", "--device cuda under torchrun (WORLD_SIZE=2) without CUDA",
+        "device cuda requested but CUDA is not available here; use --device cpu",
+        fit_ranked_cuda_without_gpu),
     Row("avizo-root-missing", "install", "avizo install --avizo-root a folder that does not exist",
         "--avizo-root: Avizo/Amira folder <dir>/Avizo-2024.1 does not exist (or is not a folder); check the path: "
         "the folder that holds Avizo's bin/ and share/, e.g. \"C:\\Program Files\\Thermo Scientific "
