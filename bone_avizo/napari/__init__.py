@@ -13,3 +13,14 @@ through its manifest (``napari.yaml``, entry point ``napari.manifest``):
 Like the Avizo adapter it only translates: layers <-> volumes (:mod:`bone_avizo.napari.layers`),
 widgets <-> config. Nothing here is imported by the core.
 """
+from bone_avizo._lazy import lazy_exports
+
+# imported on first use (PEP 562): napari reads the manifest and imports the reader without Qt widgets
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "bone_avizo.napari.predict": ("PredictWidget",),
+    "bone_avizo.napari.fit": ("FitWidget",),
+    "bone_avizo.napari.iou": ("IoUWidget",),
+    "bone_avizo.napari.files": ("get_reader", "read_layers", "write_labels"),
+})
+
+__all__ = ["PredictWidget", "FitWidget", "IoUWidget", "get_reader", "read_layers", "write_labels"]

@@ -73,7 +73,7 @@ def _label_slab(data: Any, z0: int, z1: int) -> np.ndarray:
     return slab.astype(np.uint8)
 
 
-def labels_info(data: Any, meta: dict) -> VolumeInfo:
+def _labels_info(data: Any, meta: dict) -> VolumeInfo:
     """The VolumeInfo of a label layer napari hands to a writer (``meta``: the layer's attributes)."""
     from bone_avizo.metrics.iou import default_class_names
 
@@ -92,7 +92,7 @@ def write_labels(path: str, data: Any, meta: dict) -> list[str]:
     if np.ndim(data) != 3:
         raise LabelError(f"layer {meta.get('name')!r} has {np.ndim(data)} dimensions; label files hold 3-D "
                          "volumes (z, y, x)")
-    info = labels_info(data, meta)
+    info = _labels_info(data, meta)
     step = max(1, WRITE_SLAB_BYTES // max(1, info.shape[1] * info.shape[2]))
     with create_writer(path, info, overwrite=True) as writer:
         for z0 in range(0, info.shape[0], step):

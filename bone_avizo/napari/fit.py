@@ -45,7 +45,7 @@ class Pair:
         return f"{self.name}: {self.image} + {self.labels}" + ("  [validation]" if self.validation else "")
 
 
-def split_text(pairs: list[Pair], config: FitConfig) -> str:
+def _split_text(pairs: list[Pair], config: FitConfig) -> str:
     """Which scans train and which validate, as the run will split them (``make_split``)."""
     from bone_avizo.data.split import make_split
 
@@ -73,7 +73,7 @@ def history_rows(output: Path) -> list[dict[str, Any]]:
         return []
 
 
-def draw_history(ax, rows: list[dict[str, Any]]) -> None:
+def _draw_history(ax, rows: list[dict[str, Any]]) -> None:
     """Training loss and validation mean IoU against the epoch."""
     epochs = [row["epoch"] for row in rows]
     ax.plot(epochs, [row["train_loss"] for row in rows], "o-", label="training loss")
@@ -113,7 +113,7 @@ class FitWidget(DockWidget):
                                              tooltip="--mask-folders: the parallel folder of mask folders")
         self.add_folders_button = widgets.PushButton(text="Add the folders' scans", name="add_folders")
         self.remove_button = widgets.PushButton(text="Remove selected", name="remove_pairs")
-        self.split = widgets.Label(value=split_text([], FitConfig()), name="split")
+        self.split = widgets.Label(value=_split_text([], FitConfig()), name="split")
         self.output = widgets.FileEdit(name="output", label="model file", mode="w", filter="*.safetensors",
                                        tooltip="--output: the model file to write; checkpoint and logs go beside it")
         self.overwrite = widgets.CheckBox(name="overwrite", label="overwrite",
@@ -182,7 +182,7 @@ class FitWidget(DockWidget):
         except BoneAvizoError as exc:
             self.split.value = f"split: {exc}"
             return
-        self.split.value = split_text(self.pairs, config)
+        self.split.value = _split_text(self.pairs, config)
 
     # -- training ----------------------------------------------------------------------------------
     def _spec(self, pair: Pair):
@@ -219,7 +219,7 @@ class FitWidget(DockWidget):
         if not train:
             raise ConfigError("no training scans: add a pair of a scan and its labels (layers or files)")
         self._history_seen = None
-        self.curve.draw(lambda ax: draw_history(ax, []))
+        self.curve.draw(lambda ax: _draw_history(ax, []))
 
         def task(progress):
             from bone_avizo.fit import fit_model
@@ -263,7 +263,7 @@ class FitWidget(DockWidget):
         if seen != self._history_seen:
             self._history_seen = seen
             rows = history_rows(output)
-            self.curve.draw(lambda ax: draw_history(ax, rows))
+            self.curve.draw(lambda ax: _draw_history(ax, rows))
 
     def show_result(self, result) -> None:
         from napari.utils.notifications import show_info

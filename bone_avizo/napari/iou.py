@@ -25,7 +25,7 @@ def _cell(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def mapping_text(result) -> str:
+def _mapping_text(result) -> str:
     """``class mapping: prediction 2->1; reference none`` (the relabelling scored, as the report's label_maps)."""
     from bone_avizo.config import parse_label_map
 
@@ -114,7 +114,7 @@ class IoUWidget(DockWidget):
                 self.table.setItem(r, c, QTableWidgetItem(_cell(row[key])))
         self.table.resizeColumnsToContents()
         self.summary.value = iou_summary(result)
-        self.notes.value = "\n".join([mapping_text(result), *class_notes(result)])
+        self.notes.value = "\n".join([_mapping_text(result), *class_notes(result)])
         if result.per_slice is not None:
             from bone_avizo.metrics.plot import draw_slice_iou
 

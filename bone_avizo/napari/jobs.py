@@ -65,7 +65,7 @@ class Job:
             self.error = exc
 
 
-def error_text(name: str, exc: BaseException) -> str:
+def _error_text(name: str, exc: BaseException) -> str:
     """One line for a failed task ``name`` (predict, fit, iou): the line the CLI prints for the same error."""
     if isinstance(exc, Cancelled):
         return f"bone-avizo {name}: {exc}"
@@ -74,11 +74,11 @@ def error_text(name: str, exc: BaseException) -> str:
     return f"bone-avizo {name}: internal error: {type(exc).__name__}: {exc} (the log has the details)"
 
 
-def notify_error(name: str, exc: BaseException) -> str:
+def _notify_error(name: str, exc: BaseException) -> str:
     """Show ``exc`` as one notification line (never a traceback dialog); returns the line."""
     from napari.utils.notifications import show_error, show_info
 
-    text = error_text(name, exc)
+    text = _error_text(name, exc)
     if isinstance(exc, Cancelled):
         show_info(text)
     else:
@@ -146,7 +146,7 @@ class JobPanel:
             return None
 
     def _failed(self, exc: BaseException) -> None:
-        self.last_error = self.status.value = notify_error(self.name, exc)
+        self.last_error = self.status.value = _notify_error(self.name, exc)
 
     def cancel(self, *_: Any) -> None:
         if self.running:

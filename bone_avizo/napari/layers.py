@@ -5,7 +5,7 @@ first voxel, z, y, x), so layers from files of different voxel sizes overlay in 
 label layer carries its class names in ``metadata["bone_avizo"]["class_names"]`` and as a ``class`` feature (napari
 shows it under the cursor), and one colour per class (the colours of the Slicer segmentations the
 core writes). Volumes above :data:`IN_MEMORY_LIMIT_BYTES` are shown lazily: napari reads the slices
-it displays from the file (:func:`lazy_array`).
+it displays from the file (:func:`_lazy_array`).
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def _plain(item: Any) -> bool:
     return isinstance(item, (int, np.integer)) or (isinstance(item, slice) and item.step in (None, 1))
 
 
-def lazy_array(source: VolumeSource):
+def _lazy_array(source: VolumeSource):
     """A dask array (z, y, x) over ``source`` in one chunk per slice: napari reads what it shows."""
     import dask.array as da
 
@@ -76,10 +76,10 @@ def layer_data(source: VolumeSource):
     """The voxels of ``source`` for a layer: in memory up to :data:`IN_MEMORY_LIMIT_BYTES`, else lazy."""
     if source.info.nbytes <= IN_MEMORY_LIMIT_BYTES:
         return source.read_all()
-    return lazy_array(source)
+    return _lazy_array(source)
 
 
-def class_colours(class_names: Sequence[str]) -> dict[Any, Any]:
+def _class_colours(class_names: Sequence[str]) -> dict[Any, Any]:
     """napari's direct label colours: background transparent, then one RGBA per class (by its name)."""
     colours: dict[Any, Any] = {0: (0.0, 0.0, 0.0, 0.0), None: (0.0, 0.0, 0.0, 1.0)}
     for value, name in enumerate(class_names[1:], start=1):
@@ -99,12 +99,12 @@ def layer_kwargs(info: VolumeInfo, *, labels: bool, name: str | None = None) -> 
 
         names = info.class_names or ()
         if names:
-            kwargs["colormap"] = DirectLabelColormap(color_dict=class_colours(names))
+            kwargs["colormap"] = DirectLabelColormap(color_dict=_class_colours(names))
             kwargs["features"] = {"class": list(names)}
     return kwargs
 
 
-def layer_info(layer: Any, *, labels: bool = False) -> VolumeInfo:
+def _layer_info(layer: Any, *, labels: bool = False) -> VolumeInfo:
     """The VolumeInfo of a 3-D napari layer: its shape and dtype, voxel size from ``scale``, origin from
     ``translate``, class names from its metadata (labels)."""
     data = layer.data
@@ -126,7 +126,7 @@ class LayerSource(VolumeSource):
     (a numpy array, or a lazy array read on demand)."""
 
     def __init__(self, layer: Any, *, labels: bool = False):
-        self.info = layer_info(layer, labels=labels)
+        self.info = _layer_info(layer, labels=labels)
         self.data = layer.data
 
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
@@ -140,5 +140,5 @@ class LayerSource(VolumeSource):
 def layer_source(layer: Any, *, labels: bool = False) -> VolumeSource:
     """A source over ``layer``: the array itself when it is in memory, else read slab by slab."""
     if isinstance(layer.data, np.ndarray):
-        return ArraySource(layer.data, layer_info(layer, labels=labels))
+        return ArraySource(layer.data, _layer_info(layer, labels=labels))
     return LayerSource(layer, labels=labels)

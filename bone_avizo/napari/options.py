@@ -2,7 +2,7 @@
 
 One widget per :class:`~bone_avizo.config.Param`, named after it, with the CLI flag's help text,
 range and default as its tooltip, so the dock widgets, the CLI and JSON configs share names and
-defaults (:func:`param_widget` is the one place that maps a Param to a widget):
+defaults (:func:`_param_widget` is the one place that maps a Param to a widget):
 
 ==============================  =====================================================
 Param                           widget
@@ -40,7 +40,7 @@ def param_tooltip(param: Param) -> str:
     return f"{param.flag}: {param.help} [{param.describe_range()}; default: {_show(param.default)}]"
 
 
-def param_label(param: Param) -> str:
+def _param_label(param: Param) -> str:
     return param.name.replace("_", " ")
 
 
@@ -50,11 +50,11 @@ def _float_spins(param: Param) -> bool:
     return param.max is not None and (param.max <= 1.0 or low >= 0.01) and round(param.default, 3) == param.default
 
 
-def param_widget(param: Param):
+def _param_widget(param: Param):
     """The magicgui widget for ``param``, set to its default (see the module docstring)."""
     from magicgui import widgets
 
-    common = dict(name=param.name, label=param_label(param), tooltip=param_tooltip(param))
+    common = dict(name=param.name, label=_param_label(param), tooltip=param_tooltip(param))
     if param.multiple and param.choices:
         return widgets.Select(choices=list(param.choices), value=list(param.default), **common)
     if param.choices:
@@ -74,7 +74,7 @@ def param_widget(param: Param):
     return widgets.LineEdit(value=_show(param.default) if param.multiple else str(param.default), **common)
 
 
-def read_widget(widget, param: Param) -> Any:
+def _read_widget(widget, param: Param) -> Any:
     """The raw value ``widget`` shows for ``param`` (validated when the config is built)."""
     value = widget.value
     if param.multiple and isinstance(value, str):
@@ -84,7 +84,7 @@ def read_widget(widget, param: Param) -> Any:
     return value
 
 
-def write_widget(widget, param: Param, value: Any) -> None:
+def _write_widget(widget, param: Param, value: Any) -> None:
     """Show ``value`` (validated by ``param``) in ``widget``."""
     value = param.convert(value)
     if param.multiple and param.choices:
@@ -106,13 +106,13 @@ class OptionsPanel:
         self.config_cls = config_cls
         skip = set(without)
         self.params = {p.name: p for p in spec_of(config_cls) if p.name not in skip}
-        self.widgets = {name: param_widget(p) for name, p in self.params.items()}
+        self.widgets = {name: _param_widget(p) for name, p in self.params.items()}
         self.groups: dict[str, list] = {}
         for name, param in self.params.items():
             self.groups.setdefault(param.group, []).append(self.widgets[name])
 
     def values(self) -> dict[str, Any]:
-        return {name: read_widget(self.widgets[name], p) for name, p in self.params.items()}
+        return {name: _read_widget(self.widgets[name], p) for name, p in self.params.items()}
 
     def config(self):
         """The config the widgets show; options without a widget keep their default. Raises ConfigError."""
@@ -121,7 +121,7 @@ class OptionsPanel:
     def show(self, config) -> None:
         """Show every option of ``config`` that has a widget."""
         for name, param in self.params.items():
-            write_widget(self.widgets[name], param, getattr(config, name))
+            _write_widget(self.widgets[name], param, getattr(config, name))
 
     def qt_widget(self, *, expanded: Iterable[str] = ()):
         """The panel as one Qt widget: a collapsible section per group (``expanded`` ones open)."""

@@ -25,16 +25,16 @@ MODEL_FILTER = "*.safetensors *.pth *.pt"
 NO_MODEL = "choose a model file (.safetensors from fit, or a BONe .pth checkpoint)"
 
 
-def in_memory_bytes(shape: tuple[int, int, int], num_classes: int, probabilities: bool) -> int:
+def _in_memory_bytes(shape: tuple[int, int, int], num_classes: int, probabilities: bool) -> int:
     """Bytes of an in-memory prediction: uint8 labels, and a uint8 map per class with probabilities."""
     return math.prod(shape) * (1 + (num_classes if probabilities else 0))
 
 
-def labels_name(scan_name: str) -> str:
+def _labels_name(scan_name: str) -> str:
     return f"{scan_name} labels"
 
 
-def probability_name(scan_name: str, class_name: str) -> str:
+def _probability_name(scan_name: str, class_name: str) -> str:
     return f"{scan_name} prob {class_name}"
 
 
@@ -88,7 +88,7 @@ class PredictWidget(DockWidget):
             self._spare_inputs(output, names if config.probabilities else (), path)
         source = self.scan.source()
         name = source.info.name if self.scan.layer() is None else self.scan.layer().name
-        in_memory = in_memory_bytes(source.info.shape, loaded.metadata.num_classes, config.probabilities)
+        in_memory = _in_memory_bytes(source.info.shape, loaded.metadata.num_classes, config.probabilities)
         if output is None and in_memory > layers.IN_MEMORY_LIMIT_BYTES:
             source.close()
             raise ConfigError(f"the labels of {name} would take {in_memory / 2**30:.1f} GB in memory, more than "
@@ -122,10 +122,10 @@ class PredictWidget(DockWidget):
         else:
             labels = source_layer(open_volume(result.output), class_names=class_names)
             maps = [source_layer(open_volume(path)) for path in result.probability_outputs]
-        labels[1]["name"] = labels_name(scan_name)
+        labels[1]["name"] = _labels_name(scan_name)
         replace_layer(self.viewer, *labels)
-        remove_layers(self.viewer, probability_name(scan_name, ""))
+        remove_layers(self.viewer, _probability_name(scan_name, ""))
         for (data, kwargs, _), class_name in zip(maps, class_names):
-            kwargs.update(name=probability_name(scan_name, class_name), colormap="magma", blending="additive",
+            kwargs.update(name=_probability_name(scan_name, class_name), colormap="magma", blending="additive",
                           contrast_limits=(0, 255), visible=False)
             replace_layer(self.viewer, data, kwargs, "image")
