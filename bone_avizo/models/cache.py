@@ -12,7 +12,7 @@ from bone_avizo.errors import InputFileError
 
 
 class ModelCache:
-    """The model named by a file chooser, loaded once per version of the file (path, size, time).
+    """The model named by a file chooser (a port, a widget), loaded once per version of the file (path, size, time).
 
     ``load(path)`` returns a :class:`~bone_avizo.models.LoadedModel`; the same object is returned
     until the file changes, so choosing a model (to see its metadata) and pressing Apply read it once.
