@@ -21,7 +21,7 @@ from bone_avizo.napari.choosers import FROM_FILE, VolumeChooser, chosen_path, la
 from bone_avizo.napari.jobs import JobPanel
 from bone_avizo.napari.layers import layer_source
 from bone_avizo.napari.plots import PlotCanvas
-from bone_avizo.napari.widgets import DockWidget
+from bone_avizo.napari.widgets import DockWidget, wrapping
 
 WITHOUT_WIDGET = ("num_workers",)
 SPLIT_OPTIONS = ("val_fraction", "folds", "fold", "seed")
@@ -113,7 +113,7 @@ class FitWidget(DockWidget):
                                              tooltip="--mask-folders: the parallel folder of mask folders")
         self.add_folders_button = widgets.PushButton(text="Add the folders' scans", name="add_folders")
         self.remove_button = widgets.PushButton(text="Remove selected", name="remove_pairs")
-        self.split = widgets.Label(value=_split_text([], FitConfig()), name="split")
+        self.split = wrapping(widgets.Label(value=_split_text([], FitConfig()), name="split"))
         self.output = widgets.FileEdit(name="output", label="model file", mode="w", filter="*.safetensors",
                                        tooltip="--output: the model file to write; checkpoint and logs go beside it")
         self.overwrite = widgets.CheckBox(name="overwrite", label="overwrite",

@@ -13,7 +13,7 @@ from bone_avizo.config import IoUConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.napari.choosers import VolumeChooser, output_path
 from bone_avizo.napari.jobs import JobPanel
-from bone_avizo.napari.widgets import DockWidget
+from bone_avizo.napari.widgets import DockWidget, wrapping
 
 COLUMNS = (("index", "class"), ("name", "name"), ("iou", "IoU"), ("dice", "Dice"), ("precision", "precision"),
            ("recall", "recall"), ("voxels_reference", "ref voxels"), ("voxels_prediction", "pred voxels"))
@@ -53,10 +53,8 @@ class IoUWidget(DockWidget):
         self.roi = VolumeChooser(napari_viewer, "roi", "roi", labels=True, optional=True,
                                  tooltip="--roi: a region-of-interest mask; only its non-zero voxels are counted")
         self.jobs = JobPanel(self.TITLE, "Score")
-        self.summary = widgets.Label(value="", name="summary")
-        self.notes = widgets.Label(value="", name="notes")
-        for label in (self.summary, self.notes):
-            label.native.setWordWrap(True)
+        self.summary = wrapping(widgets.Label(value="", name="summary"))
+        self.notes = wrapping(widgets.Label(value="", name="notes"))
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels([title for _, title in COLUMNS])
         self.table.setMinimumWidth(0)

@@ -102,11 +102,13 @@ class JobPanel:
         from magicgui import widgets
         from qtpy.QtCore import QTimer
 
+        from bone_avizo.napari.widgets import wrapping
+
         self.name = name
         self.run_button = widgets.PushButton(text=run_text, name="run")
         self.cancel_button = widgets.PushButton(text="Cancel", name="cancel", enabled=False)
         self.bar = widgets.ProgressBar(value=0, min=0, max=100, name="progress", label="")
-        self.status = widgets.Label(value="", name="status")
+        self.status = wrapping(widgets.Label(value="", name="status"))
         self.container = widgets.Container(widgets=[self.run_button, self.cancel_button, self.bar, self.status],
                                            labels=False)
         self.cancel_button.changed.connect(self.cancel)

@@ -27,6 +27,7 @@ from bone_avizo.config import Param, spec_of
 
 _INT_LIMIT = 2**31 - 1
 _SPIN_DECIMALS = 3
+_ROW_PIXELS = 20  # height of a row of a list widget
 
 
 def _show(value: Any) -> str:
@@ -56,7 +57,9 @@ def _param_widget(param: Param):
 
     common = dict(name=param.name, label=_param_label(param), tooltip=param_tooltip(param))
     if param.multiple and param.choices:
-        return widgets.Select(choices=list(param.choices), value=list(param.default), **common)
+        select = widgets.Select(choices=list(param.choices), value=list(param.default), **common)
+        select.native.setMaximumHeight(_ROW_PIXELS * len(param.choices) + 6)  # all rows, no empty space
+        return select
     if param.choices:
         return widgets.ComboBox(choices=list(param.choices), value=str(param.default), **common)
     if param.type is bool:

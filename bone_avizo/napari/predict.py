@@ -19,7 +19,7 @@ from bone_avizo.napari.choosers import VolumeChooser, chosen_path, output_path
 from bone_avizo.napari.files import source_layer
 from bone_avizo.napari.jobs import JobPanel
 from bone_avizo.napari import layers
-from bone_avizo.napari.widgets import DockWidget, remove_layers, replace_layer
+from bone_avizo.napari.widgets import DockWidget, remove_layers, replace_layer, wrapping
 
 MODEL_FILTER = "*.safetensors *.pth *.pt"
 NO_MODEL = "choose a model file (.safetensors from fit, or a BONe .pth checkpoint)"
@@ -50,8 +50,7 @@ class PredictWidget(DockWidget):
         self.models = ModelCache()
         self.model = widgets.FileEdit(name="model", label="model", mode="r", filter=MODEL_FILTER,
                                       tooltip="--model: " + NO_MODEL)
-        self.model_info = widgets.Label(value=NO_MODEL, name="model_info")
-        self.model_info.native.setWordWrap(True)
+        self.model_info = wrapping(widgets.Label(value=NO_MODEL, name="model_info"))
         self.scan = VolumeChooser(napari_viewer, "scan", "scan", labels=False, tooltip="--input: the scan to segment")
         self.output = widgets.FileEdit(name="output", label="output file", mode="w",
                                        tooltip="--output: optional; the labels are streamed to this file (any "

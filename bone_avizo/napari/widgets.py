@@ -3,12 +3,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterable
 
-from qtpy.QtWidgets import QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from bone_avizo.napari.options import OptionsPanel
 
 if TYPE_CHECKING:
     from bone_avizo.napari.jobs import JobPanel
+
+
+def wrapping(label: Any) -> Any:
+    """A magicgui Label whose text wraps to the dock's width (magicgui fixes a label to its text's width, so a
+    long line would widen the dock)."""
+    label.native.setWordWrap(True)
+    label.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
+    return label
 
 
 def replace_layer(viewer: Any, data: Any, kwargs: dict, layer_type: str) -> Any:
