@@ -11,8 +11,9 @@ import pytest
 
 import fake_hx
 from bone_avizo.avizo import fields as avizo_fields
-from bone_avizo.avizo import (AvizoProgress, avizo_progress, config_to_ports, field_to_volume, hx_global,
-                              port_kind, ports_to_config, run_safely, spec_to_ports, volume_to_field)
+from bone_avizo.avizo import (avizo_progress, AvizoProgress, config_to_ports, field_to_volume, hx_global,
+                              ports_to_config, run_safely, spec_to_ports, volume_to_field)
+from bone_avizo.avizo.ports import port_kind
 from bone_avizo.avizo.hx import AvizoNameError
 from bone_avizo.config import IOU_SPEC, PREDICT_SPEC, IoUConfig, PredictConfig
 from bone_avizo.errors import (Cancelled, ConfigError, InputFileError, InvalidVolumeError, LabelError,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import fake_hx
-from bone_avizo.avizo import is_label_field, training_inputs
+from bone_avizo.avizo import is_label_field
+from bone_avizo.avizo.training import training_inputs
 from test_avizo_modules import (CLASSES, add_field, dlpred_module, load_module, make_reference, make_scan,
                                 write_tiny_model)
 

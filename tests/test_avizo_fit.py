@@ -15,7 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import fake_hx
-from bone_avizo.avizo import FitStaging, MissingInputError, config_to_ports, folder_pairs, ports_to_config
+from bone_avizo.avizo import config_to_ports, ports_to_config
+from bone_avizo.avizo.inputs import MissingInputError
+from bone_avizo.avizo.training import FitStaging, folder_pairs
 from bone_avizo.avizo import fields as avizo_fields
 from bone_avizo.config import FIT_SPEC, FitConfig
 from bone_avizo.errors import ConfigError, OutputExistsError

@@ -81,7 +81,7 @@ def _check_pair(scan: Any, labels: Any, label_port: Any) -> tuple[Any, Any]:
     return scan_volume, label_volume
 
 
-def connected_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any, Any]]:
+def _connected_pairs(pairs: Sequence[tuple[Any, Any]]) -> list[tuple[int, Any, Any]]:
     """(index, scan Volume, label Volume) of every connected pair of (scan port, label port).
 
     A scan without labels, labels without a scan, a label field as scan, a grey-value field as
@@ -162,7 +162,7 @@ def training_inputs(pairs: Sequence[tuple[Any, Any]], *, validation: Any = None,
 
     Raises :class:`MissingInputError` when nothing is given or every scan would validate.
     """
-    found = connected_pairs(pairs)
+    found = _connected_pairs(pairs)
     toggles = list(getattr(validation, "toggles", []) or [])
     held_out = [index < len(toggles) and toggle_checked(toggles[index]) for index, _, _ in found]
     inputs = TrainingInputs([(scan, labels) for _, scan, labels in found], held_out, list(files), list(val_files))
