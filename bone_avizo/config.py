@@ -352,7 +352,7 @@ def parse_label_map(items: tuple[str, ...], name: str) -> dict[int, int]:
             src, dst = (int(v) for v in parts) if len(parts) == 2 else (None, None)
         except ValueError:
             src = dst = None
-        if src is None or not (0 <= src <= 255 and 0 <= dst <= 255):
+        if src is None or dst is None or not (0 <= src <= 255 and 0 <= dst <= 255):
             raise ConfigError(f"{name} ({flag}): {item!r} is not SRC:DST with two labels 0..255 (e.g. 2:1)")
         if mapping.get(src, dst) != dst:
             raise ConfigError(f"{name} ({flag}): label {src} is mapped twice ({src}:{mapping[src]} and {item}); "

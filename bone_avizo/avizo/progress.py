@@ -61,9 +61,8 @@ class AvizoProgress:
     def __enter__(self) -> "AvizoProgress":
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.close()
-        return False
 
 
 def avizo_progress(module: Any, *, hx: Any = None, max_steps: int = 1000) -> AvizoProgress:

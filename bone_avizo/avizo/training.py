@@ -139,7 +139,7 @@ def folder_pairs(image_root_port: Any, mask_root_port: Any) -> list:
     at the same place below the mask folder); [] when neither folder is chosen."""
     from bone_avizo.data.scans import discover_scan_folders
 
-    roots = [(_file_names(port) or [None])[0] for port in (image_root_port, mask_root_port)]
+    roots = [next(iter(_file_names(port)), None) for port in (image_root_port, mask_root_port)]
     if roots == [None, None]:
         return []
     if None in roots:
@@ -231,13 +231,12 @@ class FitStaging:
                                    "model file in a writable folder") from exc
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         if self._committed or not self.resumable:
             shutil.rmtree(self.folder, ignore_errors=True)
         else:
             log.warning("training stopped early: its checkpoint is kept in %s; tick Resume and press Apply to "
                         "continue it", self.folder)
-        return False
 
     @property
     def output(self) -> Path:
@@ -254,7 +253,8 @@ class FitStaging:
         from bone_avizo.data.scans import ScanSpec, unique_names
         from bone_avizo.io.base import ArraySource
 
-        train, validation = [], []
+        train: list[ScanSpec] = []
+        validation: list[ScanSpec] = []
         for k, ((scan, labels), held_out) in enumerate(zip(inputs.field_pairs, inputs.held_out)):
             spec = ScanSpec(ArraySource(scan), ArraySource(labels), volume_stem(scan.name) or f"scan{k + 1}")
             (validation if held_out else train).append(spec)

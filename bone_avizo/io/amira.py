@@ -537,12 +537,13 @@ class AmiraSource(VolumeSource):
                                    "line after the header); the file is truncated")
         if header.first_index == self.section.index or not header.binary:
             return header.data_start
-        return self._walk_sections()
+        return self._walk_sections(header.data_start)
 
-    def _walk_sections(self) -> int:
-        """Offset of a binary section that is not the first: skip the sections before it."""
+    def _walk_sections(self, data_start: int) -> int:
+        """Offset of a binary section that is not the first: skip the sections before it (the first
+        starts at ``data_start``)."""
         by_index = {s.index: s for s in self.header.sections}
-        offset, index = self.header.data_start, self.header.first_index
+        offset, index = data_start, self.header.first_index
         with open(self.path, "rb") as f:
             while index != self.section.index:
                 offset += _section_nbytes(by_index.get(index), self.header, self.path)
@@ -709,7 +710,7 @@ def _material_name(name: str, taken: set[str]) -> str:
 
 def _materials_lines(class_names: tuple[str, ...]) -> list[str]:
     """The Materials block: class 0 first (named Exterior when it is the background), Id = value."""
-    lines, taken = ["    Materials {"], set()
+    lines, taken = ["    Materials {"], set[str]()
     for value, name in enumerate(class_names):
         if value == 0 and name.strip().lower() in _BACKGROUND_NAMES:
             name = "Exterior"

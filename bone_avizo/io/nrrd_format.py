@@ -179,7 +179,7 @@ class NrrdSource(ReopeningSource):
                               "use raw, gzip, bzip2 or ascii")
         self.data_path = self._data_path(header)
         self._lock = threading.Lock()
-        self._array = None
+        self._array: np.ndarray | None = None
         self._file_dtype = dtype
         self._offset = offset if self.data_path == self.path else 0
         if self.encoding == "raw" and int(header.get("line skip", 0)) == 0:
@@ -222,9 +222,10 @@ class NrrdSource(ReopeningSource):
 
     def _data(self) -> np.ndarray:
         with self._lock:
-            if self._array is None:
-                self._array = self._decode()
-        return self._array
+            array = self._array
+            if array is None:
+                array = self._array = self._decode()
+        return array
 
     def _decode(self) -> np.ndarray:
         """The whole volume from gzip/bzip2 data, decompressed straight into the array; other encodings

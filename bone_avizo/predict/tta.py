@@ -40,8 +40,7 @@ def averaged(predict: Callable[[torch.Tensor], torch.Tensor], images: torch.Tens
              mode: str) -> torch.Tensor:
     """Mean of predict(T(images)) mapped back by T^-1 over the transforms of ``mode``."""
     ts = transforms(mode)
-    total = None
-    for t in ts:
-        out = _invert(predict(apply(images, t)), t)
-        total = out if total is None else total.add_(out)
+    total = _invert(predict(apply(images, ts[0])), ts[0])
+    for t in ts[1:]:
+        total.add_(_invert(predict(apply(images, t)), t))
     return total / len(ts) if len(ts) > 1 else total

@@ -69,7 +69,7 @@ def cv_tasks(scans: Sequence, fit: FitConfig, options: CVConfig, predict: Predic
         raise ConfigError(f"--folds {options.folds} is larger than the number of scans ({n}); give at most "
                           f"{n} folds or more scans")
     records = [s.to_dict() for s in scans]
-    tasks = []
+    tasks: list[Task] = []
     for r in range(options.replicates):
         splits = kfold_splits(n, folds=options.folds, seed=fit.seed + (r if options.reshuffle else 0))
         for k, split in enumerate(splits):
