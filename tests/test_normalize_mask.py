@@ -51,6 +51,15 @@ def test_unsigned_moments_are_exact_across_runs_and_threads(monkeypatch, dtype, 
     assert (found.minimum, found.maximum) == (min(kept), top)
 
 
+def test_a_whole_run_of_the_largest_uint16_sums_exactly():
+    """Two full-size runs of 65535s: each square fills a uint32 and a run's sum of squares (2**18 *
+    65535**2) is far beyond it, yet the sums come out exactly."""
+    import bone_avizo.data.normalize as normalize
+    values = np.full(2 * normalize.MOMENTS_RUN, 65535, np.uint16)
+    found = normalize.parallel_moments(values.reshape(2, 1, -1), skip_zeros=True)
+    assert (found.count, found.total, found.squares) == (values.size, values.size * 65535, values.size * 65535 ** 2)
+
+
 def test_default_is_bones_rule():
     assert scan_stats(ArraySource(HU)).count == 2
     acc = StatsAccumulator()
