@@ -141,4 +141,4 @@ class PeakMemory:
         else:
             peak = peak_rss_bytes()
         self.ram_gb = round(peak / GIB, 4) if peak else None
-        self.vram_gb = peak_memory_gb(self.device)[1]
+        self.vram_gb = round(_peak_vram_bytes(self.device) / GIB, 4)

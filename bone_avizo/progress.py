@@ -55,7 +55,7 @@ class ProgressTracker:
     the tracker and of each phase: what precedes them is start-up and warm-up (opening files, building
     the network's session, its first forward passes, which onnxruntime and CUDA run up to twice as slow
     as the later ones), not the rate of the work. No ETA until a report of the current phase after those
-(another phase's rate says little about this one's)."""
+    (another phase's rate says little about this one's)."""
 
     def __init__(self, total: int, message: str, callback: ProgressCallback | None = None,
                  *, log_every_s: float = 10.0):
@@ -68,14 +68,13 @@ class ProgressTracker:
         self._log_every_s = log_every_s
         self._last_report = (self._start, 0)
         self._skipped = (0.0, 0)  # (seconds, steps) left out of the rate
-        self._warming = WARM_UP_REPORTS  # reports of the current phase still left out of the rate
-        self._phase_measured = False  # whether a report of the current phase counts in the rate
+        self._phase_reports = 0  # reports of the current phase; the first WARM_UP_REPORTS stay out of the rate
 
     def eta_seconds(self) -> float | None:
         """Seconds left at the rate measured so far (see the class), or None before it can be measured."""
         seconds, steps = self._skipped
         measured = self.done - steps
-        if measured <= 0 or not self._phase_measured:
+        if measured <= 0 or self._phase_reports <= WARM_UP_REPORTS:
             return None
         elapsed = self._last_report[0] - self._start - seconds
         return max(elapsed, 0.0) / measured * (self.total - self.done)
@@ -86,11 +85,8 @@ class ProgressTracker:
         now = time.perf_counter()
         previous_done = self.done
         self.done = min(self.done + steps, self.total)
-        if starts_phase:
-            self._warming, self._phase_measured = WARM_UP_REPORTS, False
-        self._phase_measured = self._phase_measured or not self._warming
-        if self._warming:
-            self._warming -= 1
+        self._phase_reports = 1 if starts_phase else self._phase_reports + 1
+        if self._phase_reports <= WARM_UP_REPORTS:
             seconds, skipped = self._skipped
             self._skipped = (seconds + now - self._last_report[0], skipped + self.done - previous_done)
         self._last_report = (now, self.done)
