@@ -179,11 +179,10 @@ def training_inputs(pairs: Sequence[tuple[Any, Any]], *, validation: Any = None,
 # ---------------------------------------------------------------------------------------------
 # the staging folder
 def _side_files(output: Path) -> list[Path]:
-    """The files a run writes beside the model file ``output`` (checkpoint and logs)."""
-    from bone_avizo.fit import checkpoint_path
-    from bone_avizo.fit.logs import log_paths
+    """The files a run writes beside the model file ``output`` (checkpoint, then logs)."""
+    from bone_avizo.fit.checkpoint import side_files
 
-    return [checkpoint_path(output), *log_paths(output).values()]
+    return side_files(output)
 
 
 class FitStaging:

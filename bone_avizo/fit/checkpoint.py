@@ -34,6 +34,13 @@ def checkpoint_path(model_path: str | os.PathLike) -> Path:
     return model_path.with_name(model_path.name + CHECKPOINT_SUFFIX)
 
 
+def side_files(model_path: str | os.PathLike) -> list[Path]:
+    """The files a run writing ``model_path`` writes beside it: its checkpoint, then its logs."""
+    from bone_avizo.fit.logs import log_paths
+
+    return [checkpoint_path(model_path), *log_paths(Path(model_path)).values()]
+
+
 def rng_state() -> dict[str, Any]:
     """The global RNG states (torch CPU and CUDA, numpy, python) as tensors and plain containers."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()

@@ -236,13 +236,12 @@ class FitWidget(DockWidget):
 
     def _spare_inputs(self, output: Path, config: FitConfig) -> None:
         """Refuse a model file, checkpoint or log that would replace a scan's file or the initial weights."""
-        from bone_avizo.fit import checkpoint_path
-        from bone_avizo.fit.logs import log_paths
+        from bone_avizo.fit.checkpoint import side_files
         from bone_avizo.io.base import check_outputs_spare_inputs
 
         weights = Path(str(config.weights))
         check_outputs_spare_inputs(
-            {"model file": [output, checkpoint_path(output), *log_paths(output).values()]},
+            {"model file": [output, *side_files(output)]},
             {"scan": [self._file_of(p.image) for p in self.pairs],
              "labels": [self._file_of(p.labels) for p in self.pairs],
              "weights": weights if weights.exists() else None})

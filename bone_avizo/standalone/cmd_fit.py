@@ -78,12 +78,10 @@ def _channels_of_the_weights(config: FitConfig, args: argparse.Namespace) -> Fit
 
 def _spare_inputs(args: argparse.Namespace, output: Path, train, validation, config: FitConfig) -> None:
     """Refuse a model file, checkpoint or log that would replace a training scan, the weights or the config."""
-    from bone_avizo.fit import checkpoint_path
-    from bone_avizo.fit.logs import log_paths
+    from bone_avizo.fit.checkpoint import side_files
 
     weights = Path(str(config.weights))
-    spare_inputs(args, {"--output": [output, checkpoint_path(output), resolved_config_path(output),
-                                     *log_paths(output).values()]},
+    spare_inputs(args, {"--output": [output, resolved_config_path(output), *side_files(output)]},
                  {"--images": [s.image for s in train], "--labels": [s.labels for s in train],
                   "--val-images": [s.image for s in validation], "--val-labels": [s.labels for s in validation],
                   "--weights": weights if weights.exists() else None})
