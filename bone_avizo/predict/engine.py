@@ -349,10 +349,11 @@ def _label_runs(scores: np.ndarray, labels: np.ndarray, runs) -> None:
         np.greater(s[1], s[0], out=out.view(bool))  # classes 0 and 1 in one pass
         if len(s) > 2:
             best = np.maximum(s[0], s[1])
-            higher = np.empty(best.shape, dtype=bool)
+            higher = np.empty(best.shape, dtype=np.uint8)
             for c in range(2, len(s)):
-                np.greater(s[c], best, out=higher)
-                np.putmask(out, higher, c)
+                np.greater(s[c], best, out=higher.view(bool))
+                # class c beats every earlier class: c is above every label so far, so a maximum sets it
+                np.maximum(out, np.multiply(higher, np.uint8(c), out=higher), out=out)
                 if c + 1 < len(s):
                     np.maximum(best, s[c], out=best)
 
