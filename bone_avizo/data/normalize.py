@@ -175,11 +175,17 @@ def scan_stats(source, *, slab_slices: int = 32, progress=None, mask: str = Stat
     acc = StatsAccumulator(mask)
     nz = source.shape[0]
     slabs = [(z0, min(z0 + slab_slices, nz)) for z0 in range(0, nz, slab_slices)]
-    for (z0, z1), slab in prefetched(lambda zs: source.read_slab(*zs), slabs):
+    for (z0, z1), slab in prefetched(lambda zs: _lent_or_read(source, *zs), slabs):
         acc.add(slab)
         if progress is not None:
             progress.advance(z1 - z0)
     return acc.result()
+
+
+def _lent_or_read(source, z0: int, z1: int) -> np.ndarray:
+    """Slices z0..z1-1: a read-only view where the source lends one (nothing copied), else read."""
+    view = getattr(source, "view_slab", lambda *_: None)(z0, z1)
+    return source.read_slab(z0, z1) if view is None else view
 
 
 def normalize(data: np.ndarray | torch.Tensor, stats: NormStats, mode: str) -> torch.Tensor:

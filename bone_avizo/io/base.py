@@ -52,6 +52,13 @@ class VolumeSource(ABC):
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         """Slices z0..z1-1 as a new (z1-z0, y, x) array."""
 
+    def view_slab(self, z0: int, z1: int) -> np.ndarray | None:
+        """Slices z0..z1-1 as a read-only (z1-z0, y, x) view of voxels already in memory or mapped from the
+        file, in native byte order; None when they must be read (and copied) by :meth:`read_slab`. For a
+        caller that only reads the slab at once: it skips a copy of every voxel."""
+        self._check_slab(z0, z1)
+        return None
+
     def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
         """The region [z, y, x] (step-1 slices) as a new array. Formats with random access override."""
         z0, z1, _ = z.indices(self.shape[0])
@@ -101,8 +108,21 @@ class ArraySource(VolumeSource):
         self._check_slab(z0, z1)
         return np.array(self.array[z0:z1])
 
+    def view_slab(self, z0: int, z1: int) -> np.ndarray | None:
+        self._check_slab(z0, z1)
+        return read_only_view(self.array[z0:z1], self.dtype)
+
     def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
         return np.array(self.array[z, y, x])
+
+
+def read_only_view(array: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """``array`` as a read-only plain ndarray view when it holds ``dtype`` in native byte order, else None."""
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or not array.dtype.isnative:
+        return None
+    view = array.view(np.ndarray)
+    view.flags.writeable = False
+    return view
 
 
 def partial_path(path: Path) -> Path:

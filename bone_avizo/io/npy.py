@@ -18,7 +18,7 @@ import numpy as np
 
 from bone_avizo.errors import (BoneAvizoError, CorruptFileError, InputFileError, InvalidVolumeError, OutputWriteError,
                                UnsupportedDtypeError)
-from bone_avizo.io.base import VolumeSource, VolumeWriter, remove_path, reserve_space
+from bone_avizo.io.base import VolumeSource, VolumeWriter, read_only_view, remove_path, reserve_space
 from bone_avizo.io.registry import Format
 from bone_avizo.volume import VolumeInfo
 
@@ -185,6 +185,10 @@ class MappedSource(ReopeningSource):
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)
         return np.ascontiguousarray(self._array[z0:z1], dtype=self.dtype)
+
+    def view_slab(self, z0: int, z1: int) -> np.ndarray | None:
+        self._check_slab(z0, z1)
+        return read_only_view(self._array[z0:z1], self.dtype)
 
     def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
         return np.ascontiguousarray(self._array[z, y, x], dtype=self.dtype)

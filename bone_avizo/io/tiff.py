@@ -25,7 +25,7 @@ import tifffile
 
 from bone_avizo.errors import (ConfigError, CorruptFileError, FormatError, InvalidVolumeError,
                                ShapeMismatchError)
-from bone_avizo.io.base import VolumeWriter, reserve_space
+from bone_avizo.io.base import VolumeWriter, read_only_view, reserve_space
 from bone_avizo.io.medical import ScratchWriter
 from bone_avizo.io.npy import (ReopeningSource, check_dtype, info_from_attrs, native_dtype, require_file, to_mm,
                                volume_attrs)
@@ -316,6 +316,10 @@ class TiffSource(ReopeningSource):
         self._check_slab(z0, z1)
         full = slice(None)
         return self.read_region(slice(z0, z1), full, full)
+
+    def view_slab(self, z0: int, z1: int) -> np.ndarray | None:
+        self._check_slab(z0, z1)
+        return None if self._memmap is None else read_only_view(self._memmap[z0:z1], self.dtype)
 
     def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
         """The region [z, y, x] (z, y, x); touches only the pages of z: a whole slab is decoded at once,

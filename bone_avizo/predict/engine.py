@@ -23,7 +23,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from bone_avizo._memory import bound_heap
+from bone_avizo._memory import BufferPool, bound_heap
 from bone_avizo.config import Plane, PredictConfig
 from bone_avizo.data.context import check_context, context_indices, halo
 from bone_avizo.data.normalize import (MASK_WORDS, NormStats, StatsMask, index_dtype, lookup_table, normalize,
@@ -246,7 +246,15 @@ class _PlanePredictor:
 
     def read(self, source: VolumeSource, block: tuple[int, int]) -> tuple[int, torch.Tensor]:
         lo, hi = max(0, block[0] - self.halo), min(self.n, block[1] + self.halo)
+        if self.axis == 0 and self.normaliser.reads_views:
+            view = source.view_slab(lo, hi)
+            if view is not None:
+                return lo, self.normaliser.prepare(view)
         return lo, self.normaliser.prepare(_read_block(source, self.axis, lo, hi))
+
+    def recycle(self, data: tuple[int, torch.Tensor]) -> None:
+        """``data`` (from :meth:`read`) is no longer needed: its buffer serves a later block."""
+        self.normaliser.recycle(data[1])
 
     def chunks(self, block: tuple[int, int], lo: int, prepared: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """(i, logits (m, K, h, w) float32) for the block's images i..i+m-1, a forward pass's worth at a
@@ -277,17 +285,29 @@ class Normaliser:
         self.table = lookup_table(stats, mode, dtype)
         self.on_host = device.type == "cpu"  # else raw voxels travel and the device normalises them
         self._device_table = torch.from_numpy(self.table).to(device) if self.table is not None else None
+        self._buffers = BufferPool()
+
+    @property
+    def reads_views(self) -> bool:
+        """Whether :meth:`prepare` only reads ``raw`` at once (so a read-only view of the source will do)."""
+        return self.on_host and self.table is not None
 
     def prepare(self, raw: np.ndarray) -> torch.Tensor:
         """Background-thread half: normalised on CPU, or raw (pinned) for a device."""
         if self.on_host:
             if self.table is not None:
-                return torch.from_numpy(np.take(self.table, raw.view(self.index_dtype)))
+                out = self._buffers.take(raw.shape, np.float32)
+                return torch.from_numpy(np.take(self.table, raw.view(self.index_dtype), out=out))
             return normalize(torch.from_numpy(_float_safe(raw)), self.stats, self.mode)
         if self.table is not None:
             signed = raw.view(np.int16 if self.index_dtype is np.uint16 else np.int8)  # torch lacks uint16 ops
             return _pinned(torch.from_numpy(np.ascontiguousarray(signed)))
         return _pinned(torch.from_numpy(np.ascontiguousarray(_float_safe(raw))))
+
+    def recycle(self, prepared: torch.Tensor) -> None:
+        """A block from :meth:`prepare` that nothing reads any more: its buffer serves a later one."""
+        if self.reads_views:
+            self._buffers.give(prepared.numpy())
 
     def on_device(self, prepared: torch.Tensor) -> torch.Tensor:
         """Compute-thread half: the normalised (float32) block on the device."""
@@ -610,6 +630,7 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
             labels_from_scores(logits, overwrite=True, out=labels[i:i + len(logits)])
             if progress is not None:
                 progress.advance(len(logits))
+        predictor.recycle(data)
         return _HostArray(labels), (_HostArray(quantised) if quantised is not None else None)
 
 
@@ -687,6 +708,7 @@ def _fusion_compute(predictor: "_PlanePredictor", block, data, *, scale: int,
             quantised[:, i:i + len(logits)] = _quantise(torch.softmax(logits, 1), scale).transpose(0, 1)
             if progress is not None:
                 progress.advance(len(logits))
+        predictor.recycle(data)
         return np.moveaxis(quantised.cpu().numpy(), 1, predictor.axis + 1)
 
 

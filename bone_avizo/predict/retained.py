@@ -60,6 +60,9 @@ class RetainedSource(VolumeSource):
             self._maybe_keep(z0, z1, slab)
             return slab
 
+    def view_slab(self, z0: int, z1: int) -> np.ndarray | None:
+        return self.source.view_slab(z0, z1)  # lent views are read again for free: nothing is kept
+
     def read_region(self, z: slice, y: slice, x: slice) -> np.ndarray:
         z0, z1, _ = z.indices(self.shape[0])
         first, end = self.kept_slices

@@ -1,0 +1,105 @@
+"""Slabs lent as read-only views (no copy) by sources that hold or map their voxels, and the buffers
+the CPU prediction reuses between blocks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from bone_avizo._memory import BufferPool
+from bone_avizo.config import PredictConfig
+from bone_avizo.data.normalize import scan_stats
+from bone_avizo.io import open_volume
+from bone_avizo.io.base import ArraySource, VolumeSource
+from bone_avizo.predict import predict_volume
+from tests.fakes import fake_loaded, pointwise_reference
+
+VOLUME = np.random.default_rng(5).integers(1, 60000, (9, 20, 24)).astype(np.uint16)
+
+
+def _check_lent(source: VolumeSource, z0: int = 2, z1: int = 6) -> None:
+    view = source.view_slab(z0, z1)
+    assert view is not None and type(view) is np.ndarray
+    np.testing.assert_array_equal(view, source.read_slab(z0, z1))
+    assert not view.flags.writeable
+    with pytest.raises(ValueError):
+        view[0, 0, 0] = 0
+
+
+def test_an_in_memory_array_lends_read_only_views_and_stays_writable_itself():
+    array = VOLUME.copy()
+    _check_lent(ArraySource(array))
+    assert array.flags.writeable
+    with pytest.raises(IndexError):
+        ArraySource(array).view_slab(3, 99)
+
+
+def test_an_uncompressed_tiff_and_a_npy_lend_their_mapped_voxels(tmp_path):
+    tifffile.imwrite(tmp_path / "scan.tif", VOLUME)
+    np.save(tmp_path / "scan.npy", VOLUME)
+    for name in ("scan.tif", "scan.npy"):
+        with open_volume(tmp_path / name) as source:
+            _check_lent(source)
+
+
+def test_compressed_or_foreign_byte_order_data_are_read_not_lent(tmp_path):
+    tifffile.imwrite(tmp_path / "zlib.tif", VOLUME, compression="zlib")
+    tifffile.imwrite(tmp_path / "big.tif", VOLUME.astype(">u2"), byteorder=">")
+    for name in ("zlib.tif", "big.tif"):
+        with open_volume(tmp_path / name) as source:
+            assert source.view_slab(0, 3) is None
+            np.testing.assert_array_equal(source.read_slab(0, 3), VOLUME[:3])
+    assert ArraySource(VOLUME.astype(">u2")).view_slab(0, 3) is None
+
+
+class LendingSource(ArraySource):
+    """Counts the slabs read (copied) and lent."""
+
+    def __init__(self, array):
+        super().__init__(array)
+        self.read, self.lent = 0, 0
+
+    def read_slab(self, z0, z1):
+        self.read += 1
+        return super().read_slab(z0, z1)
+
+    def view_slab(self, z0, z1):
+        self.lent += 1
+        return super().view_slab(z0, z1)
+
+
+def test_statistics_and_prediction_use_lent_slabs_and_give_the_same_labels(tmp_path):
+    loaded = fake_loaded(num_classes=3)
+    expected = pointwise_reference(VOLUME, loaded)
+    source = LendingSource(VOLUME.copy())
+    stats = scan_stats(source, slab_slices=4)
+    assert source.lent == 3 and source.read == 0
+    assert stats == scan_stats(ArraySource(VOLUME), slab_slices=4)
+    source.lent = 0
+    labels = predict_volume(source, loaded, PredictConfig(device="cpu", batch_size=2)).labels.array
+    np.testing.assert_array_equal(labels, expected)
+    assert source.read == 0 and source.lent > 0
+    np.testing.assert_array_equal(source.array, VOLUME)  # never written through a view
+    tifffile.imwrite(tmp_path / "scan.tif", VOLUME)
+    with open_volume(tmp_path / "scan.tif") as tiff:
+        result = predict_volume(tiff, loaded, PredictConfig(device="cpu"), output=tmp_path / "out.tif")
+    np.testing.assert_array_equal(tifffile.imread(result.output), expected)
+
+
+def test_buffer_pool_hands_back_arrays_of_the_same_shape_and_type_only():
+    pool = BufferPool(keep=2)
+    a = pool.take((3, 4), np.float32)
+    pool.give(a)
+    assert pool.take((3, 5), np.float32) is not a
+    assert pool.take((3, 4), np.float64) is not a
+    assert pool.take((3, 4), np.float32) is a
+    assert pool.take((3, 4), np.float32) is not a  # taken: not handed out twice
+    arrays = [np.empty(4) for _ in range(3)]
+    for array in arrays:
+        pool.give(array)
+    assert {id(pool.take((4,), np.float64)) for _ in range(3)} & {id(a) for a in arrays} == {id(arrays[1]),
+                                                                                               id(arrays[2])}
+    read_only = np.empty(4)
+    read_only.flags.writeable = False
+    pool.give(read_only)
+    assert pool.take((4,), np.float64) is not read_only
