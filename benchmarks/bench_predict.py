@@ -29,6 +29,7 @@ from bone_avizo.io import create_writer, open_volume
 from bone_avizo.io.base import ArraySource
 from bone_avizo.models import LoadedModel, ModelMetadata, build_model, estimate_gflops, load_model
 from bone_avizo.predict import predict_volume
+from bone_avizo.predict.backends import build_backend
 from bone_avizo.volume import VolumeInfo
 
 GFLOP_PER_PATCH_NOTE = "U-Net/resnet18, 1 channel, 3 classes, 256x256 patch"
@@ -242,13 +243,19 @@ def _floor_h5(src: Path, dst: Path) -> None:
                          compression_opts=1)
 
 
-def _network_alone(volume: np.ndarray, loaded) -> float:
-    """Seconds of the network's own work: its forward passes over already normalised float32 slices."""
+def _network_alone(volume: np.ndarray, loaded, backend: str = "torch") -> float:
+    """Seconds of the network's own work: its forward passes, one slice each, over already normalised
+    float32 slices, by torch or by the onnxruntime session the engine builds for it."""
     normed = _prepared(volume, loaded)
+    run = loaded.module
+    if backend == "onnxruntime":
+        run = build_backend(loaded.module, backend=backend, device=torch.device("cpu"), precision="auto",
+                            threads=0)
+        run(normed[0][None, None])  # the session's first run
     t = time.perf_counter()
     with torch.inference_mode():
         for z in range(volume.shape[0]):
-            loaded.module(normed[z][None, None])
+            run(normed[z][None, None])
     return time.perf_counter() - t
 
 
@@ -287,15 +294,22 @@ def overhead(args) -> dict:
             _keep_best(rows, "in memory: engine default", time.perf_counter() - t)
             _keep_best(rows, "in memory: the network's forward passes alone (normalised slices)",
                        _network_alone(volume, loaded))
+            _keep_best(rows, "in memory: the network's forward passes alone, onnxruntime",
+                       _network_alone(volume, loaded, "onnxruntime"))
     voxels = float(np.prod(shape))
     ratios = {}
     for case in cases:
         floor_s = rows[f"{case}: numpy floor"]
         ratios.update({k: floor_s / v for k, v in rows.items() if k.startswith(case) and "floor" not in k})
+    network = rows["in memory: the network's forward passes alone, onnxruntime"]
+    beyond = {case: rows[f"{case}: engine default (onnxruntime, {args.device})"] - network for case in cases
+              if f"{case}: engine default (onnxruntime, {args.device})" in rows}
     return {"benchmark": "predict-overhead", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
             "shape": shape, "network": f"pointwise affine, {args.classes} classes", "seconds": rows,
             "mvoxel_per_s": {k: voxels / v / 1e6 for k, v in rows.items()},
-            "ratio_to_numpy_floor": ratios}
+            "ratio_to_numpy_floor": ratios,
+            "engine_default_beyond_its_network_s": beyond,
+            "floor_over_engine_beyond_network": {case: rows[f"{case}: numpy floor"] / s for case, s in beyond.items()}}
 
 
 # --------------------------------------------------------------------------------------------
