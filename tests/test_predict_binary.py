@@ -1,0 +1,165 @@
+"""Binary models (one output channel, a sigmoid logit, as smp's and MONAI's classes=1): label 1 where the
+logit is > 0, two probability maps (background, foreground), on every path of the engine and the CLI."""
+import numpy as np
+import pytest
+import torch
+
+from bone_avizo.config import PredictConfig
+from bone_avizo.io import load_volume, open_volume, save_volume
+from bone_avizo.models import ModelMetadata, build_model, load_model, save_model
+from bone_avizo.predict import predict_volume
+from bone_avizo.predict.engine import labels_from_scores
+from bone_avizo.runtime import Ranks
+from bone_avizo.standalone.__main__ import main
+from bone_avizo.volume import Volume
+from fakes import PointwiseNet, fake_loaded
+
+SHAPE = (9, 40, 52)  # (z, y, x): several 32-px tiles per xy, xz and yz image
+REGION = (slice(2, 7), slice(10, 31), slice(5, 40))
+
+
+def scan(seed=5) -> np.ndarray:
+    """Background 100..1000, a box of 3000..4000: min-max normalised, the box is > 0.74, the rest < 0.24."""
+    rng = np.random.default_rng(seed)
+    volume = rng.integers(100, 1000, SHAPE).astype(np.uint16)
+    volume[REGION] = rng.integers(3000, 4000, volume[REGION].shape)
+    return volume
+
+
+def region_labels() -> np.ndarray:
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[REGION] = 1
+    return labels
+
+
+def binary_loaded():
+    """A binary pointwise network: logit 2 x - 1 of the min-max normalised voxel x, > 0 in the box only."""
+    net = PointwiseNet(1, 1)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+        net.bias.fill_(-1.0)
+    return fake_loaded(num_classes=1, normalization="minmax", module=net)
+
+
+def foreground_probability(volume: np.ndarray) -> np.ndarray:
+    """round(255 * sigmoid(2 x - 1)) with x the min-max normalised volume (all its voxels are > 0)."""
+    x = (volume.astype(np.float64) - volume.min()) / (volume.max() - volume.min())
+    return np.rint(255 / (1 + np.exp(-(2 * x - 1))))
+
+
+def cfg(**kw):
+    kw.setdefault("tile_size", 32)
+    kw.setdefault("backend", "torch")
+    return PredictConfig(**kw)
+
+
+def test_one_channel_scores_label_where_the_logit_is_above_zero():
+    scores = torch.tensor([[[[-2.0, 0.0, 1e-6, 3.0], [0.5, -0.5, -1e-6, 0.0]]]])  # (1, 1, 2, 4)
+    expected = np.array([[[0, 0, 1, 1], [1, 0, 0, 0]]], np.uint8)
+    np.testing.assert_array_equal(labels_from_scores(scores).numpy(), expected)
+    out = torch.full((1, 2, 4), 7, dtype=torch.uint8)
+    assert labels_from_scores(scores, out=out) is out
+    np.testing.assert_array_equal(out.numpy(), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_channel_scores_on_cuda_label_as_on_cpu():
+    scores = torch.randn(3, 1, 17, 29, generator=torch.Generator().manual_seed(2))
+    expected = labels_from_scores(scores).numpy()
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(labels_from_scores(scores.cuda()).cpu().numpy(), expected)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_binary_model_segments_the_region_where_its_logit_is_positive(backend, tmp_path, monkeypatch):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+        monkeypatch.setenv("BONE_AVIZO_CACHE", str(tmp_path / "cache"))
+    volume = scan()
+    result = predict_volume(volume, binary_loaded(), cfg(backend=backend, slab_slices=4))
+    assert result.backend == backend
+    np.testing.assert_array_equal(result.labels.array, region_labels())
+    assert result.labels.class_names == ("background", "bone")
+
+
+def test_binary_probabilities_are_background_and_foreground_maps():
+    volume = scan()
+    result = predict_volume(volume, binary_loaded(), cfg(probabilities=True))
+    background, foreground = (p.array.astype(int) for p in result.probabilities)
+    assert len(result.probabilities) == 2 and result.probabilities[1].name.endswith("_prob_bone")
+    np.testing.assert_allclose(foreground, foreground_probability(volume), atol=1)
+    assert np.abs(background + foreground - 255).max() <= 1
+    np.testing.assert_array_equal(foreground >= 128, result.labels.array == 1)
+
+
+@pytest.mark.parametrize("tta", ["flips", "d4"])
+def test_binary_model_with_test_time_augmentation(tta):
+    result = predict_volume(scan(), binary_loaded(), cfg(tta=tta, slab_slices=3))
+    np.testing.assert_array_equal(result.labels.array, region_labels())
+
+
+def test_binary_model_fuses_three_planes():
+    volume = scan()
+    result = predict_volume(volume, binary_loaded(), cfg(planes=("xy", "xz", "yz"), slab_slices=4,
+                                                         probabilities=True))
+    np.testing.assert_array_equal(result.labels.array, region_labels())
+    background, foreground = (p.array.astype(int) for p in result.probabilities)
+    np.testing.assert_allclose(foreground, foreground_probability(volume), atol=1)
+    assert np.abs(background + foreground - 255).max() <= 1
+
+
+def test_binary_model_on_two_devices_and_two_ranks(tmp_path):
+    volume = Volume(scan(), voxel_size=0.02, name="scan")
+    two = predict_volume(volume, binary_loaded(), cfg(devices=("cpu", "cpu"), slab_slices=2))
+    np.testing.assert_array_equal(two.labels.array, region_labels())
+    output = tmp_path / "ranked.h5"
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(predict_volume, volume, binary_loaded(), cfg(slab_slices=2, probabilities=True),
+                            output=output, ranks=Ranks(r, 2)) for r in (1, 0)]
+        [run.result(timeout=300) for run in runs]
+    np.testing.assert_array_equal(load_volume(output).array, region_labels())
+    foreground = load_volume(tmp_path / "ranked_prob_bone.h5").array.astype(int)
+    np.testing.assert_allclose(foreground, foreground_probability(volume.array), atol=1)
+
+
+def test_binary_model_file_to_file(tmp_path):
+    source = save_volume(Volume(scan(), voxel_size=0.02, name="scan"), tmp_path / "scan.tif")
+    output = tmp_path / "labels.h5"
+    with open_volume(source) as volume:
+        result = predict_volume(volume, binary_loaded(), cfg(probabilities=True), output=output)
+    assert [p.name for p in result.probability_outputs] == ["labels_prob_background.h5", "labels_prob_bone.h5"]
+    labels = load_volume(output)
+    np.testing.assert_array_equal(labels.array, region_labels())
+    assert labels.class_names == ("background", "bone")
+    foreground = load_volume(tmp_path / "labels_prob_bone.h5").array.astype(int)
+    np.testing.assert_array_equal(foreground >= 128, labels.array == 1)
+
+
+TINY = dict(encoder_depth=3, decoder_channels=(16, 8, 4))
+
+
+def binary_model_file(path, bias: float, class_names=()):
+    """A tiny smp U-Net with classes=1 whose logit is ``bias`` everywhere (its head's weights are 0)."""
+    torch.manual_seed(0)
+    module = build_model("unet", "resnet18", in_channels=1, num_classes=1, **TINY).eval()
+    with torch.no_grad():
+        module.segmentation_head[0].weight.zero_()
+        module.segmentation_head[0].bias.fill_(bias)
+    meta = ModelMetadata("unet", "resnet18", 1, 1, 32, class_names=class_names, arch_options=TINY)
+    return save_model(path, module, meta)
+
+
+@pytest.mark.parametrize("bias", [3.0, -3.0])
+def test_cli_predicts_with_a_binary_model_file(tmp_path, bias):
+    model = binary_model_file(tmp_path / "binary.safetensors", bias)
+    assert load_model(model).metadata.class_names == ("background", "foreground")
+    source = save_volume(Volume(scan(), voxel_size=0.02, name="scan"), tmp_path / "scan.tif")
+    output = tmp_path / "labels.tif"
+    assert main(["predict", "--model", str(model), "--input", str(source), "--output", str(output),
+                 "--backend", "torch", "--probabilities"]) == 0
+    labels = load_volume(output).array
+    assert (labels == (1 if bias > 0 else 0)).all()
+    foreground = load_volume(tmp_path / "labels_prob_foreground.tif").array
+    assert (foreground == round(255 / (1 + np.exp(-bias)))).all()
+    assert (tmp_path / "labels_prob_background.tif").is_file()
