@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from bone_avizo.config import PredictConfig
+from bone_avizo.config import FitConfig, PredictConfig
+from bone_avizo.errors import ConfigError, ModelError
 from bone_avizo.io import load_volume, open_volume, save_volume
 from bone_avizo.models import ModelMetadata, build_model, load_model, save_model
 from bone_avizo.predict import predict_volume
@@ -163,3 +164,79 @@ def test_cli_predicts_with_a_binary_model_file(tmp_path, bias):
     foreground = load_volume(tmp_path / "labels_prob_foreground.tif").array
     assert (foreground == round(255 / (1 + np.exp(-bias)))).all()
     assert (tmp_path / "labels_prob_background.tif").is_file()
+
+
+@pytest.mark.parametrize("given,expected", [
+    ((), ("background", "foreground")), (("air", "bone"), ("air", "bone")), (("bone",), ("background", "bone")),
+    (("class_0",), ("background", "foreground"))])
+def test_binary_metadata_names_two_labels(given, expected):
+    meta = ModelMetadata("unet", "resnet18", 1, 1, 32, class_names=given)
+    assert (meta.num_labels, meta.class_names) == (2, expected)
+    assert ModelMetadata.from_json(meta.to_json()).class_names == expected
+
+
+def test_binary_metadata_refuses_three_names_and_multiclass_keeps_one_per_class():
+    with pytest.raises(ModelError, match="binary model .* give two names"):
+        ModelMetadata("unet", "resnet18", 1, 1, 32, class_names=("a", "b", "c"))
+    with pytest.raises(ModelError, match="2 name"):
+        ModelMetadata("unet", "resnet18", 1, 3, 32, class_names=("a", "b"))
+    meta = ModelMetadata("unet", "resnet18", 1, 3, 32)
+    assert (meta.num_labels, meta.class_names) == (3, ("class_0", "class_1", "class_2"))
+
+
+@pytest.mark.parametrize("value", [1, "1"])
+def test_fit_refuses_one_class_and_says_to_use_two(value):
+    with pytest.raises(ConfigError, match="use --num-classes 2") as caught:
+        FitConfig(num_classes=value)
+    assert "\n" not in str(caught.value)
+    assert FitConfig(num_classes=2).num_classes == 2
+
+
+def test_fit_cli_refuses_one_class(tmp_path, capsys):
+    image = save_volume(Volume(scan()), tmp_path / "scan.tif")
+    labels = save_volume(Volume(region_labels()), tmp_path / "labels.tif")
+    assert main(["fit", "--images", str(image), "--labels", str(labels), "--output", str(tmp_path / "m.safetensors"),
+                 "--num-classes", "1"]) != 0
+    assert "use --num-classes 2" in capsys.readouterr().err
+
+
+def test_fine_tuning_a_binary_model_file_keeps_its_labels(tmp_path):
+    """A binary model file fine-tuned on 0/1 labels becomes a 2-class model whose head gives (0, logit):
+    before training it labels exactly where the binary model's logit was > 0."""
+    from bone_avizo.fit.network import build_network
+
+    torch.manual_seed(1)
+    binary = build_model("unet", "resnet18", in_channels=1, num_classes=1, **TINY).eval()
+    path = save_model(tmp_path / "binary.safetensors", binary, ModelMetadata("unet", "resnet18", 1, 1, 32,
+                                                                              arch_options=TINY))
+    config = FitConfig(encoder_depth=3, decoder_channels=(16, 8, 4), patch_size=32, weights=str(path))
+    net = build_network(config, num_classes=2, device=torch.device("cpu")).module.eval()
+    images = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logit, two = binary(images), net(images)
+    assert two.shape[1] == 2 and (two[:, 0] == 0).all()
+    torch.testing.assert_close(two[:, 1:], logit)
+    torch.testing.assert_close(torch.softmax(two, 1)[:, 1:], torch.sigmoid(logit))
+
+
+def test_bone_checkpoint_with_one_class_imports_as_binary(tmp_path):
+    from bone_avizo.models import import_bone_checkpoint
+    from test_bone_checkpoints import save_bone
+
+    module = build_model("unet", "resnet18", in_channels=1, num_classes=1)
+    with torch.no_grad():
+        module.segmentation_head[0].weight.zero_()
+        module.segmentation_head[0].bias.fill_(2.0)
+    pth = save_bone(tmp_path / "binary.pth", module, num_classes=1, patch_size=32, classes=["trabecular"])
+    model = import_bone_checkpoint(pth, tmp_path / "binary.safetensors")
+    loaded = load_model(model)
+    assert (loaded.metadata.num_classes, loaded.metadata.class_names) == (1, ("background", "trabecular"))
+    labels = predict_volume(scan()[:3], loaded, cfg()).labels
+    assert (labels.array == 1).all() and labels.class_names == ("background", "trabecular")
+
+
+def test_faces_describe_a_binary_model(tmp_path):
+    from bone_avizo.models.cache import describe_model
+
+    loaded = load_model(binary_model_file(tmp_path / "binary.safetensors", 1.0, class_names=("air", "bone")))
+    assert describe_model(loaded).splitlines()[1] == "binary (one sigmoid output), 2 labels: air, bone"
