@@ -240,3 +240,21 @@ def test_faces_describe_a_binary_model(tmp_path):
 
     loaded = load_model(binary_model_file(tmp_path / "binary.safetensors", 1.0, class_names=("air", "bone")))
     assert describe_model(loaded).splitlines()[1] == "binary (one sigmoid output), 2 labels: air, bone"
+
+
+def test_avizo_dlpred_makes_a_two_material_label_field_from_a_binary_model(tmp_path):
+    import fake_hx
+    from test_avizo_modules import add_field, dlpred_module, errors_and_warnings, make_scan
+
+    world = fake_hx.HxWorld()
+    field = add_field(world, make_scan(), name="scan.am")
+    module = dlpred_module(world, field, binary_model_file(tmp_path / "binary.safetensors", 3.0, ("air", "bone")))
+    module.ports.probabilities.toggles[0].checked = True
+    module.do_it.press()
+    assert errors_and_warnings(world) == []
+    labels = world.hx_project.get("scan.labels")
+    assert isinstance(labels, fake_hx.HxUniformLabelField3) and (labels.get_array() == 1).all()
+    assert list(labels.parameters["Materials"]) == ["air", "bone"]
+    foreground = world.hx_project.get("scan.prob_bone").get_array().astype(int)
+    background = world.hx_project.get("scan.prob_air").get_array().astype(int)
+    assert (foreground == round(255 / (1 + np.exp(-3.0)))).all() and (background + foreground == 255).all()
