@@ -258,3 +258,28 @@ def test_avizo_dlpred_makes_a_two_material_label_field_from_a_binary_model(tmp_p
     foreground = world.hx_project.get("scan.prob_bone").get_array().astype(int)
     background = world.hx_project.get("scan.prob_air").get_array().astype(int)
     assert (foreground == round(255 / (1 + np.exp(-3.0)))).all() and (background + foreground == 255).all()
+
+
+def test_studies_score_a_binary_model_on_two_labels(tmp_path):
+    from bone_avizo.data.scans import ScanSpec
+    from bone_avizo.studies.records import MODEL_FILE
+    from bone_avizo.studies.scoring import score_task
+
+    binary_model_file(tmp_path / MODEL_FILE, 3.0)
+    image = save_volume(Volume(scan(), voxel_size=0.02), tmp_path / "scan.npy")
+    labels = save_volume(Volume(region_labels(), voxel_size=0.02), tmp_path / "labels.npy")
+    scores = score_task(tmp_path, [ScanSpec(image, labels, name="scan")], cfg())
+    assert scores["class_names"] == ["background", "foreground"]
+    foreground = int(region_labels().sum())
+    assert scores["scans"][0]["confusion"] == [[0, region_labels().size - foreground], [0, foreground]]
+
+
+def test_exported_onnx_binary_model_predicts_as_its_model_file(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = binary_model_file(tmp_path / "binary.safetensors", 3.0, class_names=("bone",))
+    onnx = tmp_path / "binary.onnx"
+    assert main(["export", "--model", str(model), "--output", str(onnx)]) == 0
+    loaded = load_model(onnx)
+    assert loaded.metadata.class_names == ("background", "bone")
+    result = predict_volume(scan()[:3], loaded, cfg(backend="onnxruntime", probabilities=True))
+    assert (result.labels.array == 1).all() and len(result.probabilities) == 2
