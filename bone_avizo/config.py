@@ -147,6 +147,14 @@ class ConfigBase:
         return dataclasses.replace(self, **changes)
 
 
+def _means_one(value: Any) -> bool:
+    """Whether an option's raw value (int, float or text) is the number 1."""
+    try:
+        return float(value) == 1
+    except (TypeError, ValueError):
+        return False
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(v) for v in value]
@@ -462,6 +470,13 @@ class FitConfig(ConfigBase):
     tensorboard: bool = param(False, "also write TensorBoard logs (needs the tensorboard package)",
                               group="output")
     plot: bool = param(True, "write a PNG of the loss and IoU curves (needs matplotlib)", group="output")
+
+    def __post_init__(self) -> None:
+        if _means_one(self.num_classes):  # before the range check, whose message would not say why
+            raise ConfigError("num_classes (--num-classes): 1 (a binary model with one sigmoid output) is not "
+                              "trained; fit trains a binary model as 2 classes (background, foreground; labels 0 "
+                              "and 1): use --num-classes 2")
+        super().__post_init__()
 
     def validate(self) -> None:
         if self.class_names and self.num_classes and len(self.class_names) != self.num_classes:

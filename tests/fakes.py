@@ -29,7 +29,7 @@ def fake_loaded(in_channels: int = 1, num_classes: int = 3, patch_size: int = 32
     """An object shaped like bone_avizo.models.LoadedModel around a PointwiseNet (or ``module``)."""
     meta = types.SimpleNamespace(
         in_channels=in_channels, context_slices=in_channels, num_classes=num_classes,
-        class_names=tuple(["background", "bone", "pores", "c3", "c4"][:num_classes]),
+        class_names=tuple(["background", "bone", "pores", "c3", "c4"][:max(num_classes, 2)]),  # 1: binary
         patch_size=patch_size, normalization=normalization, planes=("xy",))
     module = PointwiseNet(in_channels, num_classes, seed) if module is None else module
     return types.SimpleNamespace(module=module.eval(), metadata=meta)
@@ -60,4 +60,6 @@ def pointwise_reference(volume: np.ndarray, loaded) -> np.ndarray:
     stacks = mirrored_stacks(normalised_reference(volume, meta.normalization), meta.context_slices)
     with torch.no_grad():
         logits = loaded.module(torch.from_numpy(stacks))
+    if logits.shape[1] == 1:  # a binary model: foreground where its one logit is > 0
+        return (logits[:, 0] > 0).numpy().astype(np.uint8)
     return logits.argmax(1).numpy().astype(np.uint8)

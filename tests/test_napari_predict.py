@@ -170,3 +170,20 @@ def test_an_output_onto_the_scans_file_is_refused_before_any_work(qtbot, viewer_
     (severity, message), = notifications
     assert severity == "error" and "is the same file as scan" in message and widget.jobs.job is None
     assert files["scan"].read_bytes() == before
+
+
+def test_predict_with_a_binary_model_shows_two_labels_and_their_probabilities(qtbot, viewer_model, files, tmp_path):
+    from test_binary_models import binary_model_file
+
+    widget = predict_widget(viewer_model, files, PredictConfig(probabilities=True, backend="torch", device="cpu",
+                                                               threads=1))
+    widget.model.value = binary_model_file(tmp_path / "binary.safetensors", 3.0)
+    assert "binary (one sigmoid output), 2 labels: background, foreground" in widget.model_info.value
+    press(qtbot, widget)
+    assert widget.jobs.last_error is None
+    labels = viewer_model.layers["scan labels"]
+    assert (np.asarray(labels.data) == 1).all()
+    assert list(labels.features["class"]) == ["background", "foreground"]
+    foreground = np.asarray(viewer_model.layers["scan prob foreground"].data).astype(int)
+    background = np.asarray(viewer_model.layers["scan prob background"].data).astype(int)
+    assert (background + foreground == 255).all() and (foreground > 128).all()

@@ -70,7 +70,7 @@ def test_signed_scans_predict_exactly(dtype):
     np.testing.assert_array_equal(result.labels.array, pointwise_reference(volume, loaded))
 
 
-@pytest.mark.parametrize("classes", [1, 2, 3, 5])
+@pytest.mark.parametrize("classes", [2, 3, 5])
 @pytest.mark.parametrize("overwrite", [False, True])
 def test_labels_from_scores_is_argmax_with_ties_to_the_lower_class(classes, overwrite):
     scores = torch.randint(0, 3, (2, classes, 9, 11), generator=torch.Generator().manual_seed(classes)).float()

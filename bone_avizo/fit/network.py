@@ -69,8 +69,12 @@ def _from_file(path: Path, config, num_classes: int) -> Network:
         with torch.random.fork_rng(devices=[]):  # the new head is seeded; the run's RNG is untouched
             torch.manual_seed(config.seed)
             module = _replace_head(module, meta.num_classes, num_classes, source=path)
-        log.info("%s predicts %d classes, the labels have %d: a new segmentation head for %d classes (its "
-                 "encoder and decoder are kept)", path, meta.num_classes, num_classes, num_classes)
+        if meta.num_classes == 1 and num_classes == 2:
+            log.info("%s is a binary model (one sigmoid output): fine-tuned as 2 classes, its head giving "
+                     "(0, its logit), which predicts the same labels", path)
+        else:
+            log.info("%s predicts %d classes, the labels have %d: a new segmentation head for %d classes (its "
+                     "encoder and decoder are kept)", path, meta.num_classes, num_classes, num_classes)
     return Network(module.train(), meta.arch, meta.encoder, dict(meta.arch_options), str(path))
 
 
@@ -89,11 +93,24 @@ def _replace_head(module: torch.nn.Module, old_classes: int, num_classes: int, *
     head = torch.nn.Conv2d(conv.in_channels, num_classes, conv.kernel_size, stride=conv.stride,
                            padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None,
                            padding_mode=conv.padding_mode).to(conv.weight.device, conv.weight.dtype)
+    if old_classes == 1 and num_classes == 2:
+        _binary_as_two_classes(conv, head)
     setattr(parent, name, head)
     if _output_channels(module, _first_conv(module)[2].in_channels) != num_classes:
         raise ConfigError(f"model file {source}: replacing its last {old_classes}-output convolution did not "
                           f"give {num_classes} output classes; fine-tune with --num-classes {old_classes}")
     return module
+
+
+def _binary_as_two_classes(conv: torch.nn.Conv2d, head: torch.nn.Conv2d) -> None:
+    """A binary model's head (one logit z) as 2-class ``head`` giving logits (0, z): its softmax is
+    (1 - sigmoid(z), sigmoid(z)), so before fine-tuning the network predicts what the binary one did."""
+    with torch.no_grad():
+        head.weight.zero_()
+        head.weight[1:] = conv.weight
+        if head.bias is not None:
+            head.bias.zero_()
+            head.bias[1:] = conv.bias
 
 
 def _output_channels(module: torch.nn.Module, in_channels: int) -> int:

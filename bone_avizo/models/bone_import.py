@@ -26,7 +26,8 @@ from typing import Any, Mapping
 import torch
 
 from bone_avizo.errors import ConfigError, InputFileError, ModelError
-from bone_avizo.models.metadata import MAX_CONTEXT_SLICES, ModelMetadata, canonical_normalization, to_jsonable
+from bone_avizo.models.metadata import (MAX_CONTEXT_SLICES, ModelMetadata, canonical_normalization, label_count,
+                                       to_jsonable)
 from bone_avizo.models.modelfile import (LoadedModel, build_from_metadata, clean_state_dict, load_weights,
                                          save_model)
 
@@ -168,7 +169,7 @@ def _context_slices(bone: Mapping[str, Any], in_channels: int) -> int:
 def _class_names(bone: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
     for key in _CLASS_NAME_KEYS:
         names = bone.get(key)
-        if isinstance(names, (list, tuple)) and len(names) == num_classes:
+        if isinstance(names, (list, tuple)) and len(names) in (num_classes, label_count(num_classes)):
             return tuple(str(n) for n in names)
     return ()
 
@@ -223,7 +224,8 @@ def import_bone_checkpoint(pth_path: str | os.PathLike, out_path: str | os.PathL
                            overrides: Mapping[str, Any] | None = None) -> Path:
     """Convert a BONe checkpoint to a bone_avizo model file; returns the written path.
 
-    ``class_names`` (one per class) replace the generic names; ``overrides`` as in
+    ``class_names`` (one per class; for a binary model, num_classes 1, two or the foreground's one) replace
+    the generic names; ``overrides`` as in
     :func:`load_bone_checkpoint`.
     """
     loaded = load_bone_checkpoint(pth_path, overrides=overrides)

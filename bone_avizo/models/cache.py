@@ -44,7 +44,7 @@ def describe_model(loaded: Any) -> str:
     s = model_summary(loaded)
     kind = "2D" if s["context_slices"] == 1 else f"2.5D, {s['context_slices']} slices"
     lines = [f"{s['arch']} / {s['encoder']} ({s['format']}, {s['parameters']:,} parameters)",
-             f"{s['num_classes']} classes: {', '.join(s['class_names'])}",
+             f"{_classes(s['num_classes'])}: {', '.join(s['class_names'])}",
              f"input: {kind}, patch {s['patch_size']} px, {s['normalization']} normalisation, "
              f"trained on planes {', '.join(s['planes'])}"]
     training = []
@@ -58,3 +58,8 @@ def describe_model(loaded: Any) -> str:
     if training:
         lines.append("; ".join(training))
     return "\n".join(lines)
+
+
+def _classes(num_classes: int) -> str:
+    """How a face names the model's outputs: '3 classes', or binary for one sigmoid output."""
+    return "binary (one sigmoid output), 2 labels" if num_classes == 1 else f"{num_classes} classes"

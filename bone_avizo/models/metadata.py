@@ -22,6 +22,7 @@ NORMALIZATION_STATS = ("per_scan_nonzero", "per_scan_all")
 NORMALIZATION_MASKS = ("positive", "nonzero", "all")
 PLANES = ("xy", "xz", "yz")
 MAX_CONTEXT_SLICES = 9
+BINARY_CLASS_NAMES = ("background", "foreground")
 
 _NORMALIZATION_SPELLINGS = {
     "zscore": "zscore", "z-score": "zscore", "z_score": "zscore", "z score": "zscore", "standard": "zscore",
@@ -62,6 +63,20 @@ def architecture_key(name: Any, known: Mapping[str, Any] = SMP_CLASS_NAMES) -> s
     return key
 
 
+def label_count(num_classes: int) -> int:
+    """Label values a network with ``num_classes`` output channels predicts: a single channel is a binary
+    model (one sigmoid logit, as smp's and MONAI's ``classes=1``: label 1 where it is > 0), so 2."""
+    return 2 if num_classes == 1 else num_classes
+
+
+def _default_class_names(num_classes: int) -> tuple[str, ...]:
+    """Names of the labels of a model without class names: ``class_<i>``, or background/foreground for a
+    binary model."""
+    if num_classes == 1:
+        return BINARY_CLASS_NAMES
+    return tuple(f"class_{i}" for i in range(num_classes))
+
+
 def canonical_normalization(value: Any, key: str = "normalization") -> str:
     """'zscore' or 'minmax' from any common spelling ('Z-score', 'min_max', ...); ModelError otherwise."""
     text = str(value).strip().lower()
@@ -76,6 +91,9 @@ class ModelMetadata:
     """Description of a trained 2-D / 2.5-D segmentation model.
 
     The network maps (B, in_channels, H, W) normalised intensities to (B, num_classes, H, W) logits.
+    num_classes 1 is a binary model: one sigmoid logit, label 1 (foreground) where it is > 0, else 0;
+    its labels and class_names are two (``num_labels``), background first; one name given names the
+    foreground (files written before binary models were predicted hold the generated ``class_0``).
     For 2.5-D models the channels are ``context_slices`` neighbouring slices centred on the slice
     being segmented (in_channels == context_slices for grayscale scans).
 
@@ -131,10 +149,18 @@ class ModelMetadata:
     def _checked_class_names(self) -> tuple[str, ...]:
         names = self.class_names
         if names is None or len(names) == 0:
-            return tuple(f"class_{i}" for i in range(self.num_classes))
-        if isinstance(names, str) or len(names) != self.num_classes:
-            raise ModelError(f"metadata key 'class_names': {len(names) if not isinstance(names, str) else 1} "
-                             f"name(s) for {self.num_classes} classes; give one name per class (label 0 first)")
+            return _default_class_names(self.num_classes)
+        if isinstance(names, str):
+            names = (names,)
+        if self.num_classes == 1 and len(names) == 1:  # the name of the one output: the foreground
+            return BINARY_CLASS_NAMES if names[0] == "class_0" else (BINARY_CLASS_NAMES[0], str(names[0]))
+        if len(names) != self.num_labels:
+            if self.num_classes == 1:
+                raise ModelError(f"metadata key 'class_names': {len(names)} names for a binary model (num_classes 1, "
+                                 "one sigmoid output: labels 0 and 1); give two names (background first) or one "
+                                 "(the foreground)")
+            raise ModelError(f"metadata key 'class_names': {len(names)} name(s) for {self.num_classes} classes; "
+                             "give one name per class (label 0 first)")
         return tuple(str(n) for n in names)
 
     def _check_context(self) -> None:
@@ -161,6 +187,11 @@ class ModelMetadata:
     @property
     def is_2p5d(self) -> bool:
         return self.context_slices > 1
+
+    @property
+    def num_labels(self) -> int:
+        """Label values the model predicts (2 for a binary model, else num_classes)."""
+        return label_count(self.num_classes)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists) including ``metadata_version``."""

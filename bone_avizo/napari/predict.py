@@ -15,6 +15,7 @@ from bone_avizo.config import PredictConfig
 from bone_avizo.errors import ConfigError
 from bone_avizo.metrics.iou import default_class_names
 from bone_avizo.models.cache import ModelCache, describe_model
+from bone_avizo.models.metadata import label_count
 from bone_avizo.napari.choosers import VolumeChooser, chosen_path, output_path
 from bone_avizo.napari.files import source_layer
 from bone_avizo.napari.jobs import JobPanel
@@ -25,9 +26,9 @@ MODEL_FILTER = "*.safetensors *.pth *.pt"
 NO_MODEL = "choose a model file (.safetensors from fit, or a BONe .pth checkpoint)"
 
 
-def _in_memory_bytes(shape: tuple[int, int, int], num_classes: int, probabilities: bool) -> int:
-    """Bytes of an in-memory prediction: uint8 labels, and a uint8 map per class with probabilities."""
-    return math.prod(shape) * (1 + (num_classes if probabilities else 0))
+def _in_memory_bytes(shape: tuple[int, int, int], labels: int, probabilities: bool) -> int:
+    """Bytes of an in-memory prediction: uint8 labels, and a uint8 map per label with probabilities."""
+    return math.prod(shape) * (1 + (labels if probabilities else 0))
 
 
 def _labels_name(scan_name: str) -> str:
@@ -81,13 +82,14 @@ class PredictWidget(DockWidget):
         if path is None:
             raise ConfigError(f"model: {NO_MODEL}")
         loaded = self.models.load(path)
-        names = default_class_names(loaded.metadata.num_classes, loaded.metadata.class_names)
+        labels = label_count(loaded.metadata.num_classes)
+        names = default_class_names(labels, loaded.metadata.class_names)
         output = output_path(self.output, "output file")
         if output is not None:
             self._spare_inputs(output, names if config.probabilities else (), path)
         source = self.scan.source()
         name = source.info.name if self.scan.layer() is None else self.scan.layer().name
-        in_memory = _in_memory_bytes(source.info.shape, loaded.metadata.num_classes, config.probabilities)
+        in_memory = _in_memory_bytes(source.info.shape, labels, config.probabilities)
         if output is None and in_memory > layers.IN_MEMORY_LIMIT_BYTES:
             source.close()
             raise ConfigError(f"the labels of {name} would take {in_memory / 2**30:.1f} GB in memory, more than "

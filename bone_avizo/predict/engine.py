@@ -32,6 +32,7 @@ from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.threads import io_threads, parallel_map
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
+from bone_avizo.models.metadata import label_count
 from bone_avizo.models.modelfile import input_multiple
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend
@@ -119,7 +120,8 @@ class _Plan:
         if meta.in_channels != self.context:
             raise ModelError(f"the model takes {meta.in_channels} input channels but {self.context} "
                              "context slice(s); only grayscale 2D/2.5D models are supported")
-        self.num_classes = int(meta.num_classes)
+        self.channels = int(meta.num_classes)  # the network's outputs: 1 for a binary model's sigmoid logit
+        self.num_classes = label_count(self.channels)  # label values, probability maps, class names
         self.class_names = tuple(meta.class_names) if meta.class_names else tuple(
             f"class{i}" for i in range(self.num_classes))
         self.planes = tuple(dict.fromkeys(Plane(p) for p in config.planes))
@@ -242,7 +244,7 @@ class _PlanePredictor:
         self.halo = halo(plan.context)
         self.normaliser = Normaliser(stats, plan.meta.normalization, dtype, self.device)
         self.tiler = Tiler(backend, tile=plan.tile(plane), overlap=plan.config.overlap, blend=plan.config.blend,
-                           batch_size=plan.batch_size(plane), num_classes=plan.num_classes, align=plan.align)
+                           batch_size=plan.batch_size(plane), num_classes=plan.channels, align=plan.align)
 
     def read(self, source: VolumeSource, block: tuple[int, int]) -> tuple[int, torch.Tensor]:
         lo, hi = max(0, block[0] - self.halo), min(self.n, block[1] + self.halo)
@@ -334,7 +336,7 @@ LABEL_CHUNK_PIXELS = 1 << 15  # pixels of one image per step of the CPU argmax: 
 def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False,
                        out: torch.Tensor | None = None) -> torch.Tensor:
     """argmax over classes of (n, K, h, w) scores as uint8 (n, h, w) (or (n, K, *rest) as (n, *rest));
-    ties go to the lower class.
+    ties go to the lower class. One channel (K = 1) is a binary model's logit: 1 where it is > 0, else 0.
 
     On CPU (float16/32/64 and integer scores) a running maximum over K in numpy, over cache-sized runs
     of rows, split between the I/O threads: several times faster than ``argmax(1)`` on this layout, and
@@ -342,7 +344,10 @@ def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False,
     is accepted for callers that no longer need ``scores`` (the CPU path never changes them); ``out``, a
     uint8 (n, h, w) tensor on the scores' device, receives the labels (and is returned)."""
     if scores.device.type != "cpu":
-        labels = scores.argmax(1).to(torch.uint8)  # argmax returns the first maximum: the same ties
+        if scores.shape[1] == 1:
+            labels = (scores[:, 0] > 0).to(torch.uint8)
+        else:
+            labels = scores.argmax(1).to(torch.uint8)  # argmax returns the first maximum: the same ties
         return labels if out is None else out.copy_(labels)
     if out is not None and not out.is_contiguous():
         return out.copy_(labels_from_scores(scores))
@@ -353,7 +358,7 @@ def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False,
     n, k, h, w = array.shape
     labels = np.zeros((n, h, w), dtype=np.uint8) if out is None else out.numpy().reshape(n, h, w)
     if k == 1:
-        labels.fill(0)
+        np.greater(array[:, 0], 0, out=labels.view(bool))
     else:
         step = max(1, LABEL_CHUNK_PIXELS // max(w, 1))
         runs = [(i, r, min(r + step, h)) for i in range(n) for r in range(0, h, step)]
@@ -381,6 +386,15 @@ def _label_runs(scores: np.ndarray, labels: np.ndarray, runs) -> None:
 def _float_safe(raw: np.ndarray) -> np.ndarray:
     """Unsigned 16/32/64-bit data as float32 (torch handles few ops on those dtypes)."""
     return raw.astype(np.float32) if raw.dtype.kind == "u" and raw.dtype.itemsize > 1 else raw
+
+
+def _class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(n, K, h, w) logits -> (n, K, h, w) class probabilities: softmax; one channel (a binary model's
+    logit z) -> (n, 2, h, w): background 1 - sigmoid(z), foreground sigmoid(z)."""
+    if logits.shape[1] == 1:
+        foreground = torch.sigmoid(logits)
+        return torch.cat([1 - foreground, foreground], 1)
+    return torch.softmax(logits, 1)
 
 
 def _quantise(probabilities: torch.Tensor, scale: int = 255) -> torch.Tensor:
@@ -626,7 +640,7 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
                      if probabilities else None)
         for i, logits in predictor.chunks(block, lo, prepared):
             if quantised is not None:
-                quantised[:, i:i + len(logits)] = _quantise(torch.softmax(logits, 1)).transpose(0, 1)
+                quantised[:, i:i + len(logits)] = _quantise(_class_probabilities(logits)).transpose(0, 1)
             labels_from_scores(logits, overwrite=True, out=labels[i:i + len(logits)])
             if progress is not None:
                 progress.advance(len(logits))
@@ -705,7 +719,7 @@ def _fusion_compute(predictor: "_PlanePredictor", block, data, *, scale: int,
     with torch.inference_mode():
         quantised = torch.empty((predictor.plan.num_classes, n, h, w), dtype=dtype, device=predictor.device)
         for i, logits in predictor.chunks(block, lo, prepared):
-            quantised[:, i:i + len(logits)] = _quantise(torch.softmax(logits, 1), scale).transpose(0, 1)
+            quantised[:, i:i + len(logits)] = _quantise(_class_probabilities(logits), scale).transpose(0, 1)
             if progress is not None:
                 progress.advance(len(logits))
         predictor.recycle(data)

@@ -12,6 +12,7 @@ from bone_avizo._memory import PeakMemory
 from bone_avizo.config import IoUConfig, PredictConfig
 from bone_avizo.data.scans import ScanSpec
 from bone_avizo.metrics.iou import IoUResult, nan_to_none
+from bone_avizo.models.metadata import label_count
 from bone_avizo.runtime import SINGLE
 from bone_avizo.studies.records import MODEL_FILE, PREDICTIONS_FOLDER
 
@@ -78,8 +79,9 @@ def score_task(folder: Path, tests: Sequence[ScanSpec], config: PredictConfig, *
 
     loaded = load_model(folder / MODEL_FILE)
     meta = loaded.metadata
-    names = tuple(meta.class_names) if meta.class_names else tuple(f"class_{i}" for i in range(meta.num_classes))
-    iou_config = IoUConfig(num_classes=meta.num_classes, class_names=names, per_slice=False)
+    labels = label_count(meta.num_classes)
+    names = tuple(meta.class_names) if meta.class_names else tuple(f"class_{i}" for i in range(labels))
+    iou_config = IoUConfig(num_classes=labels, class_names=names, per_slice=False)
     with PeakMemory(config.device) as peak:
         scores = [_score_scan(spec, loaded, config, iou_config, folder, keep_predictions) for spec in tests]
     if not keep_predictions:
