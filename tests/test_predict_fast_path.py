@@ -50,6 +50,24 @@ def test_other_dtypes_have_no_table():
     assert lookup_table(STATS, "zscore", np.float32) is None and index_dtype(np.uint32) is None
 
 
+@pytest.mark.parametrize("mode", ["zscore", "minmax"])
+@pytest.mark.parametrize("dtype", SMALL_INTS)
+def test_cpu_normaliser_is_bit_identical_to_normalize_for_every_value_and_reuses_buffers(dtype, mode):
+    """Every 8/16-bit value, laid out as several images of a block, read-only (a lent view): the CPU half
+    gives normalize()'s float32 values, and a buffer given back is filled again correctly."""
+    values = every_value(dtype).reshape(-1)
+    raw = np.resize(values, (3, 2, (len(values) + 5) // 6))
+    raw.flags.writeable = False
+    expected = normalize(torch.from_numpy(raw.astype(np.float32)), STATS, mode).numpy()
+    normaliser = Normaliser(STATS, mode, dtype, torch.device("cpu"))
+    first = normaliser.prepare(raw)
+    np.testing.assert_array_equal(first.numpy(), expected)
+    normaliser.recycle(first)
+    second = normaliser.prepare(raw[::-1].copy())
+    assert second.data_ptr() == first.data_ptr()
+    np.testing.assert_array_equal(second.numpy(), expected[::-1])
+
+
 @pytest.mark.parametrize("dtype", SMALL_INTS + [np.float32, np.uint32])
 def test_device_half_of_the_normaliser_equals_the_host_half(dtype):
     """The CUDA route (raw voxels reinterpreted as signed, masked back on the device) gives the same
