@@ -103,3 +103,25 @@ def test_buffer_pool_hands_back_arrays_of_the_same_shape_and_type_only():
     read_only.flags.writeable = False
     pool.give(read_only)
     assert pool.take((4,), np.float64) is not read_only
+
+
+def test_label_blocks_reuse_a_few_buffers_once_written(tmp_path, monkeypatch):
+    """Many blocks, written to a file: their label buffers are handed out again after each write, and the
+    labels are still right (a buffer reused too early would overwrite a block not yet written)."""
+    import bone_avizo._memory as memory
+    taken: list[int] = []
+    original = memory.BufferPool.take
+
+    def recording_take(self, shape, dtype):
+        array = original(self, shape, dtype)
+        if np.dtype(dtype) == np.uint8:
+            taken.append(array.ctypes.data)
+        return array
+
+    monkeypatch.setattr(memory.BufferPool, "take", recording_take)
+    volume = np.random.default_rng(8).integers(1, 60000, (24, 16, 20)).astype(np.uint16)
+    loaded = fake_loaded(num_classes=3)
+    result = predict_volume(volume, loaded, PredictConfig(device="cpu", slab_slices=2),
+                            output=tmp_path / "out.tif")
+    np.testing.assert_array_equal(tifffile.imread(result.output), pointwise_reference(volume, loaded))
+    assert len(taken) >= 12 and len(set(taken)) <= 6

@@ -120,6 +120,7 @@ class _Plan:
         if meta.in_channels != self.context:
             raise ModelError(f"the model takes {meta.in_channels} input channels but {self.context} "
                              "context slice(s); only grayscale 2D/2.5D models are supported")
+        self.label_buffers = BufferPool()  # CPU label blocks, given back once written
         self.channels = int(meta.num_classes)  # the network's outputs: 1 for a binary model's sigmoid logit
         self.num_classes = label_count(self.channels)  # label values, probability maps, class names
         self.class_names = tuple(meta.class_names) if meta.class_names else tuple(
@@ -612,12 +613,13 @@ def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressPhase) -> NormSta
 
 
 class _HostArray:
-    """A device tensor on its way to host memory: ``get()`` waits for the copy and returns the array."""
+    """A device tensor on its way to host memory: ``get()`` waits for the copy and returns the array;
+    ``release()`` gives a CPU tensor's array back to ``pool`` once nothing reads it any more."""
 
-    def __init__(self, tensor: torch.Tensor):
-        self._event = None
+    def __init__(self, tensor: torch.Tensor, pool: BufferPool | None = None):
+        self._event, self._pool = None, None
         if tensor.device.type == "cpu":
-            self._array = tensor.numpy()
+            self._array, self._pool = tensor.numpy(), pool
             return
         host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
         host.copy_(tensor, non_blocking=True)  # the compute thread goes on while the copy runs
@@ -631,6 +633,11 @@ class _HostArray:
             self._event = None
         return self._array
 
+    def release(self) -> None:
+        if self._pool is not None:
+            self._pool.give(self._array)
+            self._pool = None
+
 
 def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, probabilities: bool,
                               progress: ProgressPhase | None = None):
@@ -639,8 +646,10 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
     lo, prepared = data
     n, (h, w) = block[1] - block[0], prepared.shape[-2:]
     device = predictor.device
+    pool = predictor.plan.label_buffers if device.type == "cpu" else None
     with torch.inference_mode():
-        labels = torch.empty((n, h, w), dtype=torch.uint8, device=device)
+        labels = (torch.from_numpy(pool.take((n, h, w), np.uint8)) if pool is not None
+                  else torch.empty((n, h, w), dtype=torch.uint8, device=device))
         quantised = (torch.empty((predictor.plan.num_classes, n, h, w), dtype=torch.uint8, device=device)
                      if probabilities else None)
         for i, logits in predictor.chunks(block, lo, prepared):
@@ -650,7 +659,7 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
             if progress is not None:
                 progress.advance(len(logits))
         predictor.recycle(data)
-        return _HostArray(labels), (_HostArray(quantised) if quantised is not None else None)
+        return _HostArray(labels, pool), (_HostArray(quantised) if quantised is not None else None)
 
 
 def _host(item):
@@ -673,8 +682,14 @@ def _predict_streamed(source, plan: _Plan, stats, backends, outputs: _Outputs, t
     with BackgroundWriter() as writer:
         blocks = plan.blocks(Plane.XY, source.dtype.itemsize, start=done)
         for block, (labels, quantised) in _run_blocks(source, plan, Plane.XY, stats, backends, blocks, compute):
-            writer.submit(lambda z0=block[0], l=labels, q=quantised: outputs.write(z0, l.get(), _host(q)))
+            writer.submit(functools.partial(_write_and_release, outputs, block[0], labels, quantised))
             per_block.advance(block[1] - block[0])
+
+
+def _write_and_release(outputs: _Outputs, z0: int, labels: _HostArray, quantised: _HostArray | None) -> None:
+    """Write one block (the writers copy what they keep), then give its label buffer back."""
+    outputs.write(z0, labels.get(), _host(quantised))
+    labels.release()
 
 
 class _NoProgress:
