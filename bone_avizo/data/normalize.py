@@ -190,24 +190,23 @@ def _lent_or_read(source, z0: int, z1: int) -> np.ndarray:
 
 def normalize(data: np.ndarray | torch.Tensor, stats: NormStats, mode: str) -> torch.Tensor:
     """Normalised float32 tensor of the same shape as ``data`` (any layout)."""
-    tensor = torch.as_tensor(data).to(torch.float32)
+    offset, scale, low, high = _affine(stats, mode)
+    return torch.as_tensor(data).to(torch.float32).sub_(offset).mul_(scale).clamp_(low, high)
+
+
+def _affine(stats: NormStats, mode: str) -> tuple[float, float, float, float]:
+    """(offset, scale, low, high): normalised = clip((x - offset) * scale, low, high)."""
     if Normalization(mode) == Normalization.ZSCORE:
-        scale = 1.0 / stats.std if stats.std > 0 else 1.0
-        return tensor.sub_(stats.mean).mul_(scale).clamp_(-Z_CLIP, Z_CLIP)
+        return stats.mean, 1.0 / stats.std if stats.std > 0 else 1.0, -Z_CLIP, Z_CLIP
     span = stats.maximum - stats.minimum
-    scale = 1.0 / span if span > 0 else 1.0
-    return tensor.sub_(stats.minimum).mul_(scale).clamp_(0.0, 1.0)
+    return stats.minimum, 1.0 / span if span > 0 else 1.0, 0.0, 1.0
 
 
 def normalize_in_place(array: np.ndarray, stats: NormStats, mode: str) -> np.ndarray:
     """:func:`normalize` of a float32 numpy array, in place and with numpy: the same float32 operations
     (bit-identical), and no torch intra-op threads, which spin on after each operation and take the
     cores from the threads working beside them."""
-    if Normalization(mode) == Normalization.ZSCORE:
-        offset, scale, low, high = stats.mean, 1.0 / stats.std if stats.std > 0 else 1.0, -Z_CLIP, Z_CLIP
-    else:
-        span = stats.maximum - stats.minimum
-        offset, scale, low, high = stats.minimum, 1.0 / span if span > 0 else 1.0, 0.0, 1.0
+    offset, scale, low, high = _affine(stats, mode)
     np.subtract(array, np.float32(offset), out=array)
     np.multiply(array, np.float32(scale), out=array)
     return np.clip(array, np.float32(low), np.float32(high), out=array)
