@@ -73,7 +73,7 @@ def test_statistics_and_prediction_use_lent_slabs_and_give_the_same_labels(tmp_p
     expected = pointwise_reference(VOLUME, loaded)
     source = LendingSource(VOLUME.copy())
     stats = scan_stats(source, slab_slices=4)
-    assert source.lent == 3 and source.read == 0
+    assert source.lent == 4 and source.read == 0  # a first probe, then the three slabs
     assert stats == scan_stats(ArraySource(VOLUME), slab_slices=4)
     source.lent = 0
     labels = predict_volume(source, loaded, PredictConfig(device="cpu", batch_size=2)).labels.array
