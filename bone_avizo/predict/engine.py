@@ -286,22 +286,29 @@ class Normaliser:
     bit-identical) is applied on the device."""
 
     def __init__(self, stats: NormStats, mode: str, dtype, device: torch.device):
-        self.stats, self.mode, self.device = stats, mode, device
-        self.index_dtype = index_dtype(dtype)
-        self.table = lookup_table(stats, mode, dtype)
+        self.stats, self.mode, self.device, self.dtype = stats, mode, device, dtype
+        self.index_dtype = index_dtype(dtype)  # None unless 8/16-bit integers
         self.on_host = device.type == "cpu"  # else raw voxels travel and the device normalises them
-        self._device_table = torch.from_numpy(self.table).to(device) if self.table is not None else None
         self._buffers = BufferPool()
+
+    @functools.cached_property
+    def table(self) -> np.ndarray | None:
+        """The lookup table of the device route (None for dtypes without one); built when first used."""
+        return lookup_table(self.stats, self.mode, self.dtype)
+
+    @functools.cached_property
+    def _device_table(self) -> torch.Tensor | None:
+        return torch.from_numpy(self.table).to(self.device) if self.table is not None else None
 
     @property
     def reads_views(self) -> bool:
         """Whether :meth:`prepare` only reads ``raw`` at once (so a read-only view of the source will do)."""
-        return self.on_host and self.table is not None
+        return self.on_host and self.index_dtype is not None
 
     def prepare(self, raw: np.ndarray) -> torch.Tensor:
         """Background-thread half: normalised on CPU, or raw (pinned) for a device."""
         if self.on_host:
-            if self.table is not None:
+            if self.index_dtype is not None:
                 out = self._buffers.take(raw.shape, np.float32)
                 for image, normed in zip(raw.reshape(-1, *raw.shape[-2:]), out.reshape(-1, *raw.shape[-2:])):
                     normed[...] = image  # exact: 8/16-bit integers are float32 values
