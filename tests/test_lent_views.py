@@ -125,3 +125,16 @@ def test_label_blocks_reuse_a_few_buffers_once_written(tmp_path, monkeypatch):
                             output=tmp_path / "out.tif")
     np.testing.assert_array_equal(tifffile.imread(result.output), pointwise_reference(volume, loaded))
     assert len(taken) >= 12 and len(set(taken)) <= 6
+
+
+def test_a_transposed_in_memory_array_is_lent_and_predicted_like_a_contiguous_one():
+    """Host arrays often arrive as transposed views ((x, y, z) memory seen as (z, y, x)): lent as they are,
+    they give the same statistics and labels as a C-contiguous copy."""
+    transposed = np.ascontiguousarray(VOLUME.transpose(2, 1, 0)).transpose(2, 1, 0)
+    assert not transposed.flags.c_contiguous
+    view = ArraySource(transposed).view_slab(1, 5)
+    assert view is not None and not view.flags.c_contiguous
+    loaded = fake_loaded(num_classes=3)
+    labels = predict_volume(transposed, loaded, PredictConfig(device="cpu", batch_size=2)).labels.array
+    np.testing.assert_array_equal(labels, pointwise_reference(VOLUME, loaded))
+    assert scan_stats(ArraySource(transposed), slab_slices=4) == scan_stats(ArraySource(VOLUME), slab_slices=4)
