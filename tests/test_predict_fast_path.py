@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 from bone_avizo.config import PredictConfig
@@ -248,3 +249,27 @@ def test_progress_moves_after_the_first_forward_pass():
     stats = 40 * STATS_UNITS["cpu"]
     predicted = [d - stats for d in seen if d > stats]
     assert predicted[0] == 4 * PREDICT_UNITS and predicted[-1] == 40 * PREDICT_UNITS
+
+
+def test_labels_computed_beside_the_next_pass_are_exact_and_their_errors_stop_the_run(tmp_path, monkeypatch):
+    """CPU labels of a forward pass run on a background thread while the next pass runs: many passes per
+    block give the exact labels, and a failure there ends the run with its error and no output file."""
+    import bone_avizo.predict.engine as engine
+    volume = np.random.default_rng(4).integers(1, 60000, (7, 30, 26)).astype(np.uint16)
+    loaded = fake_loaded()
+    config = PredictConfig(device="cpu", batch_size=1, slab_slices=4)
+    result = predict_volume(volume, loaded, config, output=tmp_path / "ok.tif")
+    np.testing.assert_array_equal(tifffile.imread(result.output), pointwise_reference(volume, loaded))
+    calls = []
+    real = engine.labels_from_scores
+
+    def failing(scores, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("argmax failed (test)")
+        return real(scores, **kwargs)
+
+    monkeypatch.setattr(engine, "labels_from_scores", failing)
+    with pytest.raises(RuntimeError, match="argmax failed"):
+        predict_volume(volume, loaded, config, output=tmp_path / "failed.tif")
+    assert not list(tmp_path.glob("failed*"))
