@@ -37,3 +37,18 @@ def test_bench_fit_pipeline_runs_on_the_cpu_at_tiny_sizes(tmp_path, capsys):
     (round_,) = figures["rounds"]
     assert round_["amp"] is False and round_["num_workers"] == 0 and round_["steps_timed"] == 2
     assert round_["training_steps_per_s"] > 0 and round_["premade_steps_per_s"] > 0 and round_["ratio"] > 0
+
+
+def test_bench_predict_overhead_runs_tiny_and_reports_the_engine_beyond_its_network(tmp_path):
+    import bench_predict
+    out = tmp_path / "overhead.json"
+    argv = ["overhead", "--slices", "6", "--size", "48", "--classes", "2", "--repeat", "1", "--tmp", str(tmp_path),
+            "--json", str(out)]
+    assert bench_predict.main(argv) == 0
+    figures = json.loads(out.read_text().splitlines()[-1])
+    assert figures["shape"] == [6, 48, 48] and figures["network"] == "pointwise affine, 2 classes"
+    seconds = figures["seconds"]
+    assert {"TIFF -> TIFF: numpy floor", "HDF5 -> HDF5: numpy floor",
+            "in memory: the network's forward passes alone, onnxruntime"} <= set(seconds)
+    assert all(value > 0 for value in seconds.values())
+    assert set(figures["floor_over_engine_beyond_network"]) == {"TIFF -> TIFF", "HDF5 -> HDF5"}
