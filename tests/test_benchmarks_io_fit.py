@@ -49,6 +49,6 @@ def test_bench_predict_overhead_runs_tiny_and_reports_the_engine_beyond_its_netw
     assert figures["shape"] == [6, 48, 48] and figures["network"] == "pointwise affine, 2 classes"
     seconds = figures["seconds"]
     assert {"TIFF -> TIFF: numpy floor", "HDF5 -> HDF5: numpy floor",
-            "in memory: the network's forward passes alone, onnxruntime"} <= set(seconds)
+            "in memory: the network's forward passes alone, onnxruntime (cpu)"} <= set(seconds)
     assert all(value > 0 for value in seconds.values())
     assert set(figures["floor_over_engine_beyond_network"]) == {"TIFF -> TIFF", "HDF5 -> HDF5"}
