@@ -56,7 +56,8 @@ class BufferPool:
         import numpy as np
         shape, dtype = tuple(shape), np.dtype(dtype)
         with self._lock:
-            for i, array in enumerate(self._free):
+            for i in reversed(range(len(self._free))):  # the last given back first: its pages are warmest
+                array = self._free[i]
                 if array.shape == shape and array.dtype == dtype:
                     return self._free.pop(i)
         return np.empty(shape, dtype)
@@ -68,6 +69,25 @@ class BufferPool:
         with self._lock:
             self._free.append(array)
             del self._free[:-self.keep]
+
+
+class _Lease:
+    """Holds one pooled array while anything views it; gives it back to its pool when the last view is
+    gone (numpy views, and tensors made from them, keep their base object alive)."""
+
+    def __init__(self, pool: BufferPool, array):
+        self._pool, self._array = pool, array
+        self.__array_interface__ = array.__array_interface__
+
+    def __del__(self):
+        self._pool.give(self._array)
+
+
+def leased(pool: BufferPool, shape, dtype):
+    """An uninitialised array from ``pool`` that goes back to it by itself once no view of it (numpy
+    array or tensor) is left: for buffers handed to callers that keep them for an unknown time."""
+    import numpy as np
+    return np.asarray(_Lease(pool, pool.take(shape, dtype)))
 
 
 def peak_rss_bytes() -> int:

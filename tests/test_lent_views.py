@@ -3,10 +3,11 @@ the CPU prediction reuses between blocks."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 import tifffile
 
-from bone_avizo._memory import BufferPool
+from bone_avizo._memory import BufferPool, leased
 from bone_avizo.config import PredictConfig
 from bone_avizo.data.normalize import scan_stats
 from bone_avizo.io import open_volume
@@ -103,6 +104,18 @@ def test_buffer_pool_hands_back_arrays_of_the_same_shape_and_type_only():
     read_only.flags.writeable = False
     pool.give(read_only)
     assert pool.take((4,), np.float64) is not read_only
+
+
+def test_a_leased_array_goes_back_to_its_pool_only_when_its_last_view_is_gone():
+    pool = BufferPool(keep=2)
+    array = leased(pool, (3, 4), np.float32)
+    tensor = torch.from_numpy(array)[1:]  # a view of a view
+    memory = array.ctypes.data
+    del array
+    assert pool.take((3, 4), np.float32).ctypes.data != memory  # the tensor still holds it
+    del tensor
+    again = leased(pool, (3, 4), np.float32)
+    assert again.ctypes.data == memory and again.flags.writeable and again.flags.c_contiguous
 
 
 def test_label_blocks_reuse_a_few_buffers_once_written(tmp_path, monkeypatch):

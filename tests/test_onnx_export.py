@@ -53,6 +53,23 @@ def test_onnxruntime_matches_torch_at_two_sizes(tmp_path, model_file):
     assert not list(tmp_path.glob("*.partial"))
 
 
+def test_the_cpu_backend_writes_outputs_into_pooled_buffers_without_aliasing(tmp_path, model_file):
+    """After a first run per shape, outputs go straight into pooled arrays: outputs still held by the caller
+    are never written over, and a buffer comes back once its last view is gone."""
+    from bone_avizo.predict.backends import OnnxBackend
+    loaded = load_model(model_file)
+    backend = OnnxBackend(export_onnx(loaded, tmp_path / "m.onnx", patch_size=64), device=torch.device("cpu"))
+    inputs = [torch.randn(2, 1, 64, 96, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    held = [backend(x) for x in inputs]  # all alive at once
+    with torch.no_grad():
+        for x, out in zip(inputs, held):
+            np.testing.assert_allclose(out.numpy(), loaded.module(x).numpy(), atol=1e-4, rtol=0)
+    assert len({out.data_ptr() for out in held}) == len(held)
+    released = {out.data_ptr() for out in held[1:]}  # the first run of a shape returns onnxruntime's own array
+    del held, out
+    assert backend(inputs[0]).data_ptr() in released
+
+
 def test_metadata_is_stored_in_metadata_props(tmp_path, model_file):
     loaded = load_model(model_file)
     path = export_onnx(loaded, tmp_path / "m.onnx", patch_size=64, opset=13)

@@ -106,7 +106,7 @@ def test_labels_from_scores_is_argmax_with_ties_to_the_lower_class(classes, over
 
 
 def test_labels_from_scores_splits_rows_into_runs_exactly(monkeypatch):
-    """Images wider and taller than one cache-sized run, split between threads: the same labels as argmax,
+    """Images wider and taller than one run of rows: the same labels as argmax,
     and bfloat16 scores are labelled too."""
     import bone_avizo.predict.engine as engine
     monkeypatch.setattr(engine, "LABEL_CHUNK_PIXELS", 64)
