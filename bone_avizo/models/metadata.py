@@ -69,7 +69,7 @@ def label_count(num_classes: int) -> int:
     return 2 if num_classes == 1 else num_classes
 
 
-def _default_class_names(num_classes: int) -> tuple[str, ...]:
+def default_class_names(num_classes: int) -> tuple[str, ...]:
     """Names of the labels of a model without class names: ``class_<i>``, or background/foreground for a
     binary model."""
     if num_classes == 1:
@@ -149,7 +149,7 @@ class ModelMetadata:
     def _checked_class_names(self) -> tuple[str, ...]:
         names = self.class_names
         if names is None or len(names) == 0:
-            return _default_class_names(self.num_classes)
+            return default_class_names(self.num_classes)
         if isinstance(names, str):
             names = (names,)
         if self.num_classes == 1 and len(names) == 1:  # the name of the one output: the foreground

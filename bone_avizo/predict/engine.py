@@ -31,7 +31,7 @@ from bone_avizo.data.normalize import (MASK_WORDS, NormStats, StatsMask, index_d
 from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
-from bone_avizo.models.metadata import label_count
+from bone_avizo.models.metadata import default_class_names, label_count
 from bone_avizo.models.modelfile import input_multiple
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend
@@ -123,8 +123,7 @@ class _Plan:
         self.argmax = _Argmax()  # CPU: a pass's labels while the next pass runs
         self.channels = int(meta.num_classes)  # the network's outputs: 1 for a binary model's sigmoid logit
         self.num_classes = label_count(self.channels)  # label values, probability maps, class names
-        self.class_names = tuple(meta.class_names) if meta.class_names else tuple(
-            f"class{i}" for i in range(self.num_classes))
+        self.class_names = tuple(meta.class_names) or default_class_names(self.channels)
         self.planes = tuple(dict.fromkeys(Plane(p) for p in config.planes))
         for plane in self.planes:
             check_context(source.shape[PLANE_AXIS[plane]], self.context)

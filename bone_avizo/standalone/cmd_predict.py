@@ -8,7 +8,7 @@ from pathlib import Path
 from bone_avizo import __version__
 from bone_avizo.config import PREDICT_SPEC, PredictConfig
 from bone_avizo.io import open_volume
-from bone_avizo.models.metadata import label_count
+from bone_avizo.models.metadata import default_class_names
 from bone_avizo.runtime import ranks_from_env
 from bone_avizo.standalone.common import (existing_path, output_path, parse_options, resolved_config_path,
                                           spare_inputs, write_json_atomic)
@@ -36,7 +36,7 @@ def _outputs(output: Path, meta, config: PredictConfig) -> list[Path]:
     """The files predict writes: the labels, their probability maps (with --probabilities), the record."""
     from bone_avizo.predict.engine import probability_path
 
-    names = meta.class_names or tuple(f"class{i}" for i in range(label_count(meta.num_classes)))
+    names = tuple(meta.class_names) or default_class_names(meta.num_classes)
     maps = [probability_path(output, name) for name in names] if config.probabilities else []
     return [output, *maps, resolved_config_path(output)]
 
