@@ -36,10 +36,11 @@ def test_masks_on_unsigned_data_through_the_exact_sums(mask, count, mean, std):
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("skip_zeros", [True, False])
 def test_unsigned_moments_are_exact_across_runs_and_threads(monkeypatch, dtype, skip_zeros):
-    """Runs of 7 voxels, parts of 50 between the threads, an all-zero run and the extreme values: the
-    count, sums and extremes equal Python's integer arithmetic on the same voxels."""
+    """Runs of 7 voxels summed in rows of 3, parts of 50 between the threads, an all-zero run and the
+    extreme values: the count, sums and extremes equal Python's integer arithmetic on the same voxels."""
     import bone_avizo.data.normalize as normalize
     monkeypatch.setattr(normalize, "MOMENTS_RUN", 7)
+    monkeypatch.setattr(normalize, "SUM_ROW", 3)
     monkeypatch.setattr(normalize, "MOMENTS_PART", 50)
     monkeypatch.setattr(normalize, "io_threads", lambda: 4)  # 3 parts, whatever this machine's cores
     top = np.iinfo(dtype).max
