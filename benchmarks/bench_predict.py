@@ -5,6 +5,7 @@ Usage (each prints a JSON line and a short table; record results in benchmarks/R
   python benchmarks/bench_predict.py memory --gb 4 [--planes xy]      (peak RSS, HDF5 -> HDF5)
   python benchmarks/bench_predict.py seams --model MODEL --input VOLUME
   python benchmarks/bench_predict.py agreement --model MODEL --input VOLUME
+  python benchmarks/bench_predict.py threads [--mb 64]      (what a second thread adds, by kind of work)
 All side-by-side timings run in one process on the same volume and model; compare ratios.
 """
 from __future__ import annotations
@@ -315,6 +316,68 @@ def overhead(args) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+def _two_threads_speedup(work, repeat: int) -> dict:
+    """Seconds of ``work(k)`` in one thread, and of two threads each doing it at once (k = 0, 1); the
+    speedup is 2 x one / two (2.0: a second core doubles the work done, 1.0: it adds nothing)."""
+    import threading
+    one = two = float("inf")
+    work(0)
+    for _ in range(repeat):
+        t = time.perf_counter()
+        work(0)
+        one = min(one, time.perf_counter() - t)
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+        t = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        two = min(two, time.perf_counter() - t)
+    return {"one_thread_s": one, "two_threads_s": two, "speedup": 2 * one / two}
+
+
+def threads(args) -> dict:
+    """What a second thread adds on this machine, by the kinds of work the CPU pipeline does: streaming
+    over arrays far larger than the caches (memory bandwidth), short numpy calls on cache-resident
+    arrays (the GIL between calls), compute-bound numpy in cache, and the CPU argmax of K-class scores."""
+    from bone_avizo.predict.engine import labels_from_scores
+    rng = np.random.default_rng(0)
+    big = [np.ones(args.mb << 18, np.float32) for _ in range(2)]  # args.mb MB each
+    small = [rng.standard_normal(1 << 15, dtype=np.float32) for _ in range(2)]
+    angles = [np.linspace(0, 1, 1 << 16) for _ in range(2)]
+    scores = [torch.from_numpy(rng.standard_normal((1, args.classes, args.size, args.size), dtype=np.float32))
+              for _ in range(2)]
+    labels = [torch.empty((1, args.size, args.size), dtype=torch.uint8) for _ in range(2)]
+
+    def streaming(k):
+        for _ in range(10):
+            np.multiply(big[k], np.float32(1.0001), out=big[k])
+
+    def short_calls(k):
+        out = np.empty_like(small[k])
+        for _ in range(2000):
+            np.multiply(small[k], np.float32(1.5), out=out)
+            np.maximum(small[k], out, out=out)
+
+    def compute(k):
+        out = np.empty_like(angles[k])
+        for _ in range(100):
+            np.sin(angles[k], out=out)
+
+    def argmax(k):
+        for _ in range(8):
+            labels_from_scores(scores[k], out=labels[k])
+
+    kinds = {f"streaming multiply, {args.mb} MB float32 a thread": streaming,
+             "short numpy calls (2 x 128 KB, cache-resident)": short_calls,
+             "compute-bound numpy (sin, cache-resident)": compute,
+             f"CPU argmax, {args.classes} x {args.size}^2 float32 scores": argmax}
+    return {"benchmark": "predict-threads", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "numpy": np.__version__, "results": {name: _two_threads_speedup(work, args.repeat)
+                                                  for name, work in kinds.items()}}
+
+
+# --------------------------------------------------------------------------------------------
 def memory(args) -> dict:
     """Peak RSS of predicting an HDF5 scan of --gb GB (uint16) to HDF5, in a fresh subprocess."""
     results = {}
@@ -405,6 +468,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeat", type=int, default=2, help="interleaved repetitions; the best time is kept")
+    p = sub.add_parser("threads")
+    p.add_argument("--mb", type=int, default=64, help="size of each streaming thread's array")
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--repeat", type=int, default=3, help="the best time of this many is kept")
     p = sub.add_parser("memory")
     p.add_argument("--gb", type=float, nargs="+", default=[1.0, 4.0])
     p.add_argument("--planes", nargs="+", default=["xy", "xy+xz+yz"],
@@ -417,7 +485,8 @@ def main(argv=None) -> int:
         p.add_argument("--tmp", default=None, help="folder for temporary files")
         p.add_argument("--json", default=None, help="append the result as a JSON line to this file")
     args = parser.parse_args(argv)
-    result = {"throughput": throughput, "overhead": overhead, "memory": memory, "seams": seams, "agreement": agreement}[args.what](args)
+    result = {"throughput": throughput, "overhead": overhead, "threads": threads, "memory": memory, "seams": seams,
+              "agreement": agreement}[args.what](args)
     emit(result, args.json)
     return 0
 

@@ -52,3 +52,14 @@ def test_bench_predict_overhead_runs_tiny_and_reports_the_engine_beyond_its_netw
             "in memory: the network's forward passes alone, onnxruntime (cpu)"} <= set(seconds)
     assert all(value > 0 for value in seconds.values())
     assert set(figures["floor_over_engine_beyond_network"]) == {"TIFF -> TIFF", "HDF5 -> HDF5"}
+
+
+def test_bench_predict_threads_runs_tiny_and_reports_a_speedup_for_every_kind_of_work(tmp_path):
+    import bench_predict
+    out = tmp_path / "threads.json"
+    assert bench_predict.main(["threads", "--mb", "1", "--size", "32", "--repeat", "1", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text().splitlines()[-1])
+    assert len(figures["results"]) == 4 and "machine" in figures
+    for result in figures["results"].values():
+        assert result["one_thread_s"] > 0 and result["two_threads_s"] > 0
+        assert result["speedup"] == pytest.approx(2 * result["one_thread_s"] / result["two_threads_s"])
