@@ -70,6 +70,22 @@ def test_the_cpu_backend_writes_outputs_into_pooled_buffers_without_aliasing(tmp
     assert backend(inputs[0]).data_ptr() in released
 
 
+def test_pooled_outputs_keep_the_networks_output_type(tmp_path):
+    """A network whose output is float16 (an ONNX file made elsewhere) gives float16 through the pooled
+    outputs too."""
+    from onnx import TensorProto, helper
+    from bone_avizo.predict.backends import OnnxBackend
+    graph = helper.make_graph([helper.make_node("Cast", ["input"], ["logits"], to=TensorProto.FLOAT16)], "half",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["b", 1, "h", "w"])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT16, ["b", 1, "h", "w"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "half.onnx")
+    backend = OnnxBackend(tmp_path / "half.onnx", device=torch.device("cpu"))
+    x = torch.linspace(-2, 2, 2 * 8 * 8).reshape(2, 1, 8, 8)
+    first, second = backend(x), backend(x)
+    assert first.dtype == second.dtype == torch.float16
+    assert torch.equal(second, x.half())
+
+
 def test_metadata_is_stored_in_metadata_props(tmp_path, model_file):
     loaded = load_model(model_file)
     path = export_onnx(loaded, tmp_path / "m.onnx", patch_size=64, opset=13)

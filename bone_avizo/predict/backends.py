@@ -123,7 +123,7 @@ class OnnxBackend:
             raise ModelError(f"onnxruntime cannot load {onnx_path}: {exc}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
-        self._output_shapes: dict[tuple, tuple] = {}  # input shape -> output shape, from a first run
+        self._outputs_of: dict[tuple, tuple] = {}  # input shape -> (output shape, dtype), from a first run
         self._outputs = BufferPool()
         log.info("onnxruntime providers: %s", self.session.get_providers())
 
@@ -140,15 +140,16 @@ class OnnxBackend:
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
         array = tiles.detach().to("cpu", torch.float32).contiguous().numpy()
-        shape = self._output_shapes.get(array.shape)
-        if shape is None or self.device.type != "cpu":
+        known = self._outputs_of.get(array.shape)
+        if known is None or self.device.type != "cpu":
             out = self.session.run(None, {self.input_name: array})[0]
-            self._output_shapes[array.shape] = out.shape
+            self._outputs_of[array.shape] = (out.shape, out.dtype)
             return torch.from_numpy(out).to(self.device)
-        out = leased(self._outputs, shape, np.float32)
+        shape, dtype = known
+        out = leased(self._outputs, shape, dtype)
         binding = self.session.io_binding()
         binding.bind_cpu_input(self.input_name, array)
-        binding.bind_output(self.output_name, "cpu", 0, np.float32, shape, out.ctypes.data)
+        binding.bind_output(self.output_name, "cpu", 0, dtype, shape, out.ctypes.data)
         self.session.run_with_iobinding(binding)
         return torch.from_numpy(out)
 
