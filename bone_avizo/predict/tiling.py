@@ -10,6 +10,7 @@ A pointwise predictor passes through unchanged.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -177,6 +178,7 @@ AUTO_TILE_MIN = 512
 AUTO_TILE_MAX = 1024
 
 
+@functools.lru_cache(maxsize=64)  # asked for many times a job: a few hundred grids each time
 def auto_tile(height: int, width: int, patch_size: int, overlap: float) -> int:
     """The inference tile for (height, width) images when none is given.
 
