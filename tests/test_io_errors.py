@@ -1,6 +1,8 @@
 """Bad volume inputs raise the matching BoneAvizoError subclass with a one-line message."""
 from __future__ import annotations
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -139,6 +141,24 @@ def test_an_imagej_stack_written_the_ordinary_way_is_read_as_z(tmp_path):
         data = labels[:6].reshape(2, 3, 13, 29) if name == "zc.tif" else labels[:3]
         tifffile.imwrite(tmp_path / name, data, imagej=True, **kwargs)
         raises_one_line(InvalidVolumeError, open_volume, tmp_path / name, match="has 3 channels")
+
+
+@pytest.mark.parametrize("slices", [3, 4])
+def test_a_three_or_four_slice_stack_that_tifffile_stored_as_colour_says_how_to_write_it(tmp_path, slices):
+    """tifffile.imwrite stores a (3 or 4, y, x) array as one planar RGB(A) page unless told otherwise: the
+    error says so and gives the write that makes it a stack, which then reads as a volume."""
+    volume = np.arange(slices * 13 * 29, dtype=np.uint16).reshape(slices, 13, 29)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tifffile announces a change of this default
+        tifffile.imwrite(tmp_path / "crop.tif", volume)
+    if tifffile.TiffFile(tmp_path / "crop.tif").series[0].axes == "SYX":  # tifffile versions with that default
+        raises_one_line(InvalidVolumeError, open_volume, tmp_path / "crop.tif",
+                        match="photometric='minisblack'")
+    tifffile.imwrite(tmp_path / "crop.tif", volume, photometric="minisblack")
+    np.testing.assert_array_equal(load_volume(tmp_path / "crop.tif").array, volume)
+    rgb = np.zeros((3, 13, 29), np.uint8)
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb.transpose(1, 2, 0), photometric="rgb")  # a colour picture
+    raises_one_line(InvalidVolumeError, open_volume, tmp_path / "rgb.tif", match="channels")
 
 
 def test_an_existing_empty_folder_is_a_valid_output(tmp_path):

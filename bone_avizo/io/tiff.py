@@ -192,9 +192,23 @@ def _volume_shape(series, where: str, tif: tifffile.TiffFile | None = None) -> t
         return tuple(shape)
     for axis in "SC":
         if axis in axes and shape[axes.index(axis)] > 1:
+            if _planar_colour_from_tifffile(tif, series):
+                raise InvalidVolumeError(
+                    f"{where} is stored as one {shape[0]}-plane colour image (axes {axes}, shape {shape}), which "
+                    "is what tifffile.imwrite does by default with a 3- or 4-slice array; if these are slices, "
+                    "write it again with tifffile.imwrite(path, volume, photometric='minisblack')")
             raise InvalidVolumeError(f"{where} has {shape[axes.index(axis)]} channels (axes {axes}, shape {shape}); "
                                      "save a single-channel (grey-value) stack")
     return tuple(s for a, s in zip(axes, shape) if s != 1 or a in "YX")
+
+
+def _planar_colour_from_tifffile(tif: tifffile.TiffFile | None, series) -> bool:
+    """Whether ``series`` is one page of 3-4 separate colour planes that tifffile wrote from a (3 or 4, y, x)
+    array without a photometric interpretation (its default for such arrays: RGB, planar)."""
+    if tif is None or series.axes != "SYX" or not tif.shaped_metadata:
+        return False
+    page = tif.pages.first
+    return page.planarconfig == tifffile.PLANARCONFIG.SEPARATE and page.photometric == tifffile.PHOTOMETRIC.RGB
 
 
 def _codec_missing(page, path: Path) -> FormatError | None:

@@ -15,6 +15,8 @@ temporary folder's random name).
 """
 from __future__ import annotations
 
+import warnings
+
 import os
 import re
 import shutil
@@ -208,6 +210,13 @@ def complex_dtype(ctx):
 def tiff_channels(ctx):
     tifffile.imwrite(ctx.path("scan.tif"), scan_array((3, 13, 29)), imagej=True,
                      metadata={"axes": "CYX", "mode": "composite"})
+    return ctx.predict(ctx.path("scan.tif"))
+
+
+def tiff_colour_planes(ctx):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # tifffile announces a change of this default
+        tifffile.imwrite(ctx.path("scan.tif"), scan_array((3, 13, 29)))
     return ctx.predict(ctx.path("scan.tif"))
 
 
@@ -880,6 +889,12 @@ CATALOGUE: tuple[Row, ...] = (
         "volume, imagej=True) is read as z)",
         "<dir>/scan.tif has 3 channels (axes CYX, shape (3, 13, 29)); save a single-channel (grey-value) stack",
         tiff_channels),
+    Row("tiff-colour-planes", "io", "a 3-slice stack written by tifffile.imwrite with its default (stored as "
+        "one planar RGB page)",
+        "<dir>/scan.tif is stored as one 3-plane colour image (axes SYX, shape (3, 13, 29)), which is what "
+        "tifffile.imwrite does by default with a 3- or 4-slice array; if these are slices, write it again with "
+        "tifffile.imwrite(path, volume, photometric='minisblack')",
+        tiff_colour_planes),
     Row("not-3d", "io", "a 2-D array",
         "<dir>/scan.npy holds an array of shape (13, 29), not a 3-D volume (z, y, x); give a 3-D stack of"
         " slices",
