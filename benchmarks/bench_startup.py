@@ -7,9 +7,9 @@ Measured, each in a new interpreter, from just before the process is started to 
 floors (``import numpy``; ``import torch``; ``import torch, segmentation_models_pytorch``, which predict
 needs), ``--help``, ``iou --help``, ``predict --help``, ``info MODEL`` (the model's header), ``iou`` on two
 16 x 64 x 64 uint8 TIFFs, ``avizo install`` into a throw-away Avizo root; and for ``predict`` (MODEL on a
-4 x 256 x 256 uint16 TIFF) the time from process start to the first ``read_slab`` call of the input
-(``first_slab_s``), the time ``load_model`` took inside that process (``model_load_s``) and their
-difference, which is the start-up the issue bounds (``first_slab_minus_model_load_s``). Each row also
+4 x 256 x 256 uint16 TIFF) the time from process start to the first slab of the input it reads or
+borrows (``first_slab_s``: its first ``read_slab`` or ``view_slab``), the time ``load_model`` took inside
+that process (``model_load_s``) and their difference, which is the start-up the issue bounds (``first_slab_minus_model_load_s``). Each row also
 says whether torch was imported by the time the command ended, and the CPU time (user + system) of the
 whole process (``cpu_s``), which a shared machine's load changes far less than the wall time. The load
 average is recorded.
@@ -60,13 +60,15 @@ import json, os, sys, time
 times = {}
 import bone_avizo.io as io
 _open = io.open_volume
+def first_slab(method):
+    def timed(z0, z1):
+        times.setdefault("first_slab", time.time())
+        return method(z0, z1)
+    return timed
 def open_volume(*args, **kwargs):
     source = _open(*args, **kwargs)
-    read = source.read_slab
-    def read_slab(z0, z1):
-        times.setdefault("first_slab", time.time())
-        return read(z0, z1)
-    source.read_slab = read_slab
+    source.read_slab = first_slab(source.read_slab)
+    source.view_slab = first_slab(source.view_slab)  # memory-mapped inputs lend views instead of reading
     return source
 io.open_volume = open_volume
 import bone_avizo.models as models, bone_avizo.models.modelfile as modelfile
