@@ -9,7 +9,8 @@ needs), ``--help``, ``iou --help``, ``predict --help``, ``info MODEL`` (the mode
 16 x 64 x 64 uint8 TIFFs, ``avizo install`` into a throw-away Avizo root; and for ``predict`` (MODEL on a
 4 x 256 x 256 uint16 TIFF) the time from process start to the first slab of the input it reads or
 borrows (``first_slab_s``: its first ``read_slab`` or ``view_slab``), the time ``load_model`` took inside
-that process (``model_load_s``) and their difference, which is the start-up the issue bounds (``first_slab_minus_model_load_s``). Each row also
+that process (``model_load_s``: in a background thread that imports torch's model libraries, builds the
+network and reads its weights while the statistics pass starts) and their difference, which is the start-up the issue bounds (``first_slab_minus_model_load_s``). Each row also
 says whether torch was imported by the time the command ended, and the CPU time (user + system) of the
 whole process (``cpu_s``), which a shared machine's load changes far less than the wall time. The load
 average is recorded.
@@ -71,15 +72,15 @@ def open_volume(*args, **kwargs):
     source.view_slab = first_slab(source.view_slab)  # memory-mapped inputs lend views instead of reading
     return source
 io.open_volume = open_volume
-import bone_avizo.models as models, bone_avizo.models.modelfile as modelfile
-_load = modelfile.load_model
+import bone_avizo.predict.loading as loading  # the model file's loader (no torch imported here)
+_load = loading._load_model
 def load_model(*args, **kwargs):
     start = time.time()
     try:
         return _load(*args, **kwargs)
     finally:
         times["model_load_s"] = time.time() - start
-models.load_model = modelfile.load_model = load_model
+loading._load_model = load_model
 from bone_avizo.standalone.__main__ import main
 code = main(sys.argv[1:])
 times["torch"] = "torch" in sys.modules

@@ -72,5 +72,5 @@ def test_bench_startup_times_predict_to_its_first_slab_of_a_memory_mapped_input(
     bench_startup.make_inputs(tmp_path)
     argv = ["predict", "--model", str(bench_startup.SHIPPED_MODEL), "--input", "scan.tif", "--output", "labels.tif"]
     row = bench_startup.median_row(bench_startup._PREDICT, argv, tmp_path, 1)
-    assert row["torch_imported"] and 0 < row["model_load_s"] < row["first_slab_s"] < row["wall_s"]
-    assert row["first_slab_minus_model_load_s"] > 0
+    assert row["torch_imported"] and row["model_load_s"] > 0 and 0 < row["first_slab_s"] < row["wall_s"]
+    assert "first_slab_minus_model_load_s" in row  # the model loads beside the statistics pass: may be < 0

@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +32,10 @@ from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
 from bone_avizo.models.metadata import default_class_names, label_count
-from bone_avizo.models.modelfile import input_multiple
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend
 from bone_avizo.predict.fusion import FusionBuffer
+from bone_avizo.predict.loading import start_loading
 from bone_avizo.predict.backends import weights_digest
 from bone_avizo.predict.distributed import (PartWriter, barrier, job_fingerprint, merge_parts, owned_blocks, part_path,
                                             remove_parts)
@@ -94,7 +94,12 @@ def _as_source(data) -> VolumeSource:
 
 
 def _load(model):
+    """A loaded model as it is; a model file loading in the background (its metadata at once, see
+    :mod:`bone_avizo.predict.loading`), or loaded here for the kinds of file that cannot."""
     if isinstance(model, (str, os.PathLike)):
+        loading = start_loading(model)
+        if loading is not None:
+            return loading
         from bone_avizo.models import load_model
         return load_model(model)
     return model
@@ -128,7 +133,7 @@ class _Plan:
         for plane in self.planes:
             check_context(source.shape[PLANE_AXIS[plane]], self.context)
         self.patch_size = int(meta.patch_size)
-        self.align = input_multiple(getattr(loaded, "module", None))  # 1: the network takes any size, unpadded
+        self.loaded = loaded
         self.ranks = ranks
         self.model_digest = ""  # set for ranked jobs: part files name the weights they came from
         self.devices = self._devices(config)
@@ -136,6 +141,16 @@ class _Plan:
         self.backend = self._backend_name(config.backend)
         self.shape = source.shape
         self.fused = self.planes != (Plane.XY,)
+
+    @functools.cached_property
+    def align(self) -> int:
+        """The multiple a tile's sides must be (1: the network takes any size, unpadded): from the header of
+        a model file loading in the background, else from the network (waiting for it to load)."""
+        known = getattr(self.loaded, "input_multiple", None)
+        if known is None:
+            from bone_avizo.models.modelfile import input_multiple  # imports the architectures (seconds)
+            known = input_multiple(getattr(self.loaded, "module", None))
+        return int(known)
 
     def _devices(self, config: PredictConfig) -> list[torch.device]:
         if config.devices:
@@ -564,11 +579,27 @@ def _stats_while_building(source, loaded, plan: _Plan, tracker: ProgressPhase) -
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bone_avizo-backends") as pool:
         building = pool.submit(_backends, loaded, plan)
         try:
-            stats = _stats(source, plan, tracker)
+            stats = _stats(source, plan, _StopOnFailure(tracker, building))
         except BaseException:
             building.cancel()
             raise
         return stats, building.result()
+
+
+class _StopOnFailure:
+    """The statistics pass's progress phase, which also ends the pass as soon as the backends have failed
+    to build (a damaged model file loading in the background), instead of after the whole scan."""
+
+    def __init__(self, phase: ProgressPhase, building: Future):
+        self._phase, self._building = phase, building
+
+    def advance(self, steps: int = 1, message: str | None = None) -> None:
+        if self._building.done() and self._building.exception() is not None:
+            self._building.result()  # raises the builder's error
+        self._phase.advance(steps, message)
+
+    def __getattr__(self, name):
+        return getattr(self._phase, name)
 
 
 def _backends(loaded, plan: _Plan) -> list:
