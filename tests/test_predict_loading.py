@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bone_avizo.config import PredictConfig
-from bone_avizo.errors import ModelError
+from bone_avizo.errors import ConfigError, ModelError
 from bone_avizo.io.base import ArraySource
 from bone_avizo.models import ModelMetadata, build_model, load_model, save_model
 from bone_avizo.models.modelfile import input_multiple
@@ -46,10 +46,10 @@ class SlabCounting(ArraySource):
 
 def test_a_model_file_starts_loading_with_its_metadata_and_input_multiple_from_the_header(model_file):
     started = start_loading(model_file)
-    assert isinstance(started, LoadingModel)
+    assert isinstance(started, LoadingModel) and started.failed() is None
     assert started.metadata == load_model(model_file).metadata
     assert started.input_multiple == input_multiple(load_model(model_file).module)  # as written in the header
-    assert started.result().module.training is False and started.failed() is None
+    assert started.result().module.training is False and started.failed() is None  # result() starts it
 
 
 def test_a_path_predicts_the_same_labels_as_a_model_loaded_first(model_file):
@@ -88,3 +88,11 @@ def test_a_model_that_fails_to_load_stops_the_statistics_pass_and_leaves_no_outp
                        output=tmp_path / "labels.tif")
     assert source.slabs < 120
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_job_does_not_load_the_network(model_file, monkeypatch):
+    loads = []
+    monkeypatch.setattr(loading, "_load_model", lambda path: loads.append(path))
+    with pytest.raises(ConfigError, match="--compile on"):
+        predict_volume(VOLUME, model_file, PredictConfig(device="cpu", backend="onnxruntime", compile="on"))
+    assert loads == []

@@ -518,6 +518,7 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
     loaded = _load(model)
     plan = _Plan(source, loaded, config, ranks_from_env() if ranks is None else ranks)
     _check_job(plan, output, overwrite)
+    getattr(loaded, "start", lambda: None)()  # a model file: its network loads beside the statistics pass
     if plan.ranks.distributed:
         plan.model_digest = weights_digest(loaded.module)
     start = time.perf_counter()

@@ -23,16 +23,23 @@ class LoadingModel:
 
     def __init__(self, path: Path, metadata: ModelMetadata, input_multiple: int | None):
         self.source_path, self.metadata, self.input_multiple = path, metadata, input_multiple
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bone_avizo-load")
-        self._future: Future = pool.submit(_load_model, path)
-        pool.shutdown(wait=False)
+        self._future: Future | None = None
+
+    def start(self) -> None:
+        """Start the loader (once): after the job's checks, so a refused job does not wait for it."""
+        if self._future is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bone_avizo-load")
+            self._future = pool.submit(_load_model, self.source_path)
+            pool.shutdown(wait=False)
 
     def failed(self) -> BaseException | None:
         """The loader's error, if it has already failed (without waiting)."""
-        return self._future.exception() if self._future.done() else None
+        return self._future.exception() if self._future is not None and self._future.done() else None
 
     def result(self):
-        """The LoadedModel (waits for the loader)."""
+        """The LoadedModel (starts the loader if need be, and waits for it)."""
+        self.start()
+        assert self._future is not None
         return self._future.result()
 
     @property
@@ -47,8 +54,8 @@ def _load_model(path: Path):
 
 
 def start_loading(path: str | os.PathLike) -> LoadingModel | None:
-    """Start loading the bone_avizo model file ``path`` in the background; None when the file is of
-    another kind (a BONe checkpoint, an ONNX file): those load in the foreground."""
+    """The bone_avizo model file ``path`` ready to load in the background (:meth:`LoadingModel.start`);
+    None when the file is of another kind (a BONe checkpoint, an ONNX file): those load in the foreground."""
     path = Path(path)
     if not path.is_file() or detect_model_format(path) != "bone_avizo":
         return None
