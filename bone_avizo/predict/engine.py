@@ -35,7 +35,7 @@ from bone_avizo.models.metadata import default_class_names, label_count
 from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend
 from bone_avizo.predict.fusion import FusionBuffer
-from bone_avizo.predict.loading import start_loading
+from bone_avizo.predict.loading import LoadingModel, open_model
 from bone_avizo.predict.backends import weights_digest
 from bone_avizo.predict.distributed import (PartWriter, barrier, job_fingerprint, merge_parts, owned_blocks, part_path,
                                             remove_parts)
@@ -96,13 +96,7 @@ def _as_source(data) -> VolumeSource:
 def _load(model):
     """A loaded model as it is; a model file loading in the background (its metadata at once, see
     :mod:`bone_avizo.predict.loading`), or loaded here for the kinds of file that cannot."""
-    if isinstance(model, (str, os.PathLike)):
-        loading = start_loading(model)
-        if loading is not None:
-            return loading
-        from bone_avizo.models import load_model
-        return load_model(model)
-    return model
+    return open_model(model) if isinstance(model, (str, os.PathLike)) else model
 
 
 def probability_path(output: Path, class_name: str) -> Path:
@@ -518,7 +512,8 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
     loaded = _load(model)
     plan = _Plan(source, loaded, config, ranks_from_env() if ranks is None else ranks)
     _check_job(plan, output, overwrite)
-    getattr(loaded, "start", lambda: None)()  # a model file: its network loads beside the statistics pass
+    if isinstance(loaded, LoadingModel):
+        loaded.start()  # its network loads beside the statistics pass
     if plan.ranks.distributed:
         plan.model_digest = weights_digest(loaded.module)
     start = time.perf_counter()

@@ -53,6 +53,12 @@ def _load_model(path: Path):
     return load_model(path)
 
 
+def open_model(path: str | os.PathLike):
+    """A bone_avizo model file ready to load in the background (:func:`start_loading`), or a model file of
+    another kind loaded now: either way the file is read once, and ``.metadata`` is at hand."""
+    return start_loading(path) or _load_model(Path(path))
+
+
 def start_loading(path: str | os.PathLike) -> LoadingModel | None:
     """The bone_avizo model file ``path`` ready to load in the background (:meth:`LoadingModel.start`);
     None when the file is of another kind (a BONe checkpoint, an ONNX file): those load in the foreground."""

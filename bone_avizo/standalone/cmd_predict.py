@@ -42,20 +42,20 @@ def _outputs(output: Path, meta, config: PredictConfig) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bone_avizo.models import read_metadata
     from bone_avizo.predict import predict_volume
+    from bone_avizo.predict.loading import open_model
 
     config = config_from_args(PredictConfig, args)
     model_path = existing_path(args.model, "--model")
     input_path = existing_path(args.input, "--input")
     output = output_path(args.output, "--output")
-    metadata = read_metadata(model_path)  # the header: the network loads while the statistics pass runs
-    spare_inputs(args, {"--output": _outputs(output, metadata, config)},
+    model = open_model(model_path)  # a model file's network loads while the statistics pass runs
+    spare_inputs(args, {"--output": _outputs(output, model.metadata, config)},
                  {"--input": input_path, "--model": model_path})
     ranks = ranks_from_env()
     with open_volume(input_path, **parse_options(args.input_option, "--input-option")) as source:
         with progress_bar("predict") as bar:
-            result = predict_volume(source, model_path, config, output=args.output,
+            result = predict_volume(source, model, config, output=args.output,
                                     overwrite=args.overwrite, progress=bar, ranks=ranks)
     if ranks.rank:  # under torchrun/SLURM, rank 0 reports for the job
         return 0
