@@ -15,6 +15,7 @@ from bone_avizo._compat import StrEnum
 import numpy as np
 import torch
 
+from bone_avizo._memory import BufferPool
 from bone_avizo.errors import InvalidVolumeError
 from bone_avizo.io.threads import io_threads, parallel_map
 from bone_avizo.streams import prefetched
@@ -78,6 +79,9 @@ class _Moments:
                         min(self.minimum, other.minimum), max(self.maximum, other.maximum))
 
 
+# the moments' uint32 scratch arrays, two per thread at work, reused: fresh ones (mapped afresh under
+# the fixed mmap threshold) had every page faulted in and zeroed, which doubled the statistics pass
+_SCRATCH = BufferPool(keep=64)
 SUM_ROW = 1 << 16  # uint32 values < 2**16 summed per row: each row's sum fits in uint32
 
 
@@ -96,24 +100,31 @@ def _unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> _Moments:
     No histogram (numpy's bincount widens every voxel to 8 bytes first) and no BLAS dot product (whose own
     threads, run from the I/O threads next to the reader and the network, tripled the statistics pass)."""
     result = _Moments()
-    size = min(flat.size, MOMENTS_RUN)
-    wide, part = np.empty(size, np.uint32), np.empty(size, np.uint32)  # reused by every run
-    for i in range(0, flat.size, MOMENTS_RUN):
-        run = flat[i:i + MOMENTS_RUN]
-        count = int(np.count_nonzero(run)) if skip_zeros else run.size
-        if not count:
-            continue
-        values, scratch = wide[:run.size], part[:run.size]
-        np.copyto(values, run)
-        total = _exact_sum(values)
-        low = int(run.min())
-        if low == 0 and skip_zeros:  # the smallest non-zero voxel: x - 1 wraps 0 round to the largest value
-            low = int(np.subtract(values, np.uint32(1), out=scratch).min()) + 1
-        squares = np.multiply(values, values, out=values)
-        high_sum = _exact_sum(np.right_shift(squares, 16, out=scratch))
-        low_sum = _exact_sum(np.bitwise_and(squares, np.uint32(0xFFFF), out=squares))
-        result += _Moments(count, total, (high_sum << 16) + low_sum, low, int(run.max()))
+    wide, part = _SCRATCH.take((MOMENTS_RUN,), np.uint32), _SCRATCH.take((MOMENTS_RUN,), np.uint32)
+    try:
+        for i in range(0, flat.size, MOMENTS_RUN):
+            result += _run_moments(flat[i:i + MOMENTS_RUN], wide, part, skip_zeros=skip_zeros)
+    finally:
+        _SCRATCH.give(wide)
+        _SCRATCH.give(part)
     return result
+
+
+def _run_moments(run: np.ndarray, wide: np.ndarray, part: np.ndarray, *, skip_zeros: bool) -> _Moments:
+    """:func:`_unsigned_moments` of one run of at most MOMENTS_RUN voxels, with two uint32 scratch arrays."""
+    count = int(np.count_nonzero(run)) if skip_zeros else run.size
+    if not count:
+        return _Moments()
+    values, scratch = wide[:run.size], part[:run.size]
+    np.copyto(values, run)
+    total = _exact_sum(values)
+    low = int(run.min())
+    if low == 0 and skip_zeros:  # the smallest non-zero voxel: x - 1 wraps 0 round to the largest value
+        low = int(np.subtract(values, np.uint32(1), out=scratch).min()) + 1
+    squares = np.multiply(values, values, out=values)
+    high_sum = _exact_sum(np.right_shift(squares, 16, out=scratch))
+    low_sum = _exact_sum(np.bitwise_and(squares, np.uint32(0xFFFF), out=squares))
+    return _Moments(count, total, (high_sum << 16) + low_sum, low, int(run.max()))
 
 
 def parallel_moments(slab: np.ndarray, *, skip_zeros: bool, reader_busy: bool = True) -> _Moments:
@@ -146,12 +157,15 @@ class StatsAccumulator:
         self.maximum = -np.inf
         self._exact = _Moments()
 
-    def add(self, slab: np.ndarray, *, reader_busy: bool = True) -> None:
-        """Count ``slab`` in; ``reader_busy``: a reader thread reads the next slab meanwhile."""
+    def add(self, slab: np.ndarray, *, reader_busy: bool = True, split: bool = True) -> None:
+        """Count ``slab`` in; ``reader_busy``: a reader thread reads the next slab meanwhile; ``split``:
+        the I/O threads may share the sums (False from inside one of them)."""
         self.seen += slab.size
         self.signed = self.signed or slab.dtype.kind in "if"
         if slab.dtype in (np.uint8, np.uint16):  # unsigned: > 0 and != 0 are the same
-            self._exact += parallel_moments(slab, skip_zeros=self.mask != StatsMask.ALL, reader_busy=reader_busy)
+            skip_zeros = self.mask != StatsMask.ALL
+            self._exact += (parallel_moments(slab, skip_zeros=skip_zeros, reader_busy=reader_busy) if split
+                            else _unsigned_moments(slab.reshape(-1), skip_zeros=skip_zeros))
             return
         selected = {StatsMask.POSITIVE: lambda: slab[slab > 0], StatsMask.NONZERO: lambda: slab[slab != 0],
                     StatsMask.ALL: lambda: slab.reshape(-1)}[self.mask]()
@@ -163,29 +177,53 @@ class StatsAccumulator:
             self.minimum = min(self.minimum, float(values.min()))
             self.maximum = max(self.maximum, float(values.max()))
 
+    @classmethod
+    def merged(cls, parts) -> "StatsAccumulator":
+        """One accumulator holding what all ``parts`` (accumulators of one mask) counted."""
+        parts = list(parts)
+        out = cls(parts[0].mask if parts else StatsMask.POSITIVE)
+        for part in parts:
+            out.seen += part.seen
+            out.signed = out.signed or part.signed
+            out.count += part.count
+            out.total += part.total
+            out.total_sq += part.total_sq
+            out.minimum = min(out.minimum, part.minimum)
+            out.maximum = max(out.maximum, part.maximum)
+            out._exact += part._exact
+        return out
+
+    def sums(self) -> tuple[float, float, float]:
+        """(count, sum, sum of squares) of the selected voxels counted so far."""
+        exact = self._exact
+        return (float(self.count + exact.count), self.total + float(exact.total),
+                self.total_sq + float(exact.squares))
+
+    def estimate(self) -> NormStats | None:
+        """The statistics of what was counted so far (None while nothing is selected); changes nothing."""
+        exact = self._exact
+        count = self.count + exact.count
+        if not count:
+            return None
+        total, total_sq = self.total + float(exact.total), self.total_sq + float(exact.squares)
+        minimum, maximum = self.minimum, self.maximum
+        if exact.count:
+            minimum, maximum = min(minimum, float(exact.minimum)), max(maximum, float(exact.maximum))
+        mean = total / count
+        var = max(total_sq / count - mean * mean, 0.0)
+        return NormStats(mean, float(np.sqrt(var)), float(minimum), float(maximum), count)
+
     def result(self) -> NormStats:
-        self._merge_exact()
-        if self.count == 0:
+        stats = self.estimate()
+        if stats is None:
             raise InvalidVolumeError(f"the scan has no {MASK_WORDS[self.mask]}, so it cannot be normalised; "
                                      "check that the right volume was given")
-        if self.mask == StatsMask.POSITIVE and self.signed and self.count < self.seen / 2:
+        if self.mask == StatsMask.POSITIVE and self.signed and stats.count < self.seen / 2:
             log.warning("only %.0f%% of the voxels of this signed scan are > 0, and the model's normalisation "
                         "takes its statistics over voxels > 0 only (BONe's rule): air, fat and water of CT in "
                         "Hounsfield units count as padding; train with --normalization-mask nonzero for such "
-                        "data", 100 * self.count / self.seen)
-        mean = self.total / self.count
-        var = max(self.total_sq / self.count - mean * mean, 0.0)
-        return NormStats(mean, float(np.sqrt(var)), float(self.minimum), float(self.maximum), self.count)
-
-    def _merge_exact(self) -> None:
-        exact, self._exact = self._exact, _Moments()
-        if not exact.count:
-            return
-        self.count += exact.count
-        self.total += float(exact.total)
-        self.total_sq += float(exact.squares)
-        self.minimum = min(self.minimum, float(exact.minimum))
-        self.maximum = max(self.maximum, float(exact.maximum))
+                        "data", 100 * stats.count / self.seen)
+        return stats
 
 
 def scan_stats(source, *, slab_slices: int = 32, progress=None, mask: str = StatsMask.POSITIVE) -> NormStats:

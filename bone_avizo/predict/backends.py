@@ -10,7 +10,6 @@ import copy
 import logging
 import os
 
-import numpy as np
 import torch
 
 from bone_avizo._memory import BufferPool, leased

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "predict", "version": __version__, "model": str(model_path), "input": str(input_path),
         "output": str(result.output), "options": config.to_dict(),
         "resolved": {"tile": result.tile, "batch_size": result.batch_size, "slab_slices": result.slab_slices,
-                     "backend": result.backend, "device": result.device},
+                     "backend": result.backend, "device": result.device, "statistics": result.statistics},
         "normalization": result.stats.to_dict(), "seconds": round(result.seconds, 3),
     })
     print(f"wrote {result.output} ({result.voxels_per_second / 1e6:.2f} Mvoxel/s, {result.seconds:.1f} s)")

@@ -1,0 +1,161 @@
+"""Normalisation statistics from a sample of a scan's slices, read until the sample is precise enough.
+
+Exact statistics read every voxel in a pass of their own before the prediction pass: the scan's I/O
+twice. :func:`sampled_stats` reads whole read units (the format's slices per read: a TIFF page, an
+HDF5/Zarr chunk layer) in rounds: every S-th unit first, then the units halfway between them, and so
+on, each round doubling what has been read: the scan is cut into strata of S units and one unit of
+each, at a position drawn from a fixed seed, is read; each following round halves the strata and reads
+one unit in each half that has none yet (a stratified sample, nested: a periodic pattern along z, such
+as odd and even slices that differ, cannot line up with it as with a fixed stride). After each round the standard errors of the sample's mean and
+standard deviation are estimated from the differences between neighbouring units read (the estimator
+of a systematic sample: a trend along z, which the sample follows, does not count, the variation
+from unit to unit does), with the finite-population correction; reading stops once SAFETY standard
+errors of each are within TOLERANCE of it (relative). Otherwise the next round halves the strata; at
+strata of one unit every unit is read and the statistics are the exact ones. The units read depend only on the
+scan's shape and voxels, so every machine gets the same statistics.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from bone_avizo.data.normalize import MOMENTS_PART, NormStats, StatsAccumulator, StatsMask
+from bone_avizo.io.threads import parallel_imap
+from bone_avizo.streams import prefetched
+
+log = logging.getLogger(__name__)
+
+TOLERANCE = 1e-3  # relative error allowed in the mean and in the standard deviation
+SAFETY = 3.0  # standard errors that must fit within the tolerance
+FIRST_UNITS = 32  # units read in the first round, or every unit of a smaller scan
+SEED = 20261206  # positions of the units read within their strata: the same on every machine
+
+
+@dataclass(frozen=True)
+class SampleReport:
+    """How the statistics were taken: slices read of the scan's, and rounds of reading."""
+
+    slices_read: int
+    slices: int
+    rounds: int
+
+    @property
+    def exact(self) -> bool:
+        return self.slices_read == self.slices
+
+    def describe(self) -> str:
+        if self.exact:
+            return "exact (every slice)"
+        return f"sampled ({self.slices_read} of {self.slices} slices, {self.rounds} round{'s' if self.rounds > 1 else ''})"
+
+
+def first_stride(units: int) -> int:
+    """The stride of the first round: the largest power of two that still reads FIRST_UNITS units."""
+    stride = 1
+    while -(-units // (stride * 2)) >= FIRST_UNITS:
+        stride *= 2
+    return stride
+
+
+def sample_rounds(units: int) -> list[list[int]]:
+    """The units read after each round (sorted; each round's include the previous round's), from strata
+    of :func:`first_stride` units down to every unit."""
+    rng = np.random.default_rng(SEED)
+    size = first_stride(units)
+    picks = {start: start + int(rng.integers(size)) for start in range(0, units, size)}  # stratum -> unit
+    rounds = [sorted(u for u in picks.values() if u < units)]
+    while size > 1:
+        size //= 2
+        halves = {}
+        for start, unit in picks.items():
+            middle = start + size
+            kept, empty = (start, middle) if unit < middle else (middle, start)
+            halves[kept], halves[empty] = unit, empty + int(rng.integers(size))
+        picks = halves
+        rounds.append(sorted(u for u in picks.values() if u < units))
+    return rounds
+
+
+def relative_errors(parts: dict[int, StatsAccumulator], units: int) -> tuple[float, float]:
+    """Estimated relative standard errors of the mean and of the standard deviation of the units read
+    (``parts``: unit index -> its accumulator, a stratified sample of ``units`` units), from the
+    successive differences of each unit's residuals (its linearised contribution to the error)."""
+    sums = np.array([parts[u].sums() for u in sorted(parts)])  # (n, 3): count, sum, sum of squares
+    count, total, squares = sums.sum(axis=0)
+    n = len(sums)
+    if n < 2 or count == 0:
+        return np.inf, np.inf
+    mean = total / count
+    var = max(squares / count - mean * mean, 0.0)
+    of_mean = sums[:, 1] - mean * sums[:, 0]  # sum of (x - mean) over each unit
+    of_var = sums[:, 2] - 2 * mean * sums[:, 1] + (mean * mean - var) * sums[:, 0]  # sum of (x - mean)^2 - var
+
+    def standard_error(residuals: np.ndarray) -> float:  # of sum(residuals) / count
+        spread = np.sum(np.diff(residuals) ** 2) / (2 * (n - 1))
+        return float(np.sqrt(max(1.0 - n / units, 0.0) * spread * n)) / count
+
+    error_mean = standard_error(of_mean) / abs(mean) if mean else np.inf
+    error_std = standard_error(of_var) / (2 * var) if var else (0.0 if not of_var.any() else np.inf)
+    return error_mean, error_std
+
+
+def precise_enough(parts: dict[int, StatsAccumulator], units: int) -> bool:
+    """Whether SAFETY estimated standard errors of the sample's mean and standard deviation are within
+    TOLERANCE of each."""
+    return all(SAFETY * error <= TOLERANCE for error in relative_errors(parts, units))
+
+
+def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> tuple[NormStats, SampleReport]:
+    """Statistics of ``source`` (any VolumeSource) over the voxels ``mask`` selects, from as few whole
+    read units as pin them down (module docstring); ``progress`` advances by slices up to the scan's."""
+    nz = source.shape[0]
+    depth = max(1, int(getattr(source, "read_depth", 1)))
+    units = -(-nz // depth)
+    parts: dict[int, StatsAccumulator] = {}
+    rounds = advanced = 0  # advanced: progress steps given so far
+    for level in sample_rounds(units):
+        new = [u for u in level if u not in parts]
+        for unit, accumulator in _read_units(source, new, depth, mask):
+            parts[unit] = accumulator
+            if progress is not None:
+                steps = min((unit + 1) * depth, nz) - unit * depth
+                progress.advance(steps)
+                advanced += steps
+        rounds += 1
+        if len(parts) == units or precise_enough(parts, units):
+            break
+    if progress is not None and advanced < nz:
+        progress.advance(nz - advanced)
+    report = SampleReport(sum(min((u + 1) * depth, nz) - u * depth for u in parts), nz, rounds)
+    stats = StatsAccumulator.merged(parts.values()).result()
+    return stats, report
+
+
+def _read_units(source, units: list[int], depth: int, mask: str):
+    """(unit, accumulator of its voxels) for each unit, in order: lent views summed by the I/O threads
+    (units of at least MOMENTS_PART voxels a task) where the source lends them, else read one unit
+    ahead in a background thread."""
+    nz = source.shape[0]
+    spans = [(u, u * depth, min((u + 1) * depth, nz)) for u in units]
+    lent = getattr(source, "view_slab", lambda *_: None)
+    if spans and lent(spans[0][1], spans[0][1] + 1) is not None:
+        per_task = max(1, -(-MOMENTS_PART // (depth * source.shape[1] * source.shape[2])))
+
+        def counted(tasks):
+            return [(span[0], _accumulated(lent(span[1], span[2]), mask)) for span in tasks]
+        batches = [spans[i:i + per_task] for i in range(0, len(spans), per_task)]
+        for done in parallel_imap(counted, batches):
+            yield from done
+        return
+    for (unit, _, _), slab in prefetched(lambda span: source.read_slab(span[1], span[2]), spans):
+        yield unit, _accumulated(slab, mask, split=True)
+
+
+def _accumulated(slab: np.ndarray, mask: str, *, split: bool = False) -> StatsAccumulator:
+    """An accumulator that has counted ``slab``; ``split``: the I/O threads may share the sums (not
+    from inside one of them)."""
+    accumulator = StatsAccumulator(mask)
+    accumulator.add(slab, split=split)
+    return accumulator
