@@ -74,3 +74,27 @@ def test_bench_startup_times_predict_to_its_first_slab_of_a_memory_mapped_input(
     row = bench_startup.median_row(bench_startup._PREDICT, argv, tmp_path, 1)
     assert row["torch_imported"] and row["model_load_s"] > 0 and 0 < row["first_slab_s"] < row["wall_s"]
     assert "first_slab_minus_model_load_s" in row  # the model loads beside the statistics pass: may be < 0
+
+
+def test_bench_statistics_io_runs_tiny_and_compares_exact_and_sampled_warm_and_cold(tmp_path):
+    import bench_statistics
+    out = tmp_path / "statistics.json"
+    argv = ["io", "--slices", "40", "--size", "32", "--repeat", "1", "--tmp", str(tmp_path), "--json", str(out)]
+    assert bench_statistics.main(argv) == 0
+    figures = json.loads(out.read_text().splitlines()[-1])
+    expected = {f"{kind}, {cache}: statistics pass {mode}" for kind in ("TIFF", "HDF5") for cache in ("warm", "cold")
+                for mode in ("exact", "sampled")}
+    assert expected <= set(figures["seconds"]) and all(v > 0 for v in figures["seconds"].values())
+    assert figures["how"]["TIFF"].startswith(("exact", "sampled"))
+    assert all(error <= 0.1 for error in figures["sampled_error_percent"].values())
+
+
+@pytest.mark.slow
+def test_bench_statistics_agreement_runs_tiny_with_a_bone_checkpoint(tmp_path):
+    import bench_statistics
+    out = tmp_path / "agreement.json"
+    argv = ["agreement", "--slices", "8", "--size", "64", "--steps", "1", "--tmp", str(tmp_path), "--json", str(out)]
+    assert bench_statistics.main(argv) == 0
+    figures = json.loads(out.read_text().splitlines()[-1])
+    assert figures["model"].startswith("BONe .pth") and 0.0 <= figures["label_agreement"] <= 1.0
+    assert figures["how"].startswith(("exact", "sampled"))

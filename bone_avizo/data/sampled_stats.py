@@ -135,19 +135,18 @@ def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> t
 
 def _read_units(source, units: list[int], depth: int, mask: str):
     """(unit, accumulator of its voxels) for each unit, in order: lent views summed by the I/O threads
-    (units of at least MOMENTS_PART voxels a task) where the source lends them, else read one unit
-    ahead in a background thread."""
+    (units of MOMENTS_PART voxels or more; smaller ones in this thread) where the source lends them,
+    else read one unit ahead in a background thread."""
     nz = source.shape[0]
     spans = [(u, u * depth, min((u + 1) * depth, nz)) for u in units]
     lent = getattr(source, "view_slab", lambda *_: None)
     if spans and lent(spans[0][1], spans[0][1] + 1) is not None:
-        per_task = max(1, -(-MOMENTS_PART // (depth * source.shape[1] * source.shape[2])))
-
-        def counted(tasks):
-            return [(span[0], _accumulated(lent(span[1], span[2]), mask)) for span in tasks]
-        batches = [spans[i:i + per_task] for i in range(0, len(spans), per_task)]
-        for done in parallel_imap(counted, batches):
-            yield from done
+        def counted(span):
+            return span[0], _accumulated(lent(span[1], span[2]), mask)
+        if depth * source.shape[1] * source.shape[2] < MOMENTS_PART:  # small units: threads would wait on
+            yield from map(counted, spans)                              # the GIL between short numpy calls
+        else:
+            yield from parallel_imap(counted, spans)
         return
     for (unit, _, _), slab in prefetched(lambda span: source.read_slab(span[1], span[2]), spans):
         yield unit, _accumulated(slab, mask, split=True)
