@@ -136,7 +136,7 @@ def engine_rows(args, device: torch.device, tmp: Path) -> dict:
                       "slab_slices": result.slab_slices, "device": result.device,
                       "precision": (resolve_precision(cfg.precision, torch.device(result.device.split(",")[0]))
                                     if result.backend == "torch" else "fp32"),
-                      "compile": cfg.compile}
+                      "compile": cfg.compile, "statistics": result.statistics}
 
     predict_volume(volume[:max(2, args.slices // 8)], loaded, base)  # warm-up: kernels, allocator
     run("engine in memory, default", volume, base)
@@ -153,6 +153,10 @@ def engine_rows(args, device: torch.device, tmp: Path) -> dict:
             writer.write_slab(0, volume)
         with open_volume(src) as source:
             run(f"engine file to file, {fmt} -> {fmt}", source, base, output=tmp / f"labels{suffix}")
+        if fmt == "TIFF":  # what the sampled statistics (default for large scans) save on the GPU
+            with open_volume(src) as source:
+                run("engine file to file, TIFF -> TIFF, statistics exact", source,
+                    PredictConfig(device=str(device), statistics="exact"), output=tmp / f"labels{suffix}")
     return rows
 
 

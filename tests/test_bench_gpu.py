@@ -26,7 +26,8 @@ def test_bench_gpu_runs_on_cpu_at_tiny_sizes(tmp_path, monkeypatch):
     engine = result["engine"]
     assert {"engine in memory, default", "MONAI sliding_window_inference, in memory",
             "engine file to file, TIFF -> TIFF", "engine file to file, HDF5 -> HDF5",
-            "engine file to file, Zarr -> Zarr"} <= set(engine)
+            "engine file to file, Zarr -> Zarr", "engine file to file, TIFF -> TIFF, statistics exact"} <= set(engine)
+    assert engine["engine file to file, TIFF -> TIFF, statistics exact"]["statistics"] == "exact (every slice)"
     assert all(row["mvoxel_per_s"] > 0 for row in engine.values())
     assert engine["engine in memory, default"]["device"] == "cpu"
     assert engine["engine in memory, default"]["precision"] == "fp32"
