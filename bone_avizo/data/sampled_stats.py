@@ -78,7 +78,7 @@ def sample_rounds(units: int) -> list[list[int]]:
     return rounds
 
 
-def relative_errors(parts: dict[int, StatsAccumulator], units: int) -> tuple[float, float]:
+def _relative_errors(parts: dict[int, StatsAccumulator], units: int) -> tuple[float, float]:
     """Estimated relative standard errors of the mean and of the standard deviation of the units read
     (``parts``: unit index -> its accumulator, a stratified sample of ``units`` units), from the
     successive differences of each unit's residuals (its linearised contribution to the error)."""
@@ -101,10 +101,10 @@ def relative_errors(parts: dict[int, StatsAccumulator], units: int) -> tuple[flo
     return error_mean, error_std
 
 
-def precise_enough(parts: dict[int, StatsAccumulator], units: int) -> bool:
+def _precise_enough(parts: dict[int, StatsAccumulator], units: int) -> bool:
     """Whether SAFETY estimated standard errors of the sample's mean and standard deviation are within
     TOLERANCE of each."""
-    return all(SAFETY * error <= TOLERANCE for error in relative_errors(parts, units))
+    return all(SAFETY * error <= TOLERANCE for error in _relative_errors(parts, units))
 
 
 def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> tuple[NormStats, SampleReport]:
@@ -124,7 +124,7 @@ def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> t
                 progress.advance(steps)
                 advanced += steps
         rounds += 1
-        if len(parts) == units or precise_enough(parts, units):
+        if len(parts) == units or _precise_enough(parts, units):
             break
     if progress is not None and advanced < nz:
         progress.advance(nz - advanced)
