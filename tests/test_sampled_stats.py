@@ -91,6 +91,9 @@ def test_reading_every_unit_gives_the_exact_statistics():
     volume = smooth_scan(nz=40, size=64, slice_jitter=0.05)  # too few voxels to pin anything down
     found, report = sampled_stats(ArraySource(Volume(volume)))
     assert report.exact and found == scan_stats(ArraySource(Volume(volume)))
+    assert report.describe() == "exact (every slice: too few to sample)"  # 40 slices: a first round is all
+    jittered = sampled_stats(ArraySource(Volume(smooth_scan(nz=128, size=64, slice_jitter=0.05))))[1]
+    assert jittered.exact and jittered.rounds > 1 and "no smaller sample" in jittered.describe()
 
 
 def test_whole_read_units_are_read_and_progress_reaches_the_scan_s_slices():

@@ -46,8 +46,9 @@ class SampleReport:
         return self.slices_read == self.slices
 
     def describe(self) -> str:
-        if self.exact:
-            return "exact (every slice)"
+        if self.exact:  # a sample was asked for and could not serve
+            return ("exact (every slice: no smaller sample pinned the statistics to 0.1 %)" if self.rounds > 1
+                    else "exact (every slice: too few to sample)")
         return f"sampled ({self.slices_read} of {self.slices} slices, {self.rounds} round{'s' if self.rounds > 1 else ''})"
 
 
