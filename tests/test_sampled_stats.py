@@ -107,6 +107,19 @@ def test_whole_read_units_are_read_and_progress_reaches_the_scan_s_slices():
     assert sum(steps) == 600 and report.slices_read == sum(z1 - z0 for z0, z1 in source.reads)
 
 
+def test_a_deep_read_unit_is_read_in_slabs_of_the_memory_budget():
+    """Zarr chunks 8 slices deep and a budget of 3 slices a read: each unit is read as 3 + 3 + 2 slices and
+    counted as one, with the same statistics as whole-unit reads."""
+    whole = CountingSource(smooth_scan(nz=600, size=96), depth=8)
+    parts = CountingSource(whole.read_all(), depth=8)
+    whole.reads.clear()
+    expected, _ = sampled_stats(whole)
+    found, report = sampled_stats(parts, slab_slices=3)
+    assert found == expected
+    assert max(z1 - z0 for z0, z1 in parts.reads) == 3 and all(z0 // 8 == (z1 - 1) // 8 for z0, z1 in parts.reads)
+    assert sum(z1 - z0 for z0, z1 in parts.reads) == report.slices_read
+
+
 @pytest.mark.parametrize("key", sorted(REAL_SCANS))
 def test_real_scans_stay_within_the_tolerance(key):
     with open_volume(real_scan(key)) as source:

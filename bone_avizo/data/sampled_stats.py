@@ -108,17 +108,20 @@ def _precise_enough(parts: dict[int, StatsAccumulator], units: int) -> bool:
     return all(SAFETY * error <= TOLERANCE for error in _relative_errors(parts, units))
 
 
-def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> tuple[NormStats, SampleReport]:
+def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None,
+                  slab_slices: int | None = None) -> tuple[NormStats, SampleReport]:
     """Statistics of ``source`` (any VolumeSource) over the voxels ``mask`` selects, from as few whole
-    read units as pin them down (module docstring); ``progress`` advances by slices up to the scan's."""
+    read units as pin them down (module docstring); ``progress`` advances by slices up to the scan's;
+    ``slab_slices``: the most slices read at once (a deep unit is read in parts), default a whole unit."""
     nz = source.shape[0]
     depth = max(1, int(getattr(source, "read_depth", 1)))
+    slab = max(1, min(slab_slices or depth, depth))
     units = -(-nz // depth)
     parts: dict[int, StatsAccumulator] = {}
     rounds = advanced = 0  # advanced: progress steps given so far
     for level in sample_rounds(units):
         new = [u for u in level if u not in parts]
-        for unit, accumulator in _read_units(source, new, depth, mask):
+        for unit, accumulator in _read_units(source, new, depth, mask, slab):
             parts[unit] = accumulator
             if progress is not None:
                 steps = min((unit + 1) * depth, nz) - unit * depth
@@ -134,10 +137,10 @@ def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> t
     return stats, report
 
 
-def _read_units(source, units: list[int], depth: int, mask: str):
+def _read_units(source, units: list[int], depth: int, mask: str, slab: int):
     """(unit, accumulator of its voxels) for each unit, in order: lent views summed by the I/O threads
     (units of MOMENTS_PART voxels or more; smaller ones in this thread) where the source lends them,
-    else read one unit ahead in a background thread."""
+    else read in parts of at most ``slab`` slices, one part ahead in a background thread."""
     nz = source.shape[0]
     spans = [(u, u * depth, min((u + 1) * depth, nz)) for u in units]
     lent = getattr(source, "view_slab", lambda *_: None)
@@ -149,13 +152,20 @@ def _read_units(source, units: list[int], depth: int, mask: str):
         else:
             yield from parallel_imap(counted, spans)
         return
-    for (unit, _, _), slab in prefetched(lambda span: source.read_slab(span[1], span[2]), spans):
-        yield unit, _accumulated(slab, mask, split=True)
+    parts = [(u, z0, min(z0 + slab, end)) for u, start, end in spans for z0 in range(start, end, slab)]
+    current, accumulator = None, None
+    for (unit, _, _), voxels in prefetched(lambda part: source.read_slab(part[1], part[2]), parts):
+        if unit != current:
+            if accumulator is not None:
+                yield current, accumulator
+            current, accumulator = unit, StatsAccumulator(mask)
+        accumulator.add(voxels)
+    if accumulator is not None:
+        yield current, accumulator
 
 
-def _accumulated(slab: np.ndarray, mask: str, *, split: bool = False) -> StatsAccumulator:
-    """An accumulator that has counted ``slab``; ``split``: the I/O threads may share the sums (not
-    from inside one of them)."""
+def _accumulated(slab: np.ndarray, mask: str) -> StatsAccumulator:
+    """An accumulator that has counted ``slab`` in this thread (one of the I/O threads)."""
     accumulator = StatsAccumulator(mask)
-    accumulator.add(slab, split=split)
+    accumulator.add(slab, split=False)
     return accumulator

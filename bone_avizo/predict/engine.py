@@ -664,11 +664,11 @@ class _FiniteSource(VolumeSource):
 
 def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressPhase) -> NormStats:
     mask = getattr(plan.meta, "normalization_mask", StatsMask.POSITIVE)
+    slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
     if plan.sampled_statistics(source):
-        stats, report = sampled_stats(source, mask=mask, progress=tracker)
+        stats, report = sampled_stats(source, mask=mask, progress=tracker, slab_slices=slab)
         plan.statistics = report.describe()
     else:
-        slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
         checked = _FiniteSource(source) if source.dtype.kind == "f" else source
         stats = scan_stats(checked, slab_slices=slab, progress=tracker, mask=mask)
         plan.statistics = "exact (every slice)"
