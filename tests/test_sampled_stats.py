@@ -176,3 +176,21 @@ def test_moment_scratch_arrays_serve_concurrent_threads_without_mixing(monkeypat
     assert together == alone
     assert len(normalize._SCRATCH._free) <= normalize._SCRATCH.keep
 
+
+
+@pytest.mark.parametrize("suffix,depth", [(".tif", 1), (".h5", 16), (".zarr", 16)])
+def test_sources_say_how_many_slices_a_read_takes(tmp_path, suffix, depth):
+    """The read unit of a sample: one TIFF page; one layer of the writer's HDF5/Zarr chunks (16 slices)."""
+    from bone_avizo.io import create_writer
+    from bone_avizo.predict.retained import RetainedSource
+    from bone_avizo.volume import VolumeInfo
+    if suffix == ".zarr":
+        pytest.importorskip("zarr")
+    volume = smooth_scan(nz=40, size=32)
+    path = tmp_path / f"scan{suffix}"
+    with create_writer(path, VolumeInfo(volume.shape, volume.dtype), overwrite=True) as writer:
+        writer.write_slab(0, volume)
+    with open_volume(path) as source:
+        assert source.read_depth == depth and RetainedSource(source, 1 << 20).read_depth == depth
+        found, report = sampled_stats(source)
+    assert report.exact and found == scan_stats(ArraySource(Volume(volume)))
