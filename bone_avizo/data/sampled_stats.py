@@ -2,21 +2,20 @@
 
 Exact statistics read every voxel in a pass of their own before the prediction pass: the scan's I/O
 twice. :func:`sampled_stats` reads whole read units (the format's slices per read: a TIFF page, an
-HDF5/Zarr chunk layer) in rounds: every S-th unit first, then the units halfway between them, and so
-on, each round doubling what has been read: the scan is cut into strata of S units and one unit of
-each, at a position drawn from a fixed seed, is read; each following round halves the strata and reads
-one unit in each half that has none yet (a stratified sample, nested: a periodic pattern along z, such
-as odd and even slices that differ, cannot line up with it as with a fixed stride). After each round the standard errors of the sample's mean and
-standard deviation are estimated from the differences between neighbouring units read (the estimator
-of a systematic sample: a trend along z, which the sample follows, does not count, the variation
-from unit to unit does), with the finite-population correction; reading stops once SAFETY standard
-errors of each are within TOLERANCE of it (relative). Otherwise the next round halves the strata; at
-strata of one unit every unit is read and the statistics are the exact ones. The units read depend only on the
-scan's shape and voxels, so every machine gets the same statistics.
+HDF5/Zarr chunk layer) in rounds. The first cuts the scan into at least FIRST_UNITS strata and reads one
+unit of each, at a position drawn from a fixed seed; each following round halves the strata and reads
+one unit in each half that has none yet, doubling what has been read (a nested stratified sample: a
+periodic pattern along z, such as odd and even slices that differ, cannot line up with it as it can
+with a fixed stride). After each round the standard errors of the sample's mean and standard deviation
+are estimated from the differences between neighbouring units read (a smooth trend along z, which the
+sample follows, hardly counts; the variation from unit to unit does), with the finite-population
+correction; reading stops once SAFETY standard errors of each are within TOLERANCE of it (relative).
+At strata of one unit every unit has been read and the statistics are the exact ones. The positions
+depend only on the scan's shape and the rounds read only on its voxels: every machine, every rank of a
+job and a resumed run get the same statistics.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +23,6 @@ import numpy as np
 from bone_avizo.data.normalize import MOMENTS_PART, NormStats, StatsAccumulator, StatsMask
 from bone_avizo.io.threads import parallel_imap
 from bone_avizo.streams import prefetched
-
-log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-3  # relative error allowed in the mean and in the standard deviation
 SAFETY = 3.0  # standard errors that must fit within the tolerance
@@ -49,7 +46,8 @@ class SampleReport:
         if self.exact:  # a sample was asked for and could not serve
             return ("exact (every slice: no smaller sample pinned the statistics to 0.1 %)" if self.rounds > 1
                     else "exact (every slice: too few to sample)")
-        return f"sampled ({self.slices_read} of {self.slices} slices, {self.rounds} round{'s' if self.rounds > 1 else ''})"
+        rounds = f"{self.rounds} round{'s' if self.rounds > 1 else ''}"
+        return f"sampled ({self.slices_read} of {self.slices} slices, {rounds})"
 
 
 def first_stride(units: int) -> int:
