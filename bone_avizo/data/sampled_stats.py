@@ -17,6 +17,7 @@ job and a resumed run get the same statistics.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -58,13 +59,13 @@ def first_stride(units: int) -> int:
     return stride
 
 
-def sample_rounds(units: int) -> list[list[int]]:
+def sample_rounds(units: int) -> Iterator[list[int]]:
     """The units read after each round (sorted; each round's include the previous round's), from strata
-    of :func:`first_stride` units down to every unit."""
+    of :func:`first_stride` units down to every unit; each round is drawn when it is asked for."""
     rng = np.random.default_rng(SEED)
     size = first_stride(units)
     picks = {start: start + int(rng.integers(size)) for start in range(0, units, size)}  # stratum -> unit
-    rounds = [sorted(u for u in picks.values() if u < units)]
+    yield sorted(u for u in picks.values() if u < units)
     while size > 1:
         size //= 2
         halves = {}
@@ -73,8 +74,7 @@ def sample_rounds(units: int) -> list[list[int]]:
             kept, empty = (start, middle) if unit < middle else (middle, start)
             halves[kept], halves[empty] = unit, empty + int(rng.integers(size))
         picks = halves
-        rounds.append(sorted(u for u in picks.values() if u < units))
-    return rounds
+        yield sorted(u for u in picks.values() if u < units)
 
 
 def _relative_errors(parts: dict[int, StatsAccumulator], units: int) -> tuple[float, float]:
