@@ -298,7 +298,8 @@ class PredictConfig(ConfigBase):
     statistics: str = param("auto", "the scan's normalisation statistics: exact reads every voxel first; sampled "
                             "reads slices in rounds until the mean and standard deviation are known to within 0.1 percent "
                             "(3 standard errors; every slice at worst); auto = sampled for integer scans of 64 "
-                            "Mvoxel or more and z-score models, else exact", choices=("auto", "exact", "sampled"),
+                            "Mvoxel or more and z-score models, unless the exact pass keeps the whole scan in "
+                            "memory for the prediction, else exact", choices=("auto", "exact", "sampled"),
                             group="compute")
     slab_slices: int = param(0, "slices read, predicted and written together", min=1, max=65536,
                              zero_means="chosen from memory_limit_gb", group="memory")

@@ -194,3 +194,21 @@ def test_sources_say_how_many_slices_a_read_takes(tmp_path, suffix, depth):
         assert source.read_depth == depth and RetainedSource(source, 1 << 20).read_depth == depth
         found, report = sampled_stats(source)
     assert report.exact and found == scan_stats(ArraySource(Volume(volume)))
+
+
+def test_auto_reads_exactly_a_scan_the_exact_pass_keeps_whole_for_the_prediction(tmp_path, monkeypatch):
+    """A compressed HDF5 within the retained share of the memory limit is read once either way: auto takes
+    the exact statistics; with a smaller limit it samples (and the prediction pass reads the scan again)."""
+    from bone_avizo.io import create_writer
+    from bone_avizo.volume import VolumeInfo
+    monkeypatch.setattr(engine, "SAMPLED_MIN_VOXELS", 1)
+    volume = smooth_scan(nz=1024, size=128)  # 33.5 MB: within a quarter of 1 GB, beyond one of 0.05 GB
+    path = tmp_path / "scan.h5"
+    with create_writer(path, VolumeInfo(volume.shape, volume.dtype), overwrite=True) as writer:
+        writer.write_slab(0, volume)
+    loaded = fake_loaded()
+    with open_volume(path) as source:
+        roomy = predict_volume(source, loaded, PredictConfig(backend="torch", memory_limit_gb=1.0))
+        tight = predict_volume(source, loaded, PredictConfig(backend="torch", memory_limit_gb=0.05))
+    assert roomy.statistics == "exact (every slice)"  # the exact pass's own words
+    assert tight.statistics != "exact (every slice)"  # the sample's: sampled, or why it read every slice

@@ -219,7 +219,8 @@ class _Plan:
 
     def sampled_statistics(self, source: VolumeSource) -> bool:
         """Whether the statistics come from a sample of slices (config.statistics; auto: integer scans of
-        SAMPLED_MIN_VOXELS or more and z-score models)."""
+        SAMPLED_MIN_VOXELS or more and z-score models, unless an exact pass keeps the whole scan for the
+        prediction pass)."""
         choice = self.config.statistics
         if choice == "exact":
             return False
@@ -233,7 +234,9 @@ class _Plan:
                 log.info("statistics: a %s scan is read whole (every voxel is checked for NaN and infinity)",
                          source.dtype)
             return False
-        return choice == "sampled" or float(np.prod(source.shape)) >= SAMPLED_MIN_VOXELS
+        if choice == "sampled":
+            return True
+        return float(np.prod(source.shape)) >= SAMPLED_MIN_VOXELS and not _kept_whole(source)
 
     def compile(self, voxels: int) -> bool:
         """Whether to torch.compile the network: asked for, or (auto) on CUDA for a volume whose
@@ -660,6 +663,14 @@ class _FiniteSource(VolumeSource):
             raise InvalidVolumeError(f"{self.name} contains NaN or infinite values (the first in slice "
                                      f"z={z0 + int(bad[0])}); replace them (e.g. numpy.nan_to_num) before segmenting")
         return slab
+
+
+def _kept_whole(source: VolumeSource) -> bool:
+    """Whether an exact pass would keep the whole scan for the prediction pass (a read source within the
+    retained share of the memory limit): it is then read once either way, and exactly."""
+    if not isinstance(source, RetainedSource) or source.view_slab(0, min(1, source.shape[0])) is not None:
+        return False
+    return float(np.prod(source.shape)) * source.dtype.itemsize <= source.budget
 
 
 def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressPhase) -> NormStats:
