@@ -212,3 +212,15 @@ def test_auto_reads_exactly_a_scan_the_exact_pass_keeps_whole_for_the_prediction
         tight = predict_volume(source, loaded, PredictConfig(backend="torch", memory_limit_gb=0.05))
     assert roomy.statistics == "exact (every slice)"  # the exact pass's own words
     assert tight.statistics != "exact (every slice)"  # the sample's: sampled, or why it read every slice
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_padding_slices_and_an_empty_half_field_stay_within_the_tolerance(seed):
+    """A specimen in the middle third of the slices, zeros (padding, not counted) before and after it and in
+    part of its field of view: units without selected voxels sit beside full ones."""
+    volume = smooth_scan(nz=384, size=256, seed=seed)
+    volume[:128], volume[256:], volume[128:256, :, :100] = 0, 0, 0
+    exact = scan_stats(ArraySource(Volume(volume)))
+    found, report = sampled_stats(ArraySource(Volume(volume)))
+    assert relative_error(found, exact) <= TOLERANCE, report.describe()
+    assert found.count <= exact.count and found.minimum >= exact.minimum and found.maximum <= exact.maximum
