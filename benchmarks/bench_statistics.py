@@ -1,4 +1,4 @@
-"""The statistics pass of DLPred: exact (every voxel) against sampled (whole read units, read until the
+"""The statistics pass of DLPred: exact (every voxel) against sampled (whole slices, read until the
 mean and standard deviation are known to within 0.1 %; bone_avizo.data.sampled_stats).
 
 Usage (each prints one JSON object; record results in benchmarks/RESULTS.md):

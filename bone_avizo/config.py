@@ -296,11 +296,10 @@ class PredictConfig(ConfigBase):
     threads: int = param(0, "CPU threads for the compute backend", min=1, max=1024, zero_means="all cores",
                          group="compute")
     statistics: str = param("auto", "the scan's normalisation statistics: exact reads every voxel first; sampled "
-                            "reads slices in rounds until the mean and standard deviation are known to within 0.1 percent "
-                            "(3 standard errors; every slice at worst); auto = sampled for integer scans of 64 "
-                            "Mvoxel or more and z-score models, unless the exact pass keeps the whole scan in "
-                            "memory for the prediction, else exact", choices=("auto", "exact", "sampled"),
-                            group="compute")
+                            "reads slices in rounds until the mean and standard deviation are known to within 0.1 "
+                            "percent (3 standard errors; every slice at worst; the same slices for the same scan "
+                            "in any format); auto = sampled for integer scans of 128 Mvoxel or more and z-score "
+                            "models, else exact", choices=("auto", "exact", "sampled"), group="compute")
     slab_slices: int = param(0, "slices read, predicted and written together", min=1, max=65536,
                              zero_means="chosen from memory_limit_gb", group="memory")
     memory_limit_gb: float = param(1.0, "working-memory budget for slabs and buffers", min=0.05, max=4096.0,

@@ -1,18 +1,21 @@
 """Normalisation statistics from a sample of a scan's slices, read until the sample is precise enough.
 
 Exact statistics read every voxel in a pass of their own before the prediction pass: the scan's I/O
-twice. :func:`sampled_stats` reads whole read units (the format's slices per read: a TIFF page, an
-HDF5/Zarr chunk layer) in rounds. The first cuts the scan into at least FIRST_UNITS strata and reads one
-unit of each, at a position drawn from a fixed seed; each following round halves the strata and reads
-one unit in each half that has none yet, doubling what has been read (a nested stratified sample: a
-periodic pattern along z, such as odd and even slices that differ, cannot line up with it as it can
-with a fixed stride). After each round the standard errors of the sample's mean and standard deviation
-are estimated from the differences between neighbouring units read (a smooth trend along z, which the
-sample follows, hardly counts; the variation from unit to unit does), with the finite-population
-correction; reading stops once SAFETY standard errors of each are within TOLERANCE of it (relative).
-At strata of one unit every unit has been read and the statistics are the exact ones. The positions
-depend only on the scan's shape and the rounds read only on its voxels: every machine, every rank of a
-job and a resumed run get the same statistics.
+twice. :func:`sampled_stats` reads whole slices in rounds. The first cuts the scan into at least
+FIRST_UNITS strata of slices and reads one slice of each, at a position drawn from a fixed seed; each
+following round halves the strata and reads one slice in each half that has none yet, doubling what has
+been read (a nested stratified sample: a periodic pattern along z, such as odd and even slices that
+differ, cannot line up with it as it can with a fixed stride). After each round the standard errors of
+the sample's mean and standard deviation are estimated from the differences between neighbouring slices
+read (a smooth trend along z, which the sample follows, hardly counts; the variation from slice to slice
+does), with the finite-population correction; reading stops once SAFETY standard errors of each are
+within TOLERANCE of it (relative). At strata of one slice every slice has been read and the statistics
+are the exact ones.
+
+The slices read depend on the scan alone (the positions on its shape, the rounds on its voxels), never on
+its file format, chunks or machine: a scan in Avizo's memory, as a TIFF or as an HDF5 file gets the same
+statistics, and so does every rank of a job and a resumed run. A chunked format (HDF5, Zarr) decodes the
+chunks a sampled slice touches; its chunk cache keeps a layer, so slices of one layer decode it once.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ from bone_avizo.streams import prefetched
 
 TOLERANCE = 1e-3  # relative error allowed in the mean and in the standard deviation
 SAFETY = 3.0  # standard errors that must fit within the tolerance
-FIRST_UNITS = 32  # units read in the first round, or every unit of a smaller scan
-SEED = 20261206  # positions of the units read within their strata: the same on every machine
+FIRST_SLICES = 32  # slices read in the first round, or every slice of a smaller scan
+SEED = 20261206  # positions of the slices read within their strata: the same on every machine
 
 
 @dataclass(frozen=True)
@@ -51,115 +54,97 @@ class SampleReport:
         return f"sampled ({self.slices_read} of {self.slices} slices, {rounds})"
 
 
-def first_stride(units: int) -> int:
-    """The stride of the first round: the largest power of two that still reads FIRST_UNITS units."""
+def first_stride(slices: int) -> int:
+    """The strata of the first round: the largest power of two of slices that still makes FIRST_SLICES."""
     stride = 1
-    while -(-units // (stride * 2)) >= FIRST_UNITS:
+    while -(-slices // (stride * 2)) >= FIRST_SLICES:
         stride *= 2
     return stride
 
 
-def sample_rounds(units: int) -> Iterator[list[int]]:
-    """The units read after each round (sorted; each round's include the previous round's), from strata
-    of :func:`first_stride` units down to every unit; each round is drawn when it is asked for."""
+def sample_rounds(slices: int) -> Iterator[list[int]]:
+    """The slices read after each round (sorted; each round's include the previous round's), from strata
+    of :func:`first_stride` slices down to every slice; each round is drawn when it is asked for."""
     rng = np.random.default_rng(SEED)
-    size = first_stride(units)
-    picks = {start: start + int(rng.integers(size)) for start in range(0, units, size)}  # stratum -> unit
-    yield sorted(u for u in picks.values() if u < units)
+    size = first_stride(slices)
+    picks = {start: start + int(rng.integers(size)) for start in range(0, slices, size)}  # stratum -> slice
+    yield sorted(z for z in picks.values() if z < slices)
     while size > 1:
         size //= 2
         halves = {}
-        for start, unit in picks.items():
+        for start, z in picks.items():
             middle = start + size
-            kept, empty = (start, middle) if unit < middle else (middle, start)
-            halves[kept], halves[empty] = unit, empty + int(rng.integers(size))
+            kept, empty = (start, middle) if z < middle else (middle, start)
+            halves[kept], halves[empty] = z, empty + int(rng.integers(size))
         picks = halves
-        yield sorted(u for u in picks.values() if u < units)
+        yield sorted(z for z in picks.values() if z < slices)
 
 
-def _relative_errors(parts: dict[int, StatsAccumulator], units: int) -> tuple[float, float]:
-    """Estimated relative standard errors of the mean and of the standard deviation of the units read
-    (``parts``: unit index -> its accumulator, a stratified sample of ``units`` units), from the
-    successive differences of each unit's residuals (its linearised contribution to the error)."""
-    sums = np.array([parts[u].sums() for u in sorted(parts)])  # (n, 3): count, sum, sum of squares
+def _relative_errors(parts: dict[int, StatsAccumulator], slices: int) -> tuple[float, float]:
+    """Estimated relative standard errors of the mean and of the standard deviation of the slices read
+    (``parts``: z -> its accumulator, a stratified sample of a scan of ``slices`` slices), from the
+    successive differences of each slice's residuals (its linearised contribution to the error)."""
+    sums = np.array([parts[z].sums() for z in sorted(parts)])  # (n, 3): count, sum, sum of squares
     count, total, squares = sums.sum(axis=0)
     n = len(sums)
     if n < 2 or count == 0:
         return np.inf, np.inf
     mean = total / count
     var = max(squares / count - mean * mean, 0.0)
-    of_mean = sums[:, 1] - mean * sums[:, 0]  # sum of (x - mean) over each unit
+    of_mean = sums[:, 1] - mean * sums[:, 0]  # sum of (x - mean) over each slice
     of_var = sums[:, 2] - 2 * mean * sums[:, 1] + (mean * mean - var) * sums[:, 0]  # sum of (x - mean)^2 - var
 
     def standard_error(residuals: np.ndarray) -> float:  # of sum(residuals) / count
         spread = np.sum(np.diff(residuals) ** 2) / (2 * (n - 1))
-        return float(np.sqrt(max(1.0 - n / units, 0.0) * spread * n)) / count
+        return float(np.sqrt(max(1.0 - n / slices, 0.0) * spread * n)) / count
 
     error_mean = standard_error(of_mean) / abs(mean) if mean else np.inf
     error_std = standard_error(of_var) / (2 * var) if var else (0.0 if not of_var.any() else np.inf)
     return error_mean, error_std
 
 
-def _precise_enough(parts: dict[int, StatsAccumulator], units: int) -> bool:
+def _precise_enough(parts: dict[int, StatsAccumulator], slices: int) -> bool:
     """Whether SAFETY estimated standard errors of the sample's mean and standard deviation are within
     TOLERANCE of each."""
-    return all(SAFETY * error <= TOLERANCE for error in _relative_errors(parts, units))
+    return all(SAFETY * error <= TOLERANCE for error in _relative_errors(parts, slices))
 
 
-def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None,
-                  slab_slices: int | None = None) -> tuple[NormStats, SampleReport]:
+def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> tuple[NormStats, SampleReport]:
     """Statistics of ``source`` (any VolumeSource) over the voxels ``mask`` selects, from as few whole
-    read units as pin them down (module docstring); ``progress`` advances by slices up to the scan's;
-    ``slab_slices``: the most slices read at once (a deep unit is read in parts), default a whole unit."""
+    slices as pin them down (module docstring); ``progress`` advances by slices up to the scan's."""
     nz = source.shape[0]
-    depth = max(1, int(getattr(source, "read_depth", 1)))
-    slab = max(1, min(slab_slices or depth, depth))
-    units = -(-nz // depth)
     parts: dict[int, StatsAccumulator] = {}
-    rounds = advanced = 0  # advanced: progress steps given so far
-    for level in sample_rounds(units):
-        new = [u for u in level if u not in parts]
-        for unit, accumulator in _read_units(source, new, depth, mask, slab):
-            parts[unit] = accumulator
+    rounds = 0
+    for level in sample_rounds(nz):
+        for z, accumulator in _read_slices(source, [z for z in level if z not in parts], mask):
+            parts[z] = accumulator
             if progress is not None:
-                steps = min((unit + 1) * depth, nz) - unit * depth
-                progress.advance(steps)
-                advanced += steps
+                progress.advance(1)
         rounds += 1
-        if len(parts) == units or _precise_enough(parts, units):
+        if len(parts) == nz or _precise_enough(parts, nz):
             break
-    if progress is not None and advanced < nz:
-        progress.advance(nz - advanced)
-    report = SampleReport(sum(min((u + 1) * depth, nz) - u * depth for u in parts), nz, rounds)
-    stats = StatsAccumulator.merged(parts.values()).result()
-    return stats, report
+    if progress is not None and len(parts) < nz:
+        progress.advance(nz - len(parts))
+    return StatsAccumulator.merged(parts.values()).result(), SampleReport(len(parts), nz, rounds)
 
 
-def _read_units(source, units: list[int], depth: int, mask: str, slab: int):
-    """(unit, accumulator of its voxels) for each unit, in order: lent views summed by the I/O threads
-    (units of MOMENTS_PART voxels or more; smaller ones in this thread) where the source lends them,
-    else read in parts of at most ``slab`` slices, one part ahead in a background thread."""
-    nz = source.shape[0]
-    spans = [(u, u * depth, min((u + 1) * depth, nz)) for u in units]
+def _read_slices(source, slices: list[int], mask: str):
+    """(z, accumulator of slice z) for each of ``slices``, in order: lent views summed by the I/O threads
+    (slices of MOMENTS_PART voxels or more; smaller ones in this thread) where the source lends them,
+    else read one slice ahead in a background thread."""
     lent = getattr(source, "view_slab", lambda *_: None)
-    if spans and lent(spans[0][1], spans[0][1] + 1) is not None:
-        def counted(span):
-            return span[0], _accumulated(lent(span[1], span[2]), mask)
-        if depth * source.shape[1] * source.shape[2] < MOMENTS_PART:  # small units: threads would wait on
-            yield from map(counted, spans)                              # the GIL between short numpy calls
+    if slices and lent(slices[0], slices[0] + 1) is not None:
+        def counted(z):
+            return z, _accumulated(lent(z, z + 1), mask)
+        if source.shape[1] * source.shape[2] < MOMENTS_PART:  # small slices: threads would wait on the
+            yield from map(counted, slices)                     # GIL between short numpy calls
         else:
-            yield from parallel_imap(counted, spans)
+            yield from parallel_imap(counted, slices)
         return
-    parts = [(u, z0, min(z0 + slab, end)) for u, start, end in spans for z0 in range(start, end, slab)]
-    current, accumulator = None, None
-    for (unit, _, _), voxels in prefetched(lambda part: source.read_slab(part[1], part[2]), parts):
-        if unit != current:
-            if accumulator is not None:
-                yield current, accumulator
-            current, accumulator = unit, StatsAccumulator(mask)
+    for z, voxels in prefetched(lambda z: source.read_slab(z, z + 1), slices):
+        accumulator = StatsAccumulator(mask)
         accumulator.add(voxels)
-    if accumulator is not None:
-        yield current, accumulator
+        yield z, accumulator
 
 
 def _accumulated(slab: np.ndarray, mask: str) -> StatsAccumulator:

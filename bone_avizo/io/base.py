@@ -48,12 +48,6 @@ class VolumeSource(ABC):
     def name(self) -> str:
         return self.info.name
 
-    @property
-    def read_depth(self) -> int:
-        """Slices the format reads at once (an HDF5/Zarr chunk layer; 1 for a slice per read): a reader
-        that skips slices (a sample of them) saves reads only in whole units of it."""
-        return 1
-
     @abstractmethod
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         """Slices z0..z1-1 as a new (z1-z0, y, x) array."""

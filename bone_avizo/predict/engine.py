@@ -65,9 +65,10 @@ STATS_UNITS = {"cpu": 2, "cuda": 40}
 # compile=auto: voxels x passes from which the saving repays a cold compile: on an H200 compiled bf16
 # ran 987 Mvoxel/s against 643 for fp16 weights (0.54 ns saved per voxel) and compiling took 17 s
 COMPILE_MIN_VOXELS = 3e10
-# statistics=auto: voxels from which a sample of slices replaces the exact pass (below, the exact pass
-# costs ~0.1 s from memory: 64 x 1024^2 uint16 took 0.04-0.06 s on 2 cores)
-SAMPLED_MIN_VOXELS = 1 << 26
+# statistics=auto: voxels from which a sample of slices replaces the exact pass: 256 MB of uint16, the share
+# of the default memory limit that the exact pass keeps for the prediction pass (a smaller compressed scan
+# is read once either way); below it the exact pass costs little (64 x 1024^2 uint16: 0.04-0.07 s)
+SAMPLED_MIN_VOXELS = 1 << 27
 
 
 @dataclass
@@ -219,8 +220,8 @@ class _Plan:
 
     def sampled_statistics(self, source: VolumeSource) -> bool:
         """Whether the statistics come from a sample of slices (config.statistics; auto: integer scans of
-        SAMPLED_MIN_VOXELS or more and z-score models, unless an exact pass keeps the whole scan for the
-        prediction pass)."""
+        SAMPLED_MIN_VOXELS or more and z-score models). The choice depends on the scan and the model
+        alone, never on its format or the machine: the same scan gets the same statistics everywhere."""
         choice = self.config.statistics
         if choice == "exact":
             return False
@@ -234,9 +235,7 @@ class _Plan:
                 log.info("statistics: a %s scan is read whole (every voxel is checked for NaN and infinity)",
                          source.dtype)
             return False
-        if choice == "sampled":
-            return True
-        return float(np.prod(source.shape)) >= SAMPLED_MIN_VOXELS and not _kept_whole(source)
+        return choice == "sampled" or float(np.prod(source.shape)) >= SAMPLED_MIN_VOXELS
 
     def compile(self, voxels: int) -> bool:
         """Whether to torch.compile the network: asked for, or (auto) on CUDA for a volume whose
@@ -665,21 +664,13 @@ class _FiniteSource(VolumeSource):
         return slab
 
 
-def _kept_whole(source: VolumeSource) -> bool:
-    """Whether an exact pass would keep the whole scan for the prediction pass (a read source within the
-    retained share of the memory limit): it is then read once either way, and exactly."""
-    if not isinstance(source, RetainedSource) or source.view_slab(0, min(1, source.shape[0])) is not None:
-        return False
-    return float(np.prod(source.shape)) * source.dtype.itemsize <= source.budget
-
-
 def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressPhase) -> NormStats:
     mask = getattr(plan.meta, "normalization_mask", StatsMask.POSITIVE)
-    slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
     if plan.sampled_statistics(source):
-        stats, report = sampled_stats(source, mask=mask, progress=tracker, slab_slices=slab)
+        stats, report = sampled_stats(source, mask=mask, progress=tracker)
         plan.statistics = report.describe()
     else:
+        slab = plan.slab_images(Plane.XY, source.dtype.itemsize)
         checked = _FiniteSource(source) if source.dtype.kind == "f" else source
         stats = scan_stats(checked, slab_slices=slab, progress=tracker, mask=mask)
         plan.statistics = "exact (every slice)"
