@@ -102,6 +102,23 @@ def test_each_sampled_slice_is_read_once_and_progress_reaches_the_scan_s_slices(
     assert sum(steps) == 600 and report.slices_read == len(source.reads)
 
 
+class LayeredSource(CountingSource):
+    """A source that decodes chunk layers of 8 slices (as HDF5 and Zarr do with their chunks)."""
+
+    read_depth = 8
+
+
+def test_a_chunked_source_decodes_each_layer_once_across_rounds():
+    """Slices sampled in different rounds from one chunk layer: the layer is read once, all of its slices
+    counted then; the statistics are those of the same sample read slice by slice."""
+    volume = smooth_scan(nz=600, size=96)
+    layered = LayeredSource(volume)
+    found, report = sampled_stats(layered)
+    assert report.rounds > 1 and all(z0 % 8 == 0 and z1 - z0 <= 8 for z0, z1 in layered.reads)
+    assert len(set(layered.reads)) == len(layered.reads)  # no layer read twice
+    assert (found, report) == sampled_stats(CountingSource(volume))
+
+
 def test_the_same_scan_gets_the_same_statistics_in_memory_and_in_every_format(tmp_path):
     """Which slices are read depends on the scan alone, not on its chunks (HDF5 and Zarr keep 16 slices a
     chunk) nor on whether its voxels are lent or read: identical statistics and slices read."""

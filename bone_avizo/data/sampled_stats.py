@@ -111,27 +111,35 @@ def _precise_enough(parts: dict[int, StatsAccumulator], slices: int) -> bool:
 
 def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> tuple[NormStats, SampleReport]:
     """Statistics of ``source`` (any VolumeSource) over the voxels ``mask`` selects, from as few whole
-    slices as pin them down (module docstring); ``progress`` advances by slices up to the scan's."""
+    slices as pin them down (module docstring); ``progress`` advances by slices counted, up to the scan's.
+    A chunked source (``read_depth`` > 1) decodes each chunk layer a sampled slice lies in once and counts
+    all its slices, so a later round finds its slices counted: never more decoding than the exact pass."""
     nz = source.shape[0]
-    parts: dict[int, StatsAccumulator] = {}
+    counted: dict[int, StatsAccumulator] = {}  # every slice counted so far
+    parts: dict[int, StatsAccumulator] = {}  # the sampled ones
     rounds = 0
     for level in sample_rounds(nz):
-        for z, accumulator in _read_slices(source, [z for z in level if z not in parts], mask):
-            parts[z] = accumulator
+        for z, accumulator in _read_slices(source, [z for z in level if z not in counted], mask):
+            counted[z] = accumulator
             if progress is not None:
                 progress.advance(1)
+        parts.update((z, counted[z]) for z in level)
         rounds += 1
         if len(parts) == nz or _precise_enough(parts, nz):
             break
-    if progress is not None and len(parts) < nz:
-        progress.advance(nz - len(parts))
+    if progress is not None and len(counted) < nz:
+        progress.advance(nz - len(counted))
     return StatsAccumulator.merged(parts.values()).result(), SampleReport(len(parts), nz, rounds)
 
 
+LAYER_BYTES = 256 << 20  # the most of a chunk layer read at once (the HDF5 chunk cache's cap too)
+
+
 def _read_slices(source, slices: list[int], mask: str):
-    """(z, accumulator of slice z) for each of ``slices``, in order: lent views summed by the I/O threads
-    (slices of MOMENTS_PART voxels or more; smaller ones in this thread) where the source lends them,
-    else read one slice ahead in a background thread."""
+    """(z, accumulator of slice z) for each of ``slices`` (and, for a chunked source, every other slice of
+    the chunk layers they lie in), in order: lent views summed by the I/O threads (slices of MOMENTS_PART
+    voxels or more; smaller ones in this thread) where the source lends them, else read one slab ahead in
+    a background thread."""
     lent = getattr(source, "view_slab", lambda *_: None)
     if slices and lent(slices[0], slices[0] + 1) is not None:
         def counted(z):
@@ -141,10 +149,24 @@ def _read_slices(source, slices: list[int], mask: str):
         else:
             yield from parallel_imap(counted, slices)
         return
-    for z, voxels in prefetched(lambda z: source.read_slab(z, z + 1), slices):
-        accumulator = StatsAccumulator(mask)
-        accumulator.add(voxels)
-        yield z, accumulator
+    for (z0, _), slab in prefetched(lambda span: source.read_slab(*span), _slabs(source, slices)):
+        for i, image in enumerate(slab):
+            accumulator = StatsAccumulator(mask)
+            accumulator.add(image[None])
+            yield z0 + i, accumulator
+
+
+def _slabs(source, slices: list[int]) -> list[tuple[int, int]]:
+    """The (z0, z1) reads that cover ``slices``: one slice each, or the chunk layers they lie in (in parts
+    of at most LAYER_BYTES) for a source that decodes layers of ``read_depth`` slices."""
+    nz = source.shape[0]
+    depth = max(1, int(getattr(source, "read_depth", 1)))
+    if depth == 1:
+        return [(z, z + 1) for z in slices]
+    part = max(1, min(depth, LAYER_BYTES // max(1, source.shape[1] * source.shape[2] * source.dtype.itemsize)))
+    layers = sorted({z // depth for z in slices})
+    return [(z0, min(z0 + part, (layer + 1) * depth, nz)) for layer in layers
+            for z0 in range(layer * depth, min((layer + 1) * depth, nz), part)]
 
 
 def _accumulated(slab: np.ndarray, mask: str) -> StatsAccumulator:

@@ -48,6 +48,12 @@ class VolumeSource(ABC):
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def read_depth(self) -> int:
+        """Slices the format decodes at once (an HDF5/Zarr chunk layer; 1 for a slice per read): a reader
+        of scattered slices (a sample of them) decodes each such layer once and counts all its slices."""
+        return 1
+
     @abstractmethod
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         """Slices z0..z1-1 as a new (z1-z0, y, x) array."""

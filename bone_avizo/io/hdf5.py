@@ -117,6 +117,10 @@ class Hdf5Source(ReopeningSource):
         self._ds = self._file[name]
         self._chunks = self._chunk_reader(_cache_bytes(shape, dtype))
 
+    @property
+    def read_depth(self) -> int:
+        return int(self._ds.chunks[0]) if self._ds.chunks else 1
+
     def _chunk_reader(self, cache_bytes: int) -> ChunkReader | None:
         """The threaded reader of gzip(/shuffle) chunks, or None (h5py reads other layouts and filters)."""
         codec = ChunkCodec.of(self._ds)

@@ -164,6 +164,10 @@ class ZarrSource(ReopeningSource):
                                      "axes of size 1) can be read: pick one channel/time point")
         return lead
 
+    @property
+    def read_depth(self) -> int:
+        return int(self._array.chunks[self._lead])
+
     def read_slab(self, z0: int, z1: int) -> np.ndarray:
         self._check_slab(z0, z1)
         return self.read_region(slice(z0, z1), slice(None), slice(None))

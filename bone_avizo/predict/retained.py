@@ -60,6 +60,10 @@ class RetainedSource(VolumeSource):
             self._maybe_keep(z0, z1, slab)
             return slab
 
+    @property
+    def read_depth(self) -> int:
+        return self.source.read_depth
+
     def view_slab(self, z0: int, z1: int) -> np.ndarray | None:
         return self.source.view_slab(z0, z1)  # lent views are read again for free: nothing is kept
 
