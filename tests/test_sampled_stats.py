@@ -119,6 +119,17 @@ def test_a_chunked_source_decodes_each_layer_once_across_rounds():
     assert (found, report) == sampled_stats(CountingSource(volume))
 
 
+def test_a_chunk_layer_beyond_the_byte_cap_is_read_in_parts(monkeypatch):
+    from bone_avizo.data import sampled_stats as sampling
+    volume = smooth_scan(nz=600, size=96)
+    monkeypatch.setattr(sampling, "LAYER_BYTES", 3 * 96 * 96 * 2)  # 3 slices a read
+    layered = LayeredSource(volume)
+    found, report = sampled_stats(layered)
+    assert {z1 - z0 for z0, z1 in layered.reads} <= {3, 2}  # 8 slices a layer: 3 + 3 + 2
+    assert all(z0 // 8 == (z1 - 1) // 8 for z0, z1 in layered.reads)
+    assert (found, report) == sampled_stats(CountingSource(volume))
+
+
 def test_the_same_scan_gets_the_same_statistics_in_memory_and_in_every_format(tmp_path):
     """Which slices are read depends on the scan alone, not on its chunks (HDF5 and Zarr keep 16 slices a
     chunk) nor on whether its voxels are lent or read: identical statistics and slices read."""

@@ -132,7 +132,7 @@ def sampled_stats(source, *, mask: str = StatsMask.POSITIVE, progress=None) -> t
     return StatsAccumulator.merged(parts.values()).result(), SampleReport(len(parts), nz, rounds)
 
 
-LAYER_BYTES = 256 << 20  # the most of a chunk layer read at once (the HDF5 chunk cache's cap too)
+LAYER_BYTES = 128 << 20  # the most of a chunk layer read at once (two in flight: the next is read ahead)
 
 
 def _read_slices(source, slices: list[int], mask: str):
