@@ -128,12 +128,12 @@ def throughput(args) -> dict:
                 t = time.perf_counter()
                 with open_volume(src) as source:
                     predict_volume(source, loaded, cfg, output=out, overwrite=True)
-                _keep_best(rows, f"bone_avizo {label} (file to file)", time.perf_counter() - t)
+                keep_best(rows, f"bone_avizo {label} (file to file)", time.perf_counter() - t)
             t = time.perf_counter()
             predict_volume(volume, loaded, next(iter(_engine_variants(args)))[1])
-            _keep_best(rows, "bone_avizo default (in memory)", time.perf_counter() - t)
-            _keep_best(rows, "MONAI sliding_window_inference (in memory)", _monai(volume, loaded, device, args))
-            _keep_best(rows, "naive whole-slice torch loop (in memory)", _naive(volume, loaded, device))
+            keep_best(rows, "bone_avizo default (in memory)", time.perf_counter() - t)
+            keep_best(rows, "MONAI sliding_window_inference (in memory)", _monai(volume, loaded, device, args))
+            keep_best(rows, "naive whole-slice torch loop (in memory)", _naive(volume, loaded, device))
     peak_flops = _peak_note(gflop)
     result = {"benchmark": "predict-throughput", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "shape": shape, "gflop_per_256_patch": round(gflop, 2), "seconds": rows,
@@ -145,7 +145,7 @@ def throughput(args) -> dict:
     return result
 
 
-def _keep_best(rows: dict, key: str, seconds: float) -> None:
+def keep_best(rows: dict, key: str, seconds: float) -> None:
     rows[key] = min(seconds, rows.get(key, float("inf")))
 
 
@@ -288,20 +288,20 @@ def overhead(args) -> dict:
                 for _ in range(FLOOR_RUNS):  # its fresh arrays' page faults vary several-fold between runs
                     t = time.perf_counter()
                     floor(tmp / src, tmp / f"floor_{dst}")
-                    _keep_best(rows, f"{case}: numpy floor", time.perf_counter() - t)
+                    keep_best(rows, f"{case}: numpy floor", time.perf_counter() - t)
                 for name, cfg in configs.items():
                     t = time.perf_counter()
                     with open_volume(tmp / src) as source:
                         result = predict_volume(source, loaded, cfg, output=tmp / dst, overwrite=True)
-                    _keep_best(rows, f"{case}: engine {name} ({result.backend}, {result.device})",
+                    keep_best(rows, f"{case}: engine {name} ({result.backend}, {result.device})",
                                time.perf_counter() - t)
             t = time.perf_counter()
             predict_volume(volume, loaded, configs["default"])
-            _keep_best(rows, "in memory: engine default", time.perf_counter() - t)
-            _keep_best(rows, "in memory: the network's forward passes alone (normalised slices)",
+            keep_best(rows, "in memory: engine default", time.perf_counter() - t)
+            keep_best(rows, "in memory: the network's forward passes alone (normalised slices)",
                        _network_alone(volume, loaded))
             if args.device == "cpu":  # the engine's own CPU session: what its default runs here
-                _keep_best(rows, ONNX_ALONE, _network_alone(volume, loaded, "onnxruntime"))
+                keep_best(rows, ONNX_ALONE, _network_alone(volume, loaded, "onnxruntime"))
     voxels = float(np.prod(shape))
     ratios = {}
     for case in cases:

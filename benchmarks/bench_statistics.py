@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_predict import emit, machine, pointwise_model, synthetic_scan, write_h5  # noqa: E402
+from bench_predict import keep_best, emit, machine, pointwise_model, synthetic_scan, write_h5  # noqa: E402
 from bone_agreement import save_bone_checkpoint, train  # noqa: E402
 
 from bone_avizo.config import PredictConfig  # noqa: E402
@@ -89,7 +89,7 @@ def io(args) -> dict:
                         if cache == "cold":
                             evict(path)
                         seconds, found[mode], report = _pass(path, mode)
-                        _keep_best(rows, f"{kind}, {cache}: statistics pass {mode}", seconds)
+                        keep_best(rows, f"{kind}, {cache}: statistics pass {mode}", seconds)
                         if report is not None:
                             described[kind] = report.describe()
                     errors[kind] = relative_error(found["sampled"], found["exact"])
@@ -100,7 +100,7 @@ def io(args) -> dict:
                         with open_volume(path) as source:
                             result = predict_volume(source, loaded, PredictConfig(statistics=mode),
                                                     output=tmp / f"out{path.suffix}", overwrite=True)
-                        _keep_best(rows, f"{kind}, {cache}: predict file to file, statistics={mode}",
+                        keep_best(rows, f"{kind}, {cache}: predict file to file, statistics={mode}",
                                    time.perf_counter() - t)
                         described[f"{kind} predict statistics={mode}"] = result.statistics
     ratios = {}
@@ -112,10 +112,6 @@ def io(args) -> dict:
             "shape": shape, "dtype": "uint16", "network": "pointwise affine, 3 classes (onnxruntime, fp32)",
             "exact_pass_slab_slices": EXACT_SLAB, "seconds": rows, "speed-up_of_sampled": ratios,
             "how": described, "sampled_error_percent": errors}
-
-
-def _keep_best(rows: dict, key: str, seconds: float) -> None:
-    rows[key] = min(rows.get(key, float("inf")), seconds)
 
 
 def real(args) -> dict:

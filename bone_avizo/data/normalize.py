@@ -205,7 +205,7 @@ class StatsAccumulator:
         count = self.count + exact.count
         if not count:
             return None
-        total, total_sq = self.total + float(exact.total), self.total_sq + float(exact.squares)
+        _, total, total_sq = self.sums()
         minimum, maximum = self.minimum, self.maximum
         if exact.count:
             minimum, maximum = min(minimum, float(exact.minimum)), max(maximum, float(exact.maximum))

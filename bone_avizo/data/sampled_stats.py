@@ -2,7 +2,7 @@
 
 Exact statistics read every voxel in a pass of their own before the prediction pass: the scan's I/O
 twice. :func:`sampled_stats` reads whole slices in rounds. The first cuts the scan into at least
-FIRST_UNITS strata of slices and reads one slice of each, at a position drawn from a fixed seed; each
+FIRST_SLICES strata of slices and reads one slice of each, at a position drawn from a fixed seed; each
 following round halves the strata and reads one slice in each half that has none yet, doubling what has
 been read (a nested stratified sample: a periodic pattern along z, such as odd and even slices that
 differ, cannot line up with it as it can with a fixed stride). After each round the standard errors of
@@ -14,8 +14,8 @@ are the exact ones.
 
 The slices read depend on the scan alone (the positions on its shape, the rounds on its voxels), never on
 its file format, chunks or machine: a scan in Avizo's memory, as a TIFF or as an HDF5 file gets the same
-statistics, and so does every rank of a job and a resumed run. A chunked format (HDF5, Zarr) decodes the
-chunks a sampled slice touches; its chunk cache keeps a layer, so slices of one layer decode it once.
+statistics, and so does every rank of a job and a resumed run. A chunked source (HDF5, Zarr) decodes each
+chunk layer a sampled slice lies in once and counts all its slices: never more decoding than the exact pass.
 """
 from __future__ import annotations
 
@@ -150,10 +150,8 @@ def _read_slices(source, slices: list[int], mask: str):
             yield from parallel_imap(counted, slices)
         return
     for (z0, _), slab in prefetched(lambda span: source.read_slab(*span), _slabs(source, slices)):
-        for i, image in enumerate(slab):
-            accumulator = StatsAccumulator(mask)
-            accumulator.add(image[None])
-            yield z0 + i, accumulator
+        for i in range(len(slab)):
+            yield z0 + i, _accumulated(slab[i:i + 1], mask, split=True)
 
 
 def _slabs(source, slices: list[int]) -> list[tuple[int, int]]:
@@ -169,8 +167,9 @@ def _slabs(source, slices: list[int]) -> list[tuple[int, int]]:
             for z0 in range(layer * depth, min((layer + 1) * depth, nz), part)]
 
 
-def _accumulated(slab: np.ndarray, mask: str) -> StatsAccumulator:
-    """An accumulator that has counted ``slab`` in this thread (one of the I/O threads)."""
+def _accumulated(slab: np.ndarray, mask: str, *, split: bool = False) -> StatsAccumulator:
+    """An accumulator that has counted ``slab``; ``split``: the I/O threads may share the sums (not from
+    inside one of them)."""
     accumulator = StatsAccumulator(mask)
-    accumulator.add(slab, split=False)
+    accumulator.add(slab, split=split)
     return accumulator
