@@ -35,6 +35,7 @@ from bone_avizo.io.base import ArraySource  # noqa: E402
 from bone_avizo.models import load_model  # noqa: E402
 from bone_avizo.phantom import PhantomConfig, make_phantom  # noqa: E402
 from bone_avizo.predict import predict_volume  # noqa: E402
+from bone_avizo.predict.backends import resolve_precision  # noqa: E402
 from bone_avizo.volume import Volume  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -74,7 +75,7 @@ def io(args) -> dict:
     shape = (args.slices, args.size, args.size)
     loaded = pointwise_model(3)
     rows: dict[str, float] = {}
-    described, errors = {}, {}
+    described, errors, ran_with = {}, {}, set()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         tifffile.imwrite(tmp / "scan.tif", synthetic_scan(shape))
@@ -103,13 +104,15 @@ def io(args) -> dict:
                         keep_best(rows, f"{kind}, {cache}: predict file to file, statistics={mode}",
                                    time.perf_counter() - t)
                         described[f"{kind} predict statistics={mode}"] = result.statistics
+                        ran_with.add(_ran_with(result))
     ratios = {}
     for key, seconds in rows.items():
         if key.endswith("sampled") or key.endswith("statistics=auto"):
             base = key.rsplit(" ", 1)[0] + " exact" if key.endswith("sampled") else key.replace("=auto", "=exact")
             ratios[key] = rows[base] / seconds
     return {"benchmark": "statistics-io", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-            "shape": shape, "dtype": "uint16", "network": "pointwise affine, 3 classes (onnxruntime, fp32)",
+            "shape": shape, "dtype": "uint16", "network": "pointwise affine, 3 classes",
+            "engine_ran_with": sorted(ran_with),
             "exact_pass_slab_slices": EXACT_SLAB, "seconds": rows, "speed-up_of_sampled": ratios,
             "how": described, "sampled_error_percent": errors}
 
@@ -150,11 +153,18 @@ def agreement(args) -> dict:
     return {"benchmark": "statistics-label-agreement", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
             "model": f"BONe .pth, U-Net/resnet18 2D, 2 classes, trained {args.steps} steps on a 16 x 256^2 phantom",
             "scan": f"phantom {args.slices} x {args.size}^2 uint16 (seed 1)",
-            "backend": results["exact"].backend, "precision": "fp32",
+            "engine_ran_with": _ran_with(results["exact"]),
             "how": results["sampled"].statistics,
             "sampled_error_percent": relative_error(results["sampled"].stats, results["exact"].stats),
             "label_agreement": float((exact == sampled).mean()),
             "bone_iou_exact": _iou(exact == 1, truth), "bone_iou_sampled": _iou(sampled == 1, truth)}
+
+
+def _ran_with(result) -> str:
+    """Backend, device and precision a prediction (default precision) actually ran with."""
+    device = torch.device(result.device.split(",")[0])
+    precision = resolve_precision("auto", device) if result.backend == "torch" else "fp32"
+    return f"{result.backend} on {result.device}, {precision}"
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

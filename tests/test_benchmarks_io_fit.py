@@ -86,6 +86,7 @@ def test_bench_statistics_io_runs_tiny_and_compares_exact_and_sampled_warm_and_c
                 for mode in ("exact", "sampled")}
     assert expected <= set(figures["seconds"]) and all(v > 0 for v in figures["seconds"].values())
     assert figures["how"]["TIFF"].startswith(("exact", "sampled"))
+    assert figures["engine_ran_with"] and all(" on cpu, fp32" in ran for ran in figures["engine_ran_with"])
     assert all(error <= 0.1 for error in figures["sampled_error_percent"].values())
 
 
