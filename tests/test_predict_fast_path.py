@@ -108,8 +108,9 @@ def test_labels_from_scores_is_argmax_with_ties_to_the_lower_class(classes, over
 def test_labels_from_scores_splits_rows_into_runs_exactly(monkeypatch):
     """Images wider and taller than one run of rows: the same labels as argmax,
     and bfloat16 scores are labelled too."""
-    import bone_avizo.predict.engine as engine
-    monkeypatch.setattr(engine, "LABEL_CHUNK_PIXELS", 64)
+    from bone_avizo.predict import kernels
+    monkeypatch.setattr(kernels, "LABEL_CHUNK_PIXELS", 64)
+    monkeypatch.setattr(kernels, "BLOCK", 64)
     scores = torch.randn(3, 4, 37, 50, generator=torch.Generator().manual_seed(3))
     np.testing.assert_array_equal(labels_from_scores(scores).numpy(), scores.argmax(1).numpy())
     half = scores.bfloat16()

@@ -244,26 +244,16 @@ def scan_stats(source, *, slab_slices: int = 32, progress=None, mask: str = Stat
 
 def normalize(data: np.ndarray | torch.Tensor, stats: NormStats, mode: str) -> torch.Tensor:
     """Normalised float32 tensor of the same shape as ``data`` (any layout)."""
-    offset, scale, low, high = _affine(stats, mode)
+    offset, scale, low, high = affine(stats, mode)
     return torch.as_tensor(data).to(torch.float32).sub_(offset).mul_(scale).clamp_(low, high)
 
 
-def _affine(stats: NormStats, mode: str) -> tuple[float, float, float, float]:
+def affine(stats: NormStats, mode: str) -> tuple[float, float, float, float]:
     """(offset, scale, low, high): normalised = clip((x - offset) * scale, low, high)."""
     if Normalization(mode) == Normalization.ZSCORE:
         return stats.mean, 1.0 / stats.std if stats.std > 0 else 1.0, -Z_CLIP, Z_CLIP
     span = stats.maximum - stats.minimum
     return stats.minimum, 1.0 / span if span > 0 else 1.0, 0.0, 1.0
-
-
-def normalize_in_place(array: np.ndarray, stats: NormStats, mode: str) -> np.ndarray:
-    """:func:`normalize` of a float32 numpy array, in place and with numpy: the same float32 operations
-    (bit-identical), and no torch intra-op threads, which spin on after each operation and take the
-    cores from the threads working beside them."""
-    offset, scale, low, high = _affine(stats, mode)
-    np.subtract(array, np.float32(offset), out=array)
-    np.multiply(array, np.float32(scale), out=array)
-    return np.clip(array, np.float32(low), np.float32(high), out=array)
 
 
 LOOKUP_DTYPES = {np.dtype(np.uint8): np.uint8, np.dtype(np.int8): np.uint8,

@@ -27,14 +27,14 @@ import torch
 from bone_avizo._memory import BufferPool, bound_heap
 from bone_avizo.config import Plane, PredictConfig
 from bone_avizo.data.context import check_context, context_indices, halo
-from bone_avizo.data.normalize import (MASK_WORDS, Normalization, NormStats, StatsMask, index_dtype, lookup_table,
-                                      normalize, normalize_in_place, scan_stats)
+from bone_avizo.data.normalize import (MASK_WORDS, Normalization, NormStats, StatsMask, affine, index_dtype,
+                                      lookup_table, normalize, scan_stats)
 from bone_avizo.data.sampled_stats import sampled_stats
 from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
 from bone_avizo.models.metadata import default_class_names, label_count
-from bone_avizo.predict import tta
+from bone_avizo.predict import kernels, tta
 from bone_avizo.predict.backends import build_backend
 from bone_avizo.predict.fusion import FusionBuffer
 from bone_avizo.predict.loading import LoadingModel, open_model
@@ -313,10 +313,9 @@ class _PlanePredictor:
 class Normaliser:
     """Raw images (any dtype, any layout) -> normalised float32 tensors on ``device``.
 
-    On CPU, 8/16-bit integer data are converted image by image into a reused float32 buffer and
-    normalised there in place by numpy (each image's four passes stay in cache: 7x faster than a
-    64k-entry table gather; the same float32 operations as ``normalize``, without torch's threads);
-    other dtypes go through ``normalize``.
+    On CPU, 8/16-bit integer data are normalised into a reused float32 buffer in one pass
+    (:func:`bone_avizo.predict.kernels.normalise_into`: the same float32 operations as ``normalize``, without
+    torch's threads); other dtypes go through ``normalize``.
     On CUDA the raw voxels travel (pinned, 1-2 bytes each) and a lookup table (:func:`lookup_table`,
     bit-identical) is applied on the device."""
 
@@ -345,10 +344,7 @@ class Normaliser:
         if self.on_host:
             if self.index_dtype is not None:
                 out = self._buffers.take(raw.shape, np.float32)
-                for image, normed in zip(raw.reshape(-1, *raw.shape[-2:]), out.reshape(-1, *raw.shape[-2:])):
-                    normed[...] = image  # exact: 8/16-bit integers are float32 values
-                    normalize_in_place(normed, self.stats, self.mode)
-                return torch.from_numpy(out)
+                return torch.from_numpy(kernels.normalise_into(raw, out, affine(self.stats, self.mode)))
             return normalize(torch.from_numpy(_float_safe(raw)), self.stats, self.mode)
         if self.table is not None:
             signed = raw.view(np.int16 if self.index_dtype is np.uint16 else np.int8)  # torch lacks uint16 ops
@@ -379,20 +375,17 @@ def _pinned(tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
 
-LABEL_CHUNK_PIXELS = 1 << 17  # pixels of one image per step of the CPU argmax (fewer, larger numpy calls)
-
-
 def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False,
                        out: torch.Tensor | None = None) -> torch.Tensor:
     """argmax over classes of (n, K, h, w) scores as uint8 (n, h, w) (or (n, K, *rest) as (n, *rest));
     ties go to the lower class. One channel (K = 1) is a binary model's logit: 1 where it is > 0, else 0.
 
-    On CPU (float16/32/64 and integer scores) a running maximum over K in numpy, over runs of rows, in
-    this thread: several times faster than ``argmax(1)`` on this layout, and unlike torch's intra-op
-    threads it does not stall when other processes load the cores. It is bound by memory traffic, which
-    a second thread does not add to (split between 2 threads it took 1.6-2x as long). ``overwrite``
-    is accepted for callers that no longer need ``scores`` (the CPU path never changes them); ``out``, a
-    uint8 (n, h, w) tensor on the scores' device, receives the labels (and is returned)."""
+    On CPU, in this thread, one pass over the scores (:func:`bone_avizo.predict.kernels.labels_into`):
+    several times faster than ``argmax(1)`` on this layout, and unlike torch's intra-op threads it does
+    not stall when other processes load the cores. It is bound by memory traffic, which a second
+    thread does not add to. ``overwrite`` is accepted for callers that no longer need ``scores`` (the
+    CPU path never changes them); ``out``, a uint8 (n, h, w) tensor on the scores' device, receives the
+    labels (and is returned)."""
     if scores.device.type != "cpu":
         if scores.shape[1] == 1:
             labels = (scores[:, 0] > 0).to(torch.uint8)
@@ -404,31 +397,11 @@ def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False,
     if scores.dtype == torch.bfloat16:  # numpy has no bfloat16
         scores = scores.float()
     shape = scores.shape[:1] + scores.shape[2:]
-    array = scores.numpy().reshape(scores.shape[:2] + (-1, scores.shape[-1]))  # (n, K, rows, w)
-    n, k, h, w = array.shape
-    labels = np.zeros((n, h, w), dtype=np.uint8) if out is None else out.numpy().reshape(n, h, w)
-    if k == 1:
-        np.greater(array[:, 0], 0, out=labels.view(bool))
-    else:
-        step = max(1, LABEL_CHUNK_PIXELS // max(w, 1))
-        _label_runs(array, labels, [(i, r, min(r + step, h)) for i in range(n) for r in range(0, h, step)])
+    array = scores.numpy().reshape(scores.shape[0], scores.shape[1], -1)  # (n, K, pixels)
+    n = array.shape[0]
+    labels = np.empty((n, array.shape[2]), dtype=np.uint8) if out is None else out.numpy().reshape(n, -1)
+    kernels.labels_into(array, labels)
     return torch.from_numpy(labels.reshape(shape)) if out is None else out
-
-
-def _label_runs(scores: np.ndarray, labels: np.ndarray, runs) -> None:
-    """Labels of the (image, first row, end row) runs of (n, K, h, w) ``scores`` into (n, h, w) ``labels``."""
-    for i, r0, r1 in runs:
-        s, out = scores[i, :, r0:r1], labels[i, r0:r1]
-        np.greater(s[1], s[0], out=out.view(bool))  # classes 0 and 1 in one pass
-        if len(s) > 2:
-            best = np.maximum(s[0], s[1])
-            higher = np.empty(best.shape, dtype=np.uint8)
-            for c in range(2, len(s)):
-                np.greater(s[c], best, out=higher.view(bool))
-                # class c beats every earlier class: c is above every label so far, so a maximum sets it
-                np.maximum(out, np.multiply(higher, np.uint8(c), out=higher), out=out)
-                if c + 1 < len(s):
-                    np.maximum(best, s[c], out=best)
 
 
 def _float_safe(raw: np.ndarray) -> np.ndarray:
