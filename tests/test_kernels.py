@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bone_avizo.data.normalize import NormStats, affine, normalize
-from bone_avizo.predict import kernels
+from bone_avizo import kernels
 
 
 @pytest.fixture(params=["numba", "numpy"])
@@ -87,13 +87,13 @@ def test_a_single_image_normalises_as_a_stack(route):
 def test_numba_that_cannot_load_falls_back_to_numpy(monkeypatch, caplog):
     import sys
 
-    import bone_avizo.predict
+    import bone_avizo
     monkeypatch.setenv("BONE_AVIZO_NUMBA", "1")
-    monkeypatch.setitem(sys.modules, "bone_avizo.predict._numba_kernels", None)  # import fails
-    monkeypatch.delattr(bone_avizo.predict, "_numba_kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "bone_avizo._numba_kernels", None)  # import fails
+    monkeypatch.delattr(bone_avizo, "_numba_kernels", raising=False)
     kernels.compiled.cache_clear()
     try:
-        with caplog.at_level("INFO", logger="bone_avizo.predict.kernels"):
+        with caplog.at_level("INFO", logger="bone_avizo.kernels"):
             assert kernels.compiled() is None
         assert "numpy kernels" in caplog.text
         scores = torch.randn(1, 3, 40).numpy()
@@ -117,3 +117,21 @@ def test_predictions_do_not_depend_on_numba(monkeypatch):
     kernels.compiled.cache_clear()
     np.testing.assert_array_equal(results[0], results[1])
     assert len(np.unique(results[0])) > 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("skip_zeros", [True, False])
+def test_moments_are_exact(route, dtype, skip_zeros, monkeypatch):
+    """Count, sum, sum of squares, minimum and maximum: exact integers, the same on both routes, across
+    the kernel's runs (made small here) and for all-zero data."""
+    from bone_avizo.data.normalize import _unsigned_moments
+    monkeypatch.setattr(kernels, "MOMENTS_RUN", 1000)
+    flat = np.random.default_rng(6).integers(0, np.iinfo(dtype).max, 4321, endpoint=True).astype(dtype)
+    flat[::5] = 0
+    flat[7] = np.iinfo(dtype).max
+    selected = flat[flat != 0] if skip_zeros else flat
+    wide = selected.astype(np.int64)
+    found = _unsigned_moments(flat, skip_zeros=skip_zeros)
+    assert (found.count, found.total, found.squares, found.minimum, found.maximum) == (
+        wide.size, int(wide.sum()), int((wide * wide).sum()), int(wide.min()), int(wide.max()))
+    assert _unsigned_moments(np.zeros(100, dtype), skip_zeros=True).count == 0

@@ -108,7 +108,7 @@ def test_labels_from_scores_is_argmax_with_ties_to_the_lower_class(classes, over
 def test_labels_from_scores_splits_rows_into_runs_exactly(monkeypatch):
     """Images wider and taller than one run of rows: the same labels as argmax,
     and bfloat16 scores are labelled too."""
-    from bone_avizo.predict import kernels
+    from bone_avizo import kernels
     monkeypatch.setattr(kernels, "LABEL_CHUNK_PIXELS", 64)
     monkeypatch.setattr(kernels, "BLOCK", 64)
     scores = torch.randn(3, 4, 37, 50, generator=torch.Generator().manual_seed(3))

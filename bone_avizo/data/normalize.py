@@ -15,6 +15,7 @@ from bone_avizo._compat import StrEnum
 import numpy as np
 import torch
 
+from bone_avizo import kernels
 from bone_avizo._memory import BufferPool
 from bone_avizo.errors import InvalidVolumeError
 from bone_avizo.io.threads import io_threads, parallel_map
@@ -98,7 +99,11 @@ def _unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> _Moments:
     as long as a uint32 one): each square x*x < 2**32 is split into its high and low 16 bits, whose sums
     over rows of 2**16 voxels fit in uint32, and sum of squares = 65536 * high + low, exactly.
     No histogram (numpy's bincount widens every voxel to 8 bytes first) and no BLAS dot product (whose own
-    threads, run from the I/O threads next to the reader and the network, tripled the statistics pass)."""
+    threads, run from the I/O threads next to the reader and the network, tripled the statistics pass).
+    Where numba is usable, one pass of :func:`bone_avizo.kernels.unsigned_moments` gives the same numbers."""
+    found = kernels.unsigned_moments(flat, skip_zeros=skip_zeros)
+    if found is not None:
+        return _Moments(*found) if found[0] else _Moments()
     result = _Moments()
     wide, part = _SCRATCH.take((MOMENTS_RUN,), np.uint32), _SCRATCH.take((MOMENTS_RUN,), np.uint32)
     try:

@@ -24,6 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from bone_avizo import kernels
 from bone_avizo._memory import BufferPool, bound_heap
 from bone_avizo.config import Plane, PredictConfig
 from bone_avizo.data.context import check_context, context_indices, halo
@@ -34,7 +35,7 @@ from bone_avizo.errors import ConfigError, InvalidVolumeError, ModelError
 from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
 from bone_avizo.models.metadata import default_class_names, label_count
-from bone_avizo.predict import kernels, tta
+from bone_avizo.predict import tta
 from bone_avizo.predict.backends import build_backend
 from bone_avizo.predict.fusion import FusionBuffer
 from bone_avizo.predict.loading import LoadingModel, open_model
@@ -314,7 +315,7 @@ class Normaliser:
     """Raw images (any dtype, any layout) -> normalised float32 tensors on ``device``.
 
     On CPU, 8/16-bit integer data are normalised into a reused float32 buffer in one pass
-    (:func:`bone_avizo.predict.kernels.normalise_into`: the same float32 operations as ``normalize``, without
+    (:func:`bone_avizo.kernels.normalise_into`: the same float32 operations as ``normalize``, without
     torch's threads); other dtypes go through ``normalize``.
     On CUDA the raw voxels travel (pinned, 1-2 bytes each) and a lookup table (:func:`lookup_table`,
     bit-identical) is applied on the device."""
@@ -380,7 +381,7 @@ def labels_from_scores(scores: torch.Tensor, *, overwrite: bool = False,
     """argmax over classes of (n, K, h, w) scores as uint8 (n, h, w) (or (n, K, *rest) as (n, *rest));
     ties go to the lower class. One channel (K = 1) is a binary model's logit: 1 where it is > 0, else 0.
 
-    On CPU, in this thread, one pass over the scores (:func:`bone_avizo.predict.kernels.labels_into`):
+    On CPU, in this thread, one pass over the scores (:func:`bone_avizo.kernels.labels_into`):
     several times faster than ``argmax(1)`` on this layout, and unlike torch's intra-op threads it does
     not stall when other processes load the cores. It is bound by memory traffic, which a second
     thread does not add to. ``overwrite`` is accepted for callers that no longer need ``scores`` (the

@@ -1,4 +1,4 @@
-"""numba versions of :mod:`bone_avizo.predict.kernels` (imported only through ``kernels.compiled()``).
+"""numba versions of :mod:`bone_avizo.kernels` (imported only through ``kernels.compiled()``).
 
 Plain loops that LLVM vectorises; no fast-math, so every float32 operation is the one numpy does. The
 running maximum follows ``numpy.maximum``: once it is NaN no later class wins, as in the numpy route.
@@ -78,3 +78,23 @@ def labels_many(scores, labels, block):  # pragma: no cover - compiled
             out = labels[i, j0:j0 + m]
             for j in range(m):
                 out[j] = np.uint8(label[j])
+
+
+@njit(**_JIT)
+def moments(flat, skip_zeros):  # pragma: no cover - compiled
+    """(count, sum, sum of squares, minimum, maximum) of 1-D uint8/uint16 ``flat`` (of its non-zero voxels
+    when ``skip_zeros``; a zero adds nothing to either sum), exact in uint64 for up to 2**31 voxels; the
+    minimum of no voxel is 65536."""
+    count = np.uint64(0)
+    total = np.uint64(0)
+    squares = np.uint64(0)
+    low = np.uint32(65536)
+    high = np.uint32(0)
+    for i in range(flat.size):
+        v = np.uint32(flat[i])
+        count += np.uint64(1) if (v != 0 or not skip_zeros) else np.uint64(0)
+        total += np.uint64(v)
+        squares += np.uint64(v * v)
+        low = min(low, v if (v != 0 or not skip_zeros) else np.uint32(65536))
+        high = max(high, v)
+    return count, total, squares, low, high

@@ -1,8 +1,9 @@
 """One-pass CPU kernels of the prediction pipeline, compiled by numba, with numpy fallbacks.
 
-The CPU path spends most of its own time in two memory-bound steps around the network: normalising
-8/16-bit voxels to float32 (numpy: a conversion and three passes) and taking the argmax over the K
-class scores (numpy: 2K - 1 passes). Each kernel here reads its input once and writes its output once.
+The CPU path spends most of its own time in memory-bound steps around the network: the statistics of
+8/16-bit voxels (numpy: about eight passes in exact uint32 arithmetic), normalising them to float32
+(numpy: a conversion and three passes) and taking the argmax over the K class scores (numpy: 2K - 1
+passes). Each kernel here reads its input once and writes its output once.
 Both give exactly the numpy results (the same float32 operations in the same order, no fast-math;
 ties to the lower class, NaN as numpy's running maximum treats it), so the labels do not depend on
 whether numba is installed, nor on the machine.
@@ -32,7 +33,7 @@ def compiled():
         log.info("BONE_AVIZO_NUMBA=0: the CPU pipeline runs its numpy kernels")
         return None
     try:
-        from bone_avizo.predict import _numba_kernels
+        from bone_avizo import _numba_kernels
     except Exception as exc:  # noqa: BLE001 - ImportError, or numba failing against this numpy/LLVM
         log.info("numba is not usable here (%s); the CPU pipeline runs its numpy kernels (slower, same results)",
                  str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -73,6 +74,25 @@ def labels_into(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     else:
         kernels.labels_many(scores, labels, BLOCK)
     return labels
+
+
+MOMENTS_RUN = 1 << 30  # voxels per call of the moments kernel: its uint64 sums stay exact
+
+
+def unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> tuple[int, int, int, int, int] | None:
+    """(count, sum, sum of squares, minimum, maximum) of 1-D uint8/uint16 ``flat`` (of its non-zero voxels
+    when ``skip_zeros``), exact, in one pass; (0, 0, 0, 0, 0) for no voxel; None where numba is not
+    usable (the caller's numpy route gives the same numbers)."""
+    kernels = compiled()
+    if kernels is None or flat.dtype not in (np.uint8, np.uint16) or flat.ndim != 1:
+        return None
+    count = total = squares = maximum = 0
+    minimum = 1 << 16
+    for i in range(0, flat.size, MOMENTS_RUN):
+        n, s, q, low, high = kernels.moments(flat[i:i + MOMENTS_RUN], skip_zeros)
+        count, total, squares = count + int(n), total + int(s), squares + int(q)
+        minimum, maximum = min(minimum, int(low)), max(maximum, int(high))
+    return (count, total, squares, minimum, maximum) if count else (0, 0, 0, 0, 0)
 
 
 LABEL_CHUNK_PIXELS = 1 << 17  # pixels of one image per step of the numpy argmax (fewer, larger calls)
