@@ -50,7 +50,12 @@ class TileGrid:
 
     @classmethod
     def build(cls, height: int, width: int, tile: int, overlap: float, *, align: int = ALIGN) -> "TileGrid":
-        """``align``: the multiple a tile's sides must be (the network's input multiple; 1 = any size)."""
+        """``align``: the multiple a tile's sides must be (the network's input multiple; 1 = any size).
+        Grids are immutable and asked for on every forward pass: each is built once (cached)."""
+        return _cached_grid(cls, height, width, tile, overlap, align)
+
+    @classmethod
+    def _build(cls, height: int, width: int, tile: int, overlap: float, align: int) -> "TileGrid":
         tile_h = min(tile, _ceil_to(height, align))
         tile_w = min(tile, _ceil_to(width, align))
         padded_h, padded_w = max(height, tile_h), max(width, tile_w)
@@ -65,6 +70,11 @@ class TileGrid:
     @property
     def tile_pixels(self) -> int:
         return self.tile_h * self.tile_w * len(self.starts)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_grid(cls, height: int, width: int, tile: int, overlap: float, align: int) -> TileGrid:
+    return cls._build(height, width, tile, overlap, align)
 
 
 def _ceil_to(value: int, multiple: int) -> int:
