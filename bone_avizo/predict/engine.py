@@ -270,8 +270,9 @@ class _PlanePredictor:
     """Predicts blocks of images along one plane: raw block -> logits (n, K, h, w).
 
     ``read`` runs in the background reader thread: it reads the block and prepares it for the device
-    (on CPU: normalised through a lookup table; on CUDA: the raw voxels in pinned memory, normalised
-    on the device). ``logits`` runs on the compute thread."""
+    (on CPU: 8/16-bit voxels as they are, often a view of the source, other dtypes normalised; on CUDA:
+    the raw voxels in pinned memory). ``chunks`` runs on the compute thread: each forward pass's images
+    are normalised there (CPU, 8/16-bit: just before the network reads them; CUDA: on the device)."""
 
     def __init__(self, plan: _Plan, plane: Plane, stats: NormStats, backend, dtype):
         self.plan = plan
@@ -285,19 +286,18 @@ class _PlanePredictor:
 
     def read(self, source: VolumeSource, block: tuple[int, int]) -> tuple[int, torch.Tensor]:
         lo, hi = max(0, block[0] - self.halo), min(self.n, block[1] + self.halo)
-        if self.axis == 0 and self.normaliser.reads_views:
+        if self.axis == 0 and self.normaliser.per_pass:
             view = source.view_slab(lo, hi)
             if view is not None:
                 return lo, self.normaliser.prepare(view)
         return lo, self.normaliser.prepare(_read_block(source, self.axis, lo, hi))
 
-    def recycle(self, data: tuple[int, torch.Tensor]) -> None:
-        """``data`` (from :meth:`read`) is no longer needed: its buffer serves a later block."""
-        self.normaliser.recycle(data[1])
-
     def chunks(self, block: tuple[int, int], lo: int, prepared: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """(i, logits (m, K, h, w) float32) for the block's images i..i+m-1, a forward pass's worth at a
         time, so no more than one pass of logits exists at once."""
+        if self.normaliser.per_pass:
+            yield from self._chunks_of_raw(block, lo, prepared)
+            return
         normed = self.normaliser.on_device(prepared)  # (rows, h, w) float32
         centres = np.arange(*block) - lo
         step = self.tiler.images_per_pass(*normed.shape[-2:])
@@ -310,13 +310,32 @@ class _PlanePredictor:
                 images = normed[torch.from_numpy(idx).to(normed.device)]  # (m, C, h, w)
             yield i, tta.averaged(self.tiler, images, self.plan.config.tta)
 
+    def _chunks_of_raw(self, block: tuple[int, int], lo: int, raw: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`chunks` of a raw (rows, h, w) block: each pass's images are normalised into one reused
+        buffer just before the network reads them, while they are in cache."""
+        centres = np.arange(*block) - lo
+        step = self.tiler.images_per_pass(*raw.shape[-2:])
+        for i in range(0, len(centres), step):
+            part = centres[i:i + step]
+            if self.plan.context == 1:
+                images = raw[part[0]:part[-1] + 1, None]  # (m, 1, h, w), a view
+            else:
+                images = raw[context_indices(part + lo, self.n, self.plan.context) - lo]  # (m, C, h, w)
+            normed = self.normaliser.normalised(images)
+            try:
+                logits = tta.averaged(self.tiler, torch.from_numpy(normed), self.plan.config.tta)
+            finally:
+                self.normaliser.give(normed)
+            yield i, logits
+
 
 class Normaliser:
     """Raw images (any dtype, any layout) -> normalised float32 tensors on ``device``.
 
-    On CPU, 8/16-bit integer data are normalised into a reused float32 buffer in one pass
-    (:func:`bone_avizo.kernels.normalise_into`: the same float32 operations as ``normalize``, without
-    torch's threads); other dtypes go through ``normalize``.
+    On CPU, 8/16-bit integer data are normalised one forward pass at a time into a reused float32
+    buffer, in one pass over the voxels (:func:`bone_avizo.kernels.normalise_into`: the same float32
+    operations as ``normalize``, without torch's threads), so the network reads them from cache; other
+    dtypes go through ``normalize`` block by block.
     On CUDA the raw voxels travel (pinned, 1-2 bytes each) and a lookup table (:func:`lookup_table`,
     bit-identical) is applied on the device."""
 
@@ -336,26 +355,31 @@ class Normaliser:
         return torch.from_numpy(self.table).to(self.device) if self.table is not None else None
 
     @property
-    def reads_views(self) -> bool:
-        """Whether :meth:`prepare` only reads ``raw`` at once (so a read-only view of the source will do)."""
+    def per_pass(self) -> bool:
+        """Whether :meth:`prepare` hands over the raw voxels (CPU, 8/16-bit; a read-only view of the source
+        will do) and each forward pass's images are normalised on the compute thread (:meth:`normalised`)
+        just before the network reads them, while they are in cache."""
         return self.on_host and self.index_dtype is not None
 
-    def prepare(self, raw: np.ndarray) -> torch.Tensor:
-        """Background-thread half: normalised on CPU, or raw (pinned) for a device."""
+    def normalised(self, raw: np.ndarray) -> np.ndarray:
+        """8/16-bit ``raw`` of any shape normalised into a pooled float32 array (give it back after use)."""
+        return kernels.normalise_into(raw, self._buffers.take(raw.shape, np.float32), affine(self.stats, self.mode))
+
+    def give(self, normed: np.ndarray) -> None:
+        """A buffer from :meth:`normalised` that nothing reads any more: it serves the next pass."""
+        self._buffers.give(normed)
+
+    def prepare(self, raw: np.ndarray):
+        """Background-thread half: normalised on CPU (or raw, see :attr:`per_pass`), or raw (pinned) for a
+        device."""
+        if self.per_pass:
+            return raw
         if self.on_host:
-            if self.index_dtype is not None:
-                out = self._buffers.take(raw.shape, np.float32)
-                return torch.from_numpy(kernels.normalise_into(raw, out, affine(self.stats, self.mode)))
             return normalize(torch.from_numpy(_float_safe(raw)), self.stats, self.mode)
         if self.table is not None:
             signed = raw.view(np.int16 if self.index_dtype is np.uint16 else np.int8)  # torch lacks uint16 ops
             return _pinned(torch.from_numpy(np.ascontiguousarray(signed)))
         return _pinned(torch.from_numpy(np.ascontiguousarray(_float_safe(raw))))
-
-    def recycle(self, prepared: torch.Tensor) -> None:
-        """A block from :meth:`prepare` that nothing reads any more: its buffer serves a later one."""
-        if self.reads_views:
-            self._buffers.give(prepared.numpy())
 
     def on_device(self, prepared: torch.Tensor) -> torch.Tensor:
         """Compute-thread half: the normalised (float32) block on the device."""
@@ -366,6 +390,8 @@ class Normaliser:
             return normalize(data, self.stats, self.mode)
         mask = 0xFFFF if self.index_dtype is np.uint16 else 0xFF
         return self._device_table[data.to(torch.int32).bitwise_and_(mask)]
+
+
 
 
 def _pinned(tensor: torch.Tensor) -> torch.Tensor:
@@ -705,7 +731,6 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
                 progress.advance(len(logits))
         if argmax is not None:
             argmax.wait()
-        predictor.recycle(data)
         return _HostArray(labels, pool), (_HostArray(quantised) if quantised is not None else None)
 
 
@@ -816,7 +841,6 @@ def _fusion_compute(predictor: "_PlanePredictor", block, data, *, scale: int,
             quantised[:, i:i + len(logits)] = _quantise(_class_probabilities(logits), scale).transpose(0, 1)
             if progress is not None:
                 progress.advance(len(logits))
-        predictor.recycle(data)
         return np.moveaxis(quantised.cpu().numpy(), 1, predictor.axis + 1)
 
 
