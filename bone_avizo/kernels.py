@@ -64,7 +64,7 @@ def labels_into(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     kernels = compiled()
     n, k, p = scores.shape
     if kernels is None or scores.dtype != np.float32 or not scores.flags.c_contiguous or k > 255:
-        return numpy_labels_into(scores, labels)
+        return _numpy_labels_into(scores, labels)
     if k == 1:
         np.greater(scores[:, 0], 0, out=labels.view(bool))
     elif k == 2:
@@ -98,7 +98,7 @@ def unsigned_moments(flat: np.ndarray, *, skip_zeros: bool) -> tuple[int, int, i
 LABEL_CHUNK_PIXELS = 1 << 17  # pixels of one image per step of the numpy argmax (fewer, larger calls)
 
 
-def numpy_labels_into(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def _numpy_labels_into(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """:func:`labels_into` with numpy: a running maximum over K, in runs of pixels that stay in cache."""
     n, k, p = scores.shape
     if k == 1:

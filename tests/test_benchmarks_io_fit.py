@@ -46,7 +46,7 @@ def test_bench_predict_overhead_runs_tiny_and_reports_the_engine_beyond_its_netw
             "--json", str(out)]
     assert bench_predict.main(argv) == 0
     figures = json.loads(out.read_text().splitlines()[-1])
-    assert figures["shape"] == [6, 48, 48] and figures["network"] == "pointwise affine, 2 classes"
+    assert figures["shape"] == [6, 48, 48] and figures["network"] == "pointwise scaled (ScaledNet), 2 classes"
     seconds = figures["seconds"]
     assert {"TIFF -> TIFF: numpy floor", "HDF5 -> HDF5: numpy floor",
             "in memory: the network's forward passes alone, onnxruntime (cpu)"} <= set(seconds)
