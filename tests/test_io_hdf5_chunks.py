@@ -245,3 +245,35 @@ def test_thread_count_comes_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv(IO_THREADS_ENV, "many")
     with pytest.raises(ConfigError, match=IO_THREADS_ENV):
         io_threads()
+
+
+def test_resume_points_inside_a_chunk_layer_are_stored_at_most_every_checkpoint_interval(tmp_path, monkeypatch):
+    """Blocks that end inside a chunk layer: the first resume point stores the waiting slices; until the
+    checkpoint interval has passed, later ones end at that layer's start (no layer compressed again), and
+    a completed layer counts at once. Closing after a failure stores every written slice."""
+    import bone_avizo.io.hdf5 as hdf5
+    data = smooth((40, 30, 20), "int16")
+    info, path = VolumeInfo(data.shape, np.int16), tmp_path / "v.h5"
+    stores = []
+    with pytest.raises(RuntimeError):
+        with create_writer(path, info, resume=True) as writer:
+            real_store = writer._chunks._store
+            monkeypatch.setattr(writer._chunks, "_store", lambda layer, d: (stores.append(layer), real_store(layer, d)))
+            recorded = []
+            for z0 in range(0, 38, 3):
+                writer.write_slab(z0, data[z0:z0 + 3])
+                writer.mark_done(z0 + 3)
+                recorded.append(int(writer._ds.attrs["done_slices"]))
+            assert recorded[:6] == [3, 3, 3, 3, 3, 16]  # layer 0 completes in block 15..18; 16, 17 wait
+            assert recorded[-1] == 32  # layers 0 and 1 stored; slices 32..38 wait for layer 2
+            assert stores == [0, 0, 1]  # layer 0 once for the first resume point, then once complete
+            monkeypatch.setattr(hdf5, "CHECKPOINT_SECONDS", 0.0)
+            writer._next_checkpoint = 0.0
+            writer.mark_done(39)  # the interval has passed: the waiting slices are stored
+            assert int(writer._ds.attrs["done_slices"]) == 39
+            raise RuntimeError("stopped")
+    with create_writer(path, info, resume=True) as writer:
+        assert writer.done_slices == 39
+        writer.write_slab(39, data[39:])
+        writer.mark_done(40)
+    assert np.array_equal(load_volume(path).array, data)

@@ -274,6 +274,12 @@ class ChunkWriter:
                 self._store(layer, held.array)
                 held.dirty = False
 
+    def persisted_end(self, z_end: int) -> int:
+        """How far slices 0..z_end-1 are in the file: ``z_end``, or the first slice of the first layer below
+        it whose written slices wait in memory (see :meth:`persist`)."""
+        waiting = (self.layer_bounds(layer)[0] for layer, held in self.pending.items() if held.dirty)
+        return min((start for start in waiting if start < z_end), default=z_end)
+
     def flush(self) -> bool:
         """Store every waiting layer as it is; True if one held slices not stored yet."""
         dirty = any(held.dirty for held in self.pending.values())
