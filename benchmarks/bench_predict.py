@@ -357,6 +357,44 @@ def _two_threads_speedup(work, repeat: int) -> dict:
     return {"one_thread_s": one, "two_threads_s": two, "speedup": 2 * one / two}
 
 
+def kernels_bench(args) -> dict:
+    """The CPU kernels around the network, numba against the numpy route (the same results), on
+    ``slices`` x size^2: statistics of uint16 voxels, normalisation to float32 one image at a time, labels
+    of K-class float32 scores one image at a time (one thread, best of ``repeat``)."""
+    from bone_avizo import kernels
+    from bone_avizo.data.normalize import _unsigned_moments
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 60000, (args.slices, args.size, args.size), dtype=np.uint16)
+    scores = rng.standard_normal((1, args.classes, args.size * args.size), dtype=np.float32)
+    normed = np.empty((1, args.size, args.size), np.float32)
+    labels = np.empty((1, args.size * args.size), np.uint8)
+    affine = (30000.0, 1 / 17000, -5.0, 5.0)
+    work = {"statistics (uint16, one thread)": lambda: _unsigned_moments(raw.reshape(-1), skip_zeros=True),
+            "normalise (uint16 -> float32, image by image)":
+                lambda: [kernels.normalise_into(raw[z:z + 1], normed, affine) for z in range(len(raw))],
+            f"labels ({args.classes} float32 scores, image by image)":
+                lambda: [kernels.labels_into(scores, labels) for _ in range(len(raw))]}
+    rows: dict[str, float] = {}
+    routes = {"numba": "1", "numpy": "0"}
+    for _ in range(args.repeat):
+        for route, flag in routes.items():
+            os.environ["BONE_AVIZO_NUMBA"] = flag
+            kernels.compiled.cache_clear()
+            if route == "numba" and kernels.compiled() is None:
+                continue
+            for name, run in work.items():
+                run()  # compiled (or loaded from numba's cache) before timing
+                t = time.perf_counter()
+                run()
+                keep_best(rows, f"{name}: {route}", time.perf_counter() - t)
+    os.environ.pop("BONE_AVIZO_NUMBA")
+    kernels.compiled.cache_clear()
+    speedup = {name: rows[f"{name}: numpy"] / rows[f"{name}: numba"] for name in work if f"{name}: numba" in rows}
+    return {"benchmark": "predict-kernels", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+            "shape": [args.slices, args.size, args.size], "classes": args.classes, "seconds": rows,
+            "numba_speedup": speedup}
+
+
 def threads(args) -> dict:
     """What a second thread adds on this machine, by the kinds of work the CPU pipeline does: streaming
     over arrays far larger than the caches (memory bandwidth), short numpy calls on cache-resident
@@ -491,6 +529,11 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--repeat", type=int, default=2, help="interleaved repetitions; the best time is kept")
+    p = sub.add_parser("kernels")
+    p.add_argument("--slices", type=int, default=64)
+    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--classes", type=int, default=3)
+    p.add_argument("--repeat", type=int, default=3, help="the best time of this many is kept")
     p = sub.add_parser("threads")
     p.add_argument("--mb", type=int, default=64, help="size of each streaming thread's array")
     p.add_argument("--classes", type=int, default=3)
@@ -508,7 +551,7 @@ def main(argv=None) -> int:
         p.add_argument("--tmp", default=None, help="folder for temporary files")
         p.add_argument("--json", default=None, help="append the result as a JSON line to this file")
     args = parser.parse_args(argv)
-    result = {"throughput": throughput, "overhead": overhead, "threads": threads, "memory": memory, "seams": seams,
+    result = {"throughput": throughput, "overhead": overhead, "threads": threads, "kernels": kernels_bench, "memory": memory, "seams": seams,
               "agreement": agreement}[args.what](args)
     emit(result, args.json)
     return 0

@@ -99,3 +99,16 @@ def test_bench_statistics_agreement_runs_tiny_with_a_bone_checkpoint(tmp_path):
     figures = json.loads(out.read_text().splitlines()[-1])
     assert figures["model"].startswith("BONe .pth") and 0.0 <= figures["label_agreement"] <= 1.0
     assert figures["how"].startswith(("exact", "sampled"))
+
+
+def test_bench_predict_kernels_runs_tiny_and_compares_both_routes(tmp_path, monkeypatch):
+    import bench_predict
+    pytest.importorskip("numba")
+    monkeypatch.setenv("BONE_AVIZO_NUMBA", "1")  # the benchmark sets and clears it itself
+    out = tmp_path / "kernels.json"
+    argv = ["kernels", "--slices", "3", "--size", "40", "--classes", "3", "--repeat", "1", "--json", str(out)]
+    assert bench_predict.main(argv) == 0
+    figures = json.loads(out.read_text().splitlines()[-1])
+    assert figures["shape"] == [3, 40, 40] and len(figures["seconds"]) == 6
+    assert set(figures["numba_speedup"]) == {name.rsplit(": ", 1)[0] for name in figures["seconds"]}
+    assert all(value > 0 for value in figures["numba_speedup"].values())
