@@ -211,9 +211,9 @@ def _peak_note(gflop: float) -> float | None:
 class ScaledNet(torch.nn.Module):
     """The near-free network of the overhead benchmark: K channels, each a multiple of the input's first
     channel (w_k * x, w from 1 to -1: class 0 where the normalised voxel is above the scan's mean, class
-    K-1 below it). One broadcast multiply: onnxruntime and torch both run it at about the cost of writing
-    its K outputs (0.036 s for 64 x 1024^2 x 3 on the Zen 3 2-core machine, against 0.10-0.15 s for the
-    affine network's multiply and add), so the benchmark measures the pipeline, not the network."""
+    K-1 below it). One broadcast multiply: onnxruntime runs it at about the cost of writing its K outputs
+    (0.064 s for 64 x 1024^2 x 3 on the Zen 3 2-core machine, against 0.125-0.165 s for the affine
+    network's multiply and add: benchmarks/RESULTS.md 0c), so the benchmark measures the pipeline."""
 
     def __init__(self, classes: int = 3):
         super().__init__()
@@ -329,7 +329,8 @@ def overhead(args) -> dict:
     beyond = {case: rows[f"{case}: engine default (onnxruntime, cpu)"] - rows[ONNX_ALONE] for case in cases
               if ONNX_ALONE in rows and f"{case}: engine default (onnxruntime, cpu)" in rows}
     return {"benchmark": "predict-overhead", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-            "shape": shape, "network": f"pointwise {args.network} ({NETWORKS[args.network].__name__}), {args.classes} classes", "seconds": rows,
+            "shape": shape, "seconds": rows,
+            "network": f"pointwise {args.network} ({NETWORKS[args.network].__name__}), {args.classes} classes",
             "mvoxel_per_s": {k: voxels / v / 1e6 for k, v in rows.items()},
             "ratio_to_numpy_floor": ratios,
             "engine_default_beyond_its_network_s": beyond,
@@ -376,6 +377,7 @@ def kernels_bench(args) -> dict:
                 lambda: [kernels.labels_into(scores, labels) for _ in range(len(raw))]}
     rows: dict[str, float] = {}
     routes = {"numba": "1", "numpy": "0"}
+    before = os.environ.get("BONE_AVIZO_NUMBA")
     for _ in range(args.repeat):
         for route, flag in routes.items():
             os.environ["BONE_AVIZO_NUMBA"] = flag
@@ -387,7 +389,10 @@ def kernels_bench(args) -> dict:
                 t = time.perf_counter()
                 run()
                 keep_best(rows, f"{name}: {route}", time.perf_counter() - t)
-    os.environ.pop("BONE_AVIZO_NUMBA")
+    if before is None:
+        os.environ.pop("BONE_AVIZO_NUMBA")
+    else:
+        os.environ["BONE_AVIZO_NUMBA"] = before
     kernels.compiled.cache_clear()
     speedup = {name: rows[f"{name}: numpy"] / rows[f"{name}: numba"] for name in work if f"{name}: numba" in rows}
     return {"benchmark": "predict-kernels", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
@@ -551,8 +556,8 @@ def main(argv=None) -> int:
         p.add_argument("--tmp", default=None, help="folder for temporary files")
         p.add_argument("--json", default=None, help="append the result as a JSON line to this file")
     args = parser.parse_args(argv)
-    result = {"throughput": throughput, "overhead": overhead, "threads": threads, "kernels": kernels_bench, "memory": memory, "seams": seams,
-              "agreement": agreement}[args.what](args)
+    result = {"throughput": throughput, "overhead": overhead, "threads": threads, "kernels": kernels_bench,
+              "memory": memory, "seams": seams, "agreement": agreement}[args.what](args)
     emit(result, args.json)
     return 0
 

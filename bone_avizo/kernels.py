@@ -62,12 +62,10 @@ def labels_into(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """argmax over K of (n, K, p) float32 ``scores`` into uint8 (n, p) ``labels``, ties to the lower class;
     K = 1: 1 where the score is > 0. Other score dtypes take the numpy route."""
     kernels = compiled()
-    n, k, p = scores.shape
-    if kernels is None or scores.dtype != np.float32 or not scores.flags.c_contiguous or k > 255:
-        return _numpy_labels_into(scores, labels)
-    if k == 1:
-        np.greater(scores[:, 0], 0, out=labels.view(bool))
-    elif k == 2:
+    k = scores.shape[1]
+    if kernels is None or k == 1 or k > 255 or scores.dtype != np.float32 or not scores.flags.c_contiguous:
+        return _numpy_labels_into(scores, labels)  # K = 1 is one numpy comparison on either route
+    if k == 2:
         kernels.labels2(scores, labels)
     elif k == 3:
         kernels.labels3(scores, labels)

@@ -292,41 +292,33 @@ class _PlanePredictor:
                 return lo, self.normaliser.prepare(view)
         return lo, self.normaliser.prepare(_read_block(source, self.axis, lo, hi))
 
-    def chunks(self, block: tuple[int, int], lo: int, prepared: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    def chunks(self, block: tuple[int, int], lo: int, prepared) -> Iterator[tuple[int, torch.Tensor]]:
         """(i, logits (m, K, h, w) float32) for the block's images i..i+m-1, a forward pass's worth at a
-        time, so no more than one pass of logits exists at once."""
-        if self.normaliser.per_pass:
-            yield from self._chunks_of_raw(block, lo, prepared)
-            return
-        normed = self.normaliser.on_device(prepared)  # (rows, h, w) float32
+        time, so no more than one pass of logits exists at once. A raw CPU block (:attr:`Normaliser.per_pass`)
+        is normalised a pass at a time into one reused buffer, just before the network reads it from cache."""
+        per_pass = self.normaliser.per_pass
+        rows = prepared if per_pass else self.normaliser.on_device(prepared)  # (rows, h, w)
         centres = np.arange(*block) - lo
-        step = self.tiler.images_per_pass(*normed.shape[-2:])
+        step = self.tiler.images_per_pass(*rows.shape[-2:])
         for i in range(0, len(centres), step):
-            part = centres[i:i + step]
-            if self.plan.context == 1:
-                images = normed[part[0]:part[-1] + 1, None]  # a view: no copy
-            else:
-                idx = context_indices(part + lo, self.n, self.plan.context) - lo
-                images = normed[torch.from_numpy(idx).to(normed.device)]  # (m, C, h, w)
-            yield i, tta.averaged(self.tiler, images, self.plan.config.tta)
-
-    def _chunks_of_raw(self, block: tuple[int, int], lo: int, raw: np.ndarray) -> Iterator[tuple[int, torch.Tensor]]:
-        """:meth:`chunks` of a raw (rows, h, w) block: each pass's images are normalised into one reused
-        buffer just before the network reads them, while they are in cache."""
-        centres = np.arange(*block) - lo
-        step = self.tiler.images_per_pass(*raw.shape[-2:])
-        for i in range(0, len(centres), step):
-            part = centres[i:i + step]
-            if self.plan.context == 1:
-                images = raw[part[0]:part[-1] + 1, None]  # (m, 1, h, w), a view
-            else:
-                images = raw[context_indices(part + lo, self.n, self.plan.context) - lo]  # (m, C, h, w)
+            images = self._pass_images(rows, centres[i:i + step], lo)
+            if not per_pass:
+                yield i, tta.averaged(self.tiler, images, self.plan.config.tta)
+                continue
             normed = self.normaliser.normalised(images)
             try:
                 logits = tta.averaged(self.tiler, torch.from_numpy(normed), self.plan.config.tta)
             finally:
                 self.normaliser.give(normed)
             yield i, logits
+
+    def _pass_images(self, rows, part: np.ndarray, lo: int):
+        """The (m, C, h, w) images of one pass centred on block rows ``part`` (a numpy array or a tensor,
+        as ``rows`` is): a view for 2D models, the 2.5D context stacks otherwise."""
+        if self.plan.context == 1:
+            return rows[part[0]:part[-1] + 1, None]
+        idx = context_indices(part + lo, self.n, self.plan.context) - lo
+        return rows[idx] if isinstance(rows, np.ndarray) else rows[torch.from_numpy(idx).to(rows.device)]
 
 
 class Normaliser:
@@ -343,6 +335,7 @@ class Normaliser:
         self.stats, self.mode, self.device, self.dtype = stats, mode, device, dtype
         self.index_dtype = index_dtype(dtype)  # None unless 8/16-bit integers
         self.on_host = device.type == "cpu"  # else raw voxels travel and the device normalises them
+        self.affine = affine(stats, mode)  # (offset, scale, low, high)
         self._buffers = BufferPool()
 
     @functools.cached_property
@@ -363,7 +356,7 @@ class Normaliser:
 
     def normalised(self, raw: np.ndarray) -> np.ndarray:
         """8/16-bit ``raw`` of any shape normalised into a pooled float32 array (give it back after use)."""
-        return kernels.normalise_into(raw, self._buffers.take(raw.shape, np.float32), affine(self.stats, self.mode))
+        return kernels.normalise_into(raw, self._buffers.take(raw.shape, np.float32), self.affine)
 
     def give(self, normed: np.ndarray) -> None:
         """A buffer from :meth:`normalised` that nothing reads any more: it serves the next pass."""
@@ -390,8 +383,6 @@ class Normaliser:
             return normalize(data, self.stats, self.mode)
         mask = 0xFFFF if self.index_dtype is np.uint16 else 0xFF
         return self._device_table[data.to(torch.int32).bitwise_and_(mask)]
-
-
 
 
 def _pinned(tensor: torch.Tensor) -> torch.Tensor:
