@@ -220,7 +220,7 @@ class ScaledNet(torch.nn.Module):
         self.weight = torch.nn.Parameter(torch.linspace(1.0, -1.0, classes).view(1, classes, 1, 1))
 
     def forward(self, x):
-        return x[:, :1] * self.weight
+        return x * self.weight  # (B, 1, H, W) * (1, K, 1, 1): K channels in one broadcast multiply
 
 
 class PointwiseNet(ScaledNet):

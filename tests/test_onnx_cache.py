@@ -1,6 +1,7 @@
 """The ONNX export cache: where it is, its size cap with least-recently-used eviction, `cache list|clear`."""
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from bone_avizo.errors import ConfigError
 from bone_avizo.models import onnx_cache
-from bone_avizo.models.onnx_cache import cache_entries, cache_limit_bytes, cached_onnx, evict
+from bone_avizo.models.onnx_cache import cache_entries, cache_limit_bytes, cached_onnx, evict, weights_digest
 from bone_avizo.standalone.__main__ import main
 
 
@@ -64,6 +65,23 @@ def test_an_export_is_reused_marked_used_and_the_cache_bounded(cache, monkeypatc
     assert cached_onnx(first, 1) == a and len(exported) == 1 and a.stat().st_atime > 1000
     b = cached_onnx(second, 1)
     assert len(exported) == 2 and b.is_file() and not a.exists()
+
+
+class _Doubled(torch.nn.Conv2d):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def test_a_changed_network_with_the_same_weights_is_exported_again(cache, monkeypatch):
+    monkeypatch.setattr("bone_avizo.models.onnx_export.export_onnx",
+                        lambda module, path, *, in_channels, overwrite: path.write_bytes(b"o") and path)
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(1, 2, 1)
+    doubled = _Doubled(1, 2, 1)
+    doubled.load_state_dict(plain.state_dict())
+    assert weights_digest(plain) == weights_digest(doubled)
+    assert cached_onnx(plain, 1) != cached_onnx(doubled, 1)
+    assert cached_onnx(copy.deepcopy(plain), 1) == cached_onnx(plain, 1)
 
 
 def test_cache_list_and_clear(cache, capsys):

@@ -275,3 +275,31 @@ def test_labels_computed_beside_the_next_pass_are_exact_and_their_errors_stop_th
     with pytest.raises(RuntimeError, match="argmax failed"):
         predict_volume(volume, loaded, config, output=tmp_path / "failed.tif")
     assert not list(tmp_path.glob("failed*"))
+
+
+def test_the_next_pass_is_normalised_beside_the_network_exactly_and_its_errors_stop_the_run(tmp_path, monkeypatch):
+    """CPU, 8/16-bit voxels: each pass of a block after its first is normalised on the helper thread while
+    the network runs the pass before; the labels stay exact, and a failure there ends the run cleanly."""
+    import threading
+
+    import bone_avizo.predict.engine as engine
+    volume = np.random.default_rng(5).integers(1, 60000, (9, 30, 26)).astype(np.uint16)
+    loaded = fake_loaded()
+    config = PredictConfig(device="cpu", batch_size=1, slab_slices=4)
+    threads = []
+    real = engine.Normaliser.normalised
+
+    def recorded(self, raw):
+        threads.append(threading.current_thread().name.startswith("bone_avizo-helper"))
+        if len(threads) == 15:
+            raise RuntimeError("normalisation failed (test)")
+        return real(self, raw)
+
+    monkeypatch.setattr(engine.Normaliser, "normalised", recorded)
+    result = predict_volume(volume, loaded, config, output=tmp_path / "ok.tif")
+    np.testing.assert_array_equal(tifffile.imread(result.output), pointwise_reference(volume, loaded))
+    blocks = engine._blocks(9, 4, first=1)  # (0, 1), (1, 5), (5, 9): the first pass of each on this thread
+    assert threads == [False] + [False, True, True, True] * 2 and len(blocks) == 3
+    with pytest.raises(RuntimeError, match="normalisation failed"):
+        predict_volume(volume, loaded, config, output=tmp_path / "failed.tif")
+    assert not list(tmp_path.glob("failed*"))

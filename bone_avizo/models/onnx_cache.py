@@ -1,7 +1,8 @@
 """The cache of ONNX exports that the onnxruntime backend runs (one file per network and channel count).
 
 Where: ``$BONE_AVIZO_CACHE/onnx`` (default ``~/.cache/bone_avizo/onnx``). Each export is named by a
-SHA-256 of the network's weights, so a model is exported once and reused by every later prediction.
+SHA-256 of the network's weights and of the code of its modules' forward passes (a changed network
+with the same weights, e.g. after an upgrade, is exported again), so a model is exported once and reused by every later prediction.
 Bound: ``$BONE_AVIZO_CACHE_MB`` megabytes (default :data:`DEFAULT_LIMIT_MB`); after each export
 the least recently used files are deleted until the cache fits (the export in use is always kept).
 "Used" is the file's access time, which each use sets explicitly (file systems mounted with noatime
@@ -124,6 +125,19 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:32]
 
 
+def network_digest(module: torch.nn.Module) -> str:
+    """A SHA-256 of what the export records: the weights (:func:`weights_digest`) and, for each class of
+    module in the network, its name and the bytecode of its ``forward``."""
+    digest = hashlib.sha256(weights_digest(module).encode())
+    for cls in sorted({type(m) for m in module.modules()}, key=lambda c: (c.__module__, c.__qualname__)):
+        digest.update(f"{cls.__module__}.{cls.__qualname__}".encode())
+        code = getattr(getattr(cls, "forward", None), "__code__", None)
+        if code is not None:
+            digest.update(code.co_code)
+            digest.update(repr((code.co_names, code.co_varnames)).encode())
+    return digest.hexdigest()[:32]
+
+
 def cached_onnx(module: torch.nn.Module, in_channels: int) -> Path:
     """The ONNX export of ``module`` from the cache, exported on first use (then the cache is bounded)."""
     from bone_avizo.models.onnx_export import export_onnx
@@ -131,7 +145,7 @@ def cached_onnx(module: torch.nn.Module, in_channels: int) -> Path:
     if getattr(module, "onnx_path", None) is not None:  # an exported file given as the model: run it as it is
         return Path(module.onnx_path)
     limit = cache_limit_bytes()
-    path = cache_folder() / f"{weights_digest(module)}_{in_channels}ch.onnx"
+    path = cache_folder() / f"{network_digest(module)}_{in_channels}ch.onnx"
     if path.is_file():
         _mark_used(path)
         return path

@@ -127,7 +127,7 @@ class _Plan:
             raise ModelError(f"the model takes {meta.in_channels} input channels but {self.context} "
                              "context slice(s); only grayscale 2D/2.5D models are supported")
         self.label_buffers = BufferPool()  # CPU label blocks, given back once written
-        self.argmax = _Argmax()  # CPU: a pass's labels while the next pass runs
+        self.helper = _Helper()  # CPU: a pass's labels and the next pass's normalisation while the network runs
         self.channels = int(meta.num_classes)  # the network's outputs: 1 for a binary model's sigmoid logit
         self.num_classes = label_count(self.channels)  # label values, probability maps, class names
         self.class_names = tuple(meta.class_names) or default_class_names(self.channels)
@@ -292,20 +292,28 @@ class _PlanePredictor:
                 return lo, self.normaliser.prepare(view)
         return lo, self.normaliser.prepare(_read_block(source, self.axis, lo, hi))
 
-    def chunks(self, block: tuple[int, int], lo: int, prepared) -> Iterator[tuple[int, torch.Tensor]]:
+    def chunks(self, block: tuple[int, int], lo: int, prepared,
+               helper: "_Helper | None" = None) -> Iterator[tuple[int, torch.Tensor]]:
         """(i, logits (m, K, h, w) float32) for the block's images i..i+m-1, a forward pass's worth at a
         time, so no more than one pass of logits exists at once. A raw CPU block (:attr:`Normaliser.per_pass`)
-        is normalised a pass at a time into one reused buffer, just before the network reads it from cache."""
+        is normalised a pass at a time into pooled buffers: by ``helper``'s thread while the network runs the
+        pass before (so the compute thread only runs the network), else on this thread just before."""
         per_pass = self.normaliser.per_pass
         rows = prepared if per_pass else self.normaliser.on_device(prepared)  # (rows, h, w)
         centres = np.arange(*block) - lo
         step = self.tiler.images_per_pass(*rows.shape[-2:])
-        for i in range(0, len(centres), step):
-            images = self._pass_images(rows, centres[i:i + step], lo)
-            if not per_pass:
-                yield i, tta.averaged(self.tiler, images, self.plan.config.tta)
-                continue
-            normed = self.normaliser.normalised(images)
+        starts = range(0, len(centres), step)
+        if not per_pass:
+            for i in starts:
+                yield i, tta.averaged(self.tiler, self._pass_images(rows, centres[i:i + step], lo),
+                                      self.plan.config.tta)
+            return
+        images_of = lambda i: self._pass_images(rows, centres[i:i + step], lo)  # noqa: E731
+        upcoming = None
+        for i in starts:
+            normed = upcoming.result() if upcoming is not None else self.normaliser.normalised(images_of(i))
+            upcoming = (helper.start(self.normaliser.normalised, images_of(i + step))
+                        if helper is not None and i + step < len(centres) else None)
             try:
                 logits = tta.averaged(self.tiler, torch.from_numpy(normed), self.plan.config.tta)
             finally:
@@ -544,7 +552,7 @@ def predict_volume(source, model, config: PredictConfig | None = None, *, output
         tracker = ProgressTracker(steps, "predicting", progress)
         source = RetainedSource(source, int(config.memory_limit_gb * (1 << 30) * RETAINED_SHARE))
         stack.callback(source.forget)
-        stack.callback(plan.argmax.close)
+        stack.callback(plan.helper.close)
         stats, backends = _stats_while_building(source, loaded, plan, tracker.phase(light))
         source.stop_retaining()
         predicting = tracker.phase(PREDICT_UNITS)
@@ -710,39 +718,45 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
                   else torch.empty((n, h, w), dtype=torch.uint8, device=device))
         quantised = (torch.empty((predictor.plan.num_classes, n, h, w), dtype=torch.uint8, device=device)
                      if probabilities else None)
-        argmax = predictor.plan.argmax if device.type == "cpu" else None
-        for i, logits in predictor.chunks(block, lo, prepared):
+        helper = predictor.plan.helper if device.type == "cpu" else None
+        for i, logits in predictor.chunks(block, lo, prepared, helper):
             if quantised is not None:
                 quantised[:, i:i + len(logits)] = _quantise(_class_probabilities(logits)).transpose(0, 1)
-            if argmax is not None:
-                argmax.submit(logits, labels[i:i + len(logits)])
+            if helper is not None:
+                helper.submit_labels(logits, labels[i:i + len(logits)])
             else:
                 labels_from_scores(logits, overwrite=True, out=labels[i:i + len(logits)])
             if progress is not None:
                 progress.advance(len(logits))
-        if argmax is not None:
-            argmax.wait()
+        if helper is not None:
+            helper.wait()
         return _HostArray(labels, pool), (_HostArray(quantised) if quantised is not None else None)
 
 
-class _Argmax:
-    """CPU labels of one forward pass's scores on a background thread while the compute thread runs the
-    next pass (at most one pass waits; on 2 cores ~10 % off a call with a near-free network)."""
+class _Helper:
+    """The CPU compute thread's helper, one background thread: a forward pass's labels
+    (:meth:`submit_labels`) and the next pass's normalisation (:meth:`start`) run there while the compute
+    thread runs the network, so on 2 cores one core runs the network and the other everything around it.
+    At most one pass's labels wait at a time."""
 
     def __init__(self):
         self._pool: ThreadPoolExecutor | None = None
-        self._pending = None
+        self._labels = None
 
-    def submit(self, scores: torch.Tensor, out: torch.Tensor) -> None:
+    def start(self, func, *args) -> Future:
+        """``func(*args)`` on the helper thread, after what was submitted before."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bone_avizo-helper")
+        return self._pool.submit(func, *args)
+
+    def submit_labels(self, scores: torch.Tensor, out: torch.Tensor) -> None:
         """Labels of (m, K, h, w) ``scores`` into uint8 (m, h, w) ``out``, once the previous pass's are done."""
         self.wait()
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bone_avizo-argmax")
-        self._pending = self._pool.submit(labels_from_scores, scores, overwrite=True, out=out)
+        self._labels = self.start(functools.partial(labels_from_scores, overwrite=True, out=out), scores)
 
     def wait(self) -> None:
         """Wait for the submitted labels; re-raise their error."""
-        pending, self._pending = self._pending, None
+        pending, self._labels = self._labels, None
         if pending is not None:
             pending.result()
 
