@@ -232,7 +232,7 @@ class PointwiseNet(ScaledNet):
         self.bias = torch.nn.Parameter(torch.linspace(-0.5, 0.5, classes).view(1, classes, 1, 1))
 
     def forward(self, x):
-        return torch.addcmul(self.bias, x[:, :1], self.weight)
+        return torch.addcmul(self.bias, x, self.weight)
 
 
 NETWORKS = {"scaled": ScaledNet, "affine": PointwiseNet}

@@ -69,13 +69,18 @@ class LendingSource(ArraySource):
         return super().view_slab(z0, z1)
 
 
-def test_statistics_and_prediction_use_lent_slabs_and_give_the_same_labels(tmp_path):
+def test_statistics_and_prediction_use_lent_slabs_and_give_the_same_labels(tmp_path, monkeypatch):
     loaded = fake_loaded(num_classes=3)
     expected = pointwise_reference(VOLUME, loaded)
     source = LendingSource(VOLUME.copy())
     stats = scan_stats(source, slab_slices=4)
-    assert source.lent == 4 and source.read == 0  # a first probe, then the three slabs
+    assert source.lent == 2 and source.read == 0  # a first probe, then one slab: views cost no memory
     assert stats == scan_stats(ArraySource(VOLUME), slab_slices=4)
+    source.lent = 0
+    with monkeypatch.context() as patch:
+        patch.setattr("bone_avizo.data.normalize.LENT_SLAB_VOXELS", 1)
+        assert scan_stats(source, slab_slices=4) == stats
+    assert source.lent == 1 + -(-len(VOLUME) // 4) and source.read == 0  # the probe, then slabs of 4
     source.lent = 0
     labels = predict_volume(source, loaded, PredictConfig(device="cpu", batch_size=2)).labels.array
     np.testing.assert_array_equal(labels, expected)

@@ -58,6 +58,7 @@ class NormStats:
 
 
 MOMENTS_PART = 1 << 20  # voxels: a slab is summed in parts of at least this size, one per I/O thread
+LENT_SLAB_VOXELS = 1 << 26  # voxels per slab of a source that lends views (no copy: only calls to save)
 MOMENTS_RUN = 1 << 19  # voxels per step (a few large numpy calls: small ones contend for the GIL in 2 threads)
 
 
@@ -233,12 +234,14 @@ class StatsAccumulator:
 
 def scan_stats(source, *, slab_slices: int = 32, progress=None, mask: str = StatsMask.POSITIVE) -> NormStats:
     """Statistics over the voxels ``mask`` selects (default > 0) of a whole source (any VolumeSource),
-    read slab by slab."""
+    read slab by slab (``slab_slices``; slabs of at least LENT_SLAB_VOXELS from a source that lends views)."""
     acc = StatsAccumulator(mask)
     nz = source.shape[0]
-    slabs = [(z0, min(z0 + slab_slices, nz)) for z0 in range(0, nz, slab_slices)]
     lent = getattr(source, "view_slab", lambda *_: None)
     lends = bool(nz) and lent(0, 1) is not None  # voxels in memory or mapped: nothing to read ahead
+    if lends:  # a view costs no memory: fewer, larger slabs (3-slice slabs of 64 x 1024^2: 10-12 ms, not 6.5)
+        slab_slices = max(slab_slices, LENT_SLAB_VOXELS // max(1, int(np.prod(source.shape[1:]))))
+    slabs = [(z0, min(z0 + slab_slices, nz)) for z0 in range(0, nz, slab_slices)]
     pairs = ((zs, lent(*zs)) for zs in slabs) if lends else prefetched(lambda zs: source.read_slab(*zs), slabs)
     for (z0, z1), slab in pairs:
         acc.add(slab, reader_busy=not lends)
