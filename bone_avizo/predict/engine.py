@@ -679,11 +679,12 @@ def _stats(source: VolumeSource, plan: _Plan, tracker: ProgressPhase) -> NormSta
 
 
 class _HostArray:
-    """A device tensor on its way to host memory: ``get()`` waits for the copy and returns the array;
-    ``release()`` gives a CPU tensor's array back to ``pool`` once nothing reads it any more."""
+    """A device tensor on its way to host memory: ``get()`` waits for the copy (or, on CPU, for ``ready``:
+    the helper thread's last labels of the block) and returns the array; ``release()`` gives a CPU
+    tensor's array back to ``pool`` once nothing reads it any more."""
 
-    def __init__(self, tensor: torch.Tensor, pool: BufferPool | None = None):
-        self._event, self._pool = None, None
+    def __init__(self, tensor: torch.Tensor, pool: BufferPool | None = None, ready: Future | None = None):
+        self._event, self._pool, self._ready = None, None, ready
         if tensor.device.type == "cpu":
             self._array, self._pool = tensor.numpy(), pool
             return
@@ -694,6 +695,9 @@ class _HostArray:
         self._array = host.numpy()
 
     def get(self) -> np.ndarray:
+        if self._ready is not None:
+            self._ready.result()  # re-raises the labels' error
+            self._ready = None
         if self._event is not None:
             self._event.synchronize()
             self._event = None
@@ -728,16 +732,16 @@ def _labels_and_probabilities(predictor: "_PlanePredictor", block, data, *, prob
                 labels_from_scores(logits, overwrite=True, out=labels[i:i + len(logits)])
             if progress is not None:
                 progress.advance(len(logits))
-        if helper is not None:
-            helper.wait()
-        return _HostArray(labels, pool), (_HostArray(quantised) if quantised is not None else None)
+        ready = helper.detach() if helper is not None else None  # the block's last labels: the writer waits
+        return _HostArray(labels, pool, ready), (_HostArray(quantised) if quantised is not None else None)
 
 
 class _Helper:
     """The CPU compute thread's helper, one background thread: a forward pass's labels
     (:meth:`submit_labels`) and the next pass's normalisation (:meth:`start`) run there while the compute
     thread runs the network, so on 2 cores one core runs the network and the other everything around it.
-    At most one pass's labels wait at a time."""
+    At most one pass's labels wait at a time; a block's last ones are waited for by its writer
+    (:meth:`detach`), not by the compute thread."""
 
     def __init__(self):
         self._pool: ThreadPoolExecutor | None = None
@@ -756,9 +760,15 @@ class _Helper:
 
     def wait(self) -> None:
         """Wait for the submitted labels; re-raise their error."""
-        pending, self._labels = self._labels, None
+        pending = self.detach()
         if pending is not None:
             pending.result()
+
+    def detach(self) -> Future | None:
+        """The submitted labels' future (None if none), no longer waited for here: whoever reads those
+        labels waits for it (the compute thread goes on with the next block meanwhile)."""
+        pending, self._labels = self._labels, None
+        return pending
 
     def close(self) -> None:
         if self._pool is not None:
