@@ -112,3 +112,18 @@ def test_bench_predict_kernels_runs_tiny_and_compares_both_routes(tmp_path, monk
     assert figures["shape"] == [3, 40, 40] and len(figures["seconds"]) == 6
     assert set(figures["numba_speedup"]) == {name.rsplit(": ", 1)[0] for name in figures["seconds"]}
     assert all(value > 0 for value in figures["numba_speedup"].values())
+
+
+def test_ab_overhead_compares_two_checkouts_in_turns_at_tiny_sizes(capsys):
+    """The side-by-side comparison of two source trees: here the same tree twice, so both report the
+    same settings; every figure is a measured time."""
+    import ab_overhead
+    root = Path(__file__).resolve().parents[1]
+    assert ab_overhead.main([str(root), str(root), "--runs", "2", "--slices", "5", "--size", "48"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["shape"] == [5, 48, 48] and result["runs"] == 2
+    engines = list(result["engine_s"].values())
+    assert len(engines) == 2 and engines[0]["ran"] == engines[1]["ran"]
+    assert engines[0]["ran"].startswith(("onnxruntime on cpu", "torch on cpu"))
+    assert all(0 < e["best"] <= e["median"] and e["ratio_to_best_floor"] > 0 for e in engines)
+    assert 0 < result["floor_s"]["best"] <= result["floor_s"]["median"]
