@@ -130,7 +130,7 @@ def throughput(args) -> dict:
                     predict_volume(source, loaded, cfg, output=out, overwrite=True)
                 keep_best(rows, f"bone_avizo {label} (file to file)", time.perf_counter() - t)
             t = time.perf_counter()
-            predict_volume(volume, loaded, next(iter(_engine_variants(args)))[1])
+            predict_volume(volume, loaded, PredictConfig(device=args.device))
             keep_best(rows, "bone_avizo default (in memory)", time.perf_counter() - t)
             keep_best(rows, "MONAI sliding_window_inference (in memory)", _monai(volume, loaded, device, args))
             keep_best(rows, "naive whole-slice torch loop (in memory)", _naive(volume, loaded, device))
@@ -150,6 +150,16 @@ def keep_best(rows: dict, key: str, seconds: float) -> None:
 
 
 def _engine_variants(args):
+    """(label, config) of the engine variants --variants names (all by default); an unknown name: SystemExit."""
+    variants = list(_all_engine_variants(args))
+    wanted = [v.strip() for v in getattr(args, "variants", "").split(",") if v.strip()]
+    unknown = sorted(set(wanted) - {label for label, _ in variants})
+    if unknown:
+        raise SystemExit(f"unknown --variants {', '.join(unknown)}; valid: {', '.join(l for l, _ in variants)}")
+    return [(label, cfg) for label, cfg in variants if not wanted or label in wanted]
+
+
+def _all_engine_variants(args):
     common = dict(device=args.device)
     yield "default", PredictConfig(**common)
     yield "tile=patch 256", PredictConfig(tile_size=256, **common)
@@ -525,6 +535,8 @@ def main(argv=None) -> int:
     p.add_argument("--monai-slices", type=int, default=4)
     p.add_argument("--monai-batch", type=int, default=8)
     p.add_argument("--repeat", type=int, default=2, help="interleaved repetitions; the best time is kept")
+    p.add_argument("--variants", default="",
+                   help="comma-separated engine variants to time (default: all), e.g. default,backend=torch")
     p = sub.add_parser("overhead")
     p.add_argument("--slices", type=int, default=64)
     p.add_argument("--size", type=int, default=1024)
