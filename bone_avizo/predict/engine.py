@@ -303,12 +303,14 @@ class _PlanePredictor:
         centres = np.arange(*block) - lo
         step = self.tiler.images_per_pass(*rows.shape[-2:])
         starts = range(0, len(centres), step)
+
+        def images_of(i: int):
+            return self._pass_images(rows, centres[i:i + step], lo)
+
         if not per_pass:
             for i in starts:
-                yield i, tta.averaged(self.tiler, self._pass_images(rows, centres[i:i + step], lo),
-                                      self.plan.config.tta)
+                yield i, tta.averaged(self.tiler, images_of(i), self.plan.config.tta)
             return
-        images_of = lambda i: self._pass_images(rows, centres[i:i + step], lo)  # noqa: E731
         upcoming = None
         for i in starts:
             normed = upcoming.result() if upcoming is not None else self.normaliser.normalised(images_of(i))
