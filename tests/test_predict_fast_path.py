@@ -164,6 +164,25 @@ def test_reduced_precision_runs_a_copy_and_leaves_the_callers_weights_in_fp32():
     torch.testing.assert_close(out, module(x), atol=0.1, rtol=0.05)
 
 
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_predicting_leaves_the_callers_network_as_it_was(backend):
+    """Neither backend changes the network it is given: its train/eval mode, the memory layout of its
+    weights (channels_last weights had made the caller's own forward passes 10x slower) and its values."""
+    loaded = fake_loaded(in_channels=3)  # (K, 3, 1, 1) weights: channels_last changes their strides
+    module = loaded.module.train()
+    with torch.no_grad():
+        module.weight.copy_(torch.randn_like(module.weight))
+    before = {k: (v.clone(), v.stride(), v.device) for k, v in module.state_dict().items()}
+    volume = np.random.default_rng(6).integers(1, 60000, (3, 20, 24)).astype(np.uint16)
+    labels = predict_volume(volume, loaded, PredictConfig(device="cpu", backend=backend)).labels.array
+    np.testing.assert_array_equal(labels, pointwise_reference(volume, loaded))
+    assert module.training
+    for key, value in module.state_dict().items():
+        weights, stride, device = before[key]
+        assert value.stride() == stride and value.device == device
+        torch.testing.assert_close(value, weights, rtol=0, atol=0)
+
+
 class Fp32Only(PointwiseNet):
     def forward(self, x):
         if x.dtype != torch.float32:

@@ -7,6 +7,7 @@ onnxruntime: CPU, CUDA or TensorRT execution providers, from an exported model.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 
@@ -39,10 +40,12 @@ class TorchBackend:
     def __init__(self, module: torch.nn.Module, *, device: torch.device, precision: str, compile: bool = False):
         self.device = device
         self.precision = resolve_precision(precision, device)
-        self.module = module.eval().to(device).to(memory_format=torch.channels_last)
+        # a copy: the caller's network keeps its device, mode, weights and layout (channels_last weights
+        # made its own later forward passes 10x slower on CPU)
+        self.module = copy.deepcopy(module).eval().to(device).to(memory_format=torch.channels_last)
         self.dtype = _DTYPES.get(self.precision, torch.float32)
         self._fp32_module = self.module
-        if self.dtype != torch.float32:  # a copy: the caller's module keeps its fp32 weights
+        if self.dtype != torch.float32:  # another copy: the fp32 one stays for the autocast fallback
             self.module = copy.deepcopy(self.module).to(self.dtype)
         self.autocast = False
         self.fixed_batch = bool(compile)  # a compiled network is specialised to one batch shape
@@ -156,10 +159,16 @@ class OnnxBackend:
 def build_backend(module: torch.nn.Module, *, backend: str, device: torch.device, precision: str,
                   threads: int, onnx_path: str | os.PathLike | None = None, in_channels: int = 1,
                   compile: bool = False):
-    """The backend named ``backend`` for ``module`` (onnxruntime uses a cached ONNX export)."""
+    """The backend named ``backend`` for ``module`` (onnxruntime uses a cached ONNX export); ``module``
+    itself is left as it is (device, train/eval mode, memory format)."""
     if backend == "torch":
         return TorchBackend(module, device=device, precision=precision, compile=compile)
     if precision not in ("auto", "fp32"):
         raise ConfigError(f"precision {precision} is available with --backend torch; onnxruntime runs fp32")
-    module = module.to("cpu").eval()
+    if onnx_path is None and not _on_cpu(module):  # exported from a CPU copy; the caller's stays where it is
+        module = copy.deepcopy(module).to("cpu")
     return OnnxBackend(onnx_path or cached_onnx(module, in_channels), device=device, threads=threads)
+
+
+def _on_cpu(module: torch.nn.Module) -> bool:
+    return all(t.device.type == "cpu" for t in itertools.chain(module.parameters(), module.buffers()))

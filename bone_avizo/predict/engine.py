@@ -10,7 +10,6 @@ of the number of slices.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 import os
@@ -628,11 +627,10 @@ class _StopOnFailure:
 
 
 def _backends(loaded, plan: _Plan) -> list:
-    """One backend per device; extra devices get their own copy of the network."""
+    """One backend per device, each with its own copy of the network (the caller's stays as it is)."""
     backends = []
-    for i, device in enumerate(plan.devices):
-        module = loaded.module if i == 0 else copy.deepcopy(loaded.module)
-        backends.append(build_backend(module, backend=plan.backend, device=device,
+    for device in plan.devices:
+        backends.append(build_backend(loaded.module, backend=plan.backend, device=device,
                                       precision=plan.config.precision, threads=plan.config.threads,
                                       in_channels=plan.context, compile=plan.compile(int(np.prod(plan.shape)))))
     return backends
