@@ -322,3 +322,18 @@ def test_the_next_pass_is_normalised_beside_the_network_exactly_and_its_errors_s
     with pytest.raises(RuntimeError, match="normalisation failed"):
         predict_volume(volume, loaded, config, output=tmp_path / "failed.tif")
     assert not list(tmp_path.glob("failed*"))
+
+
+def test_a_reduced_precision_picks_the_torch_backend_or_is_refused_before_any_work():
+    """fp16/bf16 run on the torch backend: the automatic backend picks it; onnxruntime asked for by name
+    is refused with one line before the statistics pass reads anything."""
+    volume = np.random.default_rng(7).integers(1, 60000, (3, 16, 16)).astype(np.uint16)
+    result = predict_volume(volume, fake_loaded(), PredictConfig(device="cpu", precision="bf16"))
+    assert result.backend == "torch"
+    reports = []
+    with pytest.raises(ConfigError) as info:
+        predict_volume(volume, fake_loaded(), PredictConfig(device="cpu", precision="fp16", backend="onnxruntime"),
+                       progress=lambda done, total, message: reports.append(done))
+    assert str(info.value) == ("precision fp16 is available with --backend torch; onnxruntime runs fp32: drop "
+                               "--precision or use --backend torch")
+    assert reports == []

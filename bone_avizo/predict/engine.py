@@ -69,6 +69,7 @@ COMPILE_MIN_VOXELS = 3e10
 # of the default memory limit that the exact pass keeps for the prediction pass (a smaller compressed scan
 # is read once either way); below it the exact pass costs little (64 x 1024^2 uint16: 0.04-0.07 s)
 SAMPLED_MIN_VOXELS = 1 << 27
+REDUCED_PRECISIONS = ("fp16", "bf16")  # run by the torch backend only
 
 
 @dataclass
@@ -160,8 +161,12 @@ class _Plan:
         return [resolve_device(config.device, self.ranks)]
 
     def _backend_name(self, name: str) -> str:
+        """auto: onnxruntime on CPU where it is installed, else torch; torch when a reduced precision is
+        asked (onnxruntime runs fp32)."""
         if name != "auto":
             return name
+        if self.config.precision in REDUCED_PRECISIONS:
+            return "torch"
         if self.device.type == "cpu":
             try:
                 import onnxruntime  # noqa: F401
@@ -586,6 +591,9 @@ def _check_job(plan: _Plan, output, overwrite: bool) -> None:
     if plan.config.compile == "on" and plan.backend != "torch":
         raise ConfigError(f"--compile on needs --backend torch (the {plan.backend} backend optimises the "
                           "network itself); drop --compile or add --backend torch")
+    if plan.config.precision in REDUCED_PRECISIONS and plan.backend != "torch":
+        raise ConfigError(f"precision {plan.config.precision} is available with --backend torch; {plan.backend} "
+                          "runs fp32: drop --precision or use --backend torch")
     if plan.config.resume and plan.fused:
         raise ConfigError("--resume works for single-plane (xy) prediction; rerun without --resume")
     if plan.ranks.distributed:
