@@ -285,7 +285,8 @@ class PredictConfig(ConfigBase):
     devices: tuple[str, ...] = param((),
                                      "several devices sharing one volume, e.g. cuda:0,cuda:1 (overrides device)",
                                      group="compute")
-    backend: str = param("auto", "inference engine; auto = onnxruntime on CPU when installed (torch for fp16/bf16), else torch",
+    backend: str = param("auto", "inference engine; auto = onnxruntime on CPU when installed (torch for "
+                                 "fp16/bf16), else torch",
                          choices=("auto", "torch", "onnxruntime"), group="compute")
     precision: str = param("auto", "auto = fp32 on CPU, fp16 on CUDA; fp16/bf16 run the network's weights and "
                            "activations in that precision (autocast where the device lacks the kernels)",

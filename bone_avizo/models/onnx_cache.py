@@ -2,7 +2,8 @@
 
 Where: ``$BONE_AVIZO_CACHE/onnx`` (default ``~/.cache/bone_avizo/onnx``). Each export is named by a
 SHA-256 of the network's weights and of the code of its modules' forward passes (a changed network
-with the same weights, e.g. after an upgrade, is exported again), so a model is exported once and reused by every later prediction.
+with the same weights, e.g. after an upgrade, is exported again), so a model is exported once and
+reused by every later prediction.
 Bound: ``$BONE_AVIZO_CACHE_MB`` megabytes (default :data:`DEFAULT_LIMIT_MB`); after each export
 the least recently used files are deleted until the cache fits (the export in use is always kept).
 "Used" is the file's access time, which each use sets explicitly (file systems mounted with noatime
