@@ -20,6 +20,14 @@ from bone_avizo.models.onnx_cache import cache_folder, cached_onnx, weights_dige
 log = logging.getLogger(__name__)
 
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+REDUCED_PRECISIONS = tuple(_DTYPES)  # run by the torch backend only
+
+
+def check_precision(backend: str, precision: str) -> None:
+    """ConfigError where ``backend`` cannot run ``precision`` (onnxruntime runs fp32 only)."""
+    if precision in REDUCED_PRECISIONS and backend != "torch":
+        raise ConfigError(f"precision {precision} is available with --backend torch; {backend} runs fp32: "
+                          "drop --precision or use --backend torch")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -163,8 +171,7 @@ def build_backend(module: torch.nn.Module, *, backend: str, device: torch.device
     itself is left as it is (device, train/eval mode, memory format)."""
     if backend == "torch":
         return TorchBackend(module, device=device, precision=precision, compile=compile)
-    if precision not in ("auto", "fp32"):
-        raise ConfigError(f"precision {precision} is available with --backend torch; onnxruntime runs fp32")
+    check_precision(backend, precision)
     if onnx_path is None and not _on_cpu(module):  # exported from a CPU copy; the caller's stays where it is
         module = copy.deepcopy(module).to("cpu")
     return OnnxBackend(onnx_path or cached_onnx(module, in_channels), device=device, threads=threads)

@@ -35,7 +35,7 @@ from bone_avizo.io import create_writer, detect_format, get_format
 from bone_avizo.io.base import ArraySource, MemoryWriter, VolumeSource, check_output_path, partial_path
 from bone_avizo.models.metadata import default_class_names, label_count
 from bone_avizo.predict import tta
-from bone_avizo.predict.backends import build_backend
+from bone_avizo.predict.backends import REDUCED_PRECISIONS, build_backend, check_precision
 from bone_avizo.predict.fusion import FusionBuffer
 from bone_avizo.predict.loading import LoadingModel, open_model
 from bone_avizo.predict.backends import weights_digest
@@ -69,7 +69,6 @@ COMPILE_MIN_VOXELS = 3e10
 # of the default memory limit that the exact pass keeps for the prediction pass (a smaller compressed scan
 # is read once either way); below it the exact pass costs little (64 x 1024^2 uint16: 0.04-0.07 s)
 SAMPLED_MIN_VOXELS = 1 << 27
-REDUCED_PRECISIONS = ("fp16", "bf16")  # run by the torch backend only
 
 
 @dataclass
@@ -591,9 +590,7 @@ def _check_job(plan: _Plan, output, overwrite: bool) -> None:
     if plan.config.compile == "on" and plan.backend != "torch":
         raise ConfigError(f"--compile on needs --backend torch (the {plan.backend} backend optimises the "
                           "network itself); drop --compile or add --backend torch")
-    if plan.config.precision in REDUCED_PRECISIONS and plan.backend != "torch":
-        raise ConfigError(f"precision {plan.config.precision} is available with --backend torch; {plan.backend} "
-                          "runs fp32: drop --precision or use --backend torch")
+    check_precision(plan.backend, plan.config.precision)
     if plan.config.resume and plan.fused:
         raise ConfigError("--resume works for single-plane (xy) prediction; rerun without --resume")
     if plan.ranks.distributed:
